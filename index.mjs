@@ -1,0 +1,5 @@
+import Socket from './index.js';
+
+export const { Server, Stream, ConnectionGroup } = Socket;
+export { Socket };
+export default Socket;

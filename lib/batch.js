@@ -1,0 +1,72 @@
+'use strict';
+
+// Record tags of src/events.rs.
+const TEXT = 1;
+const BINARY = 2;
+const DETAIL = 3;
+
+/**
+ * Walk one batch of events from the addon (format in src/events.rs) and
+ * hand each to the owner, in order. A throw from a handler is passed to
+ * `onThrow` and the walk goes on: one bad listener never costs the other
+ * connections their events.
+ *
+ * Binary payloads are copied out of the batch so that a kept message does
+ * not pin the whole batch in memory; large ones arrive as their own Buffer.
+ *
+ * @param {Uint32Array} records `[tag, connection, byteLength]` triples
+ * @param {Buffer} bytes The payloads of text and small binary messages
+ * @param {Object[]} details The rare events, in order
+ * @param {Object} handlers `message(connection, data, isBinary)` (a string
+ *     for text, a Buffer for binary), `detail(connection, detail)` and
+ *     `onThrow(err)`
+ */
+function readBatch(records, bytes, details, handlers) {
+  let offset = 0;
+  let nextDetail = 0;
+  for (let i = 0; i < records.length; i += 3) {
+    const tag = records[i];
+    const connection = records[i + 1];
+    try {
+      if (tag === DETAIL) {
+        const detail = details[nextDetail++];
+        if (detail.type === 'LargeBinary') {
+          handlers.message(connection, detail.data, true);
+        } else {
+          handlers.detail(connection, detail);
+        }
+        continue;
+      }
+      const start = offset;
+      offset += records[i + 2];
+      if (tag === TEXT) {
+        handlers.message(connection, bytes.toString('utf8', start, offset), false);
+      } else if (tag === BINARY) {
+        handlers.message(connection, Buffer.from(bytes.subarray(start, offset)), true);
+      }
+    } catch (err) {
+      handlers.onThrow(err);
+    }
+  }
+}
+
+/**
+ * Make the callback the addon calls with each batch. It holds the owner
+ * weakly: the addon keeps the callback alive, and the owner must stay
+ * collectable once the user drops it (its keep-alive timer holds it while
+ * it is listening or connected).
+ *
+ * @param {Object} owner The Server or Socket core
+ * @param {Function} dispatch Called as `dispatch(owner, records, bytes,
+ *     details)`
+ * @return {Function} The callback for the native constructor
+ */
+function batchCallback(owner, dispatch) {
+  const ref = new WeakRef(owner);
+  return (records, bytes, details) => {
+    const target = ref.deref();
+    if (target !== undefined) dispatch(target, records, bytes, details);
+  };
+}
+
+module.exports = { readBatch, batchCallback };

@@ -1,0 +1,85 @@
+'use strict';
+
+const { types } = require('node:util');
+
+const { codedError } = require('./errors');
+
+/**
+ * Encode a value for `send`, by SPEC section 3:
+ * - binary data (Buffer, any TypedArray, DataView, ArrayBuffer,
+ *   SharedArrayBuffer) becomes a Buffer, sent as one binary frame. Buffers
+ *   and views are not copied: their exact `byteOffset`/`byteLength` bytes
+ *   go out as they are when written. A SharedArrayBuffer (or a view of one)
+ *   is copied, since another thread may write it at any time;
+ * - a Blob or File becomes a Promise of a Buffer;
+ * - with `json`, anything else is `JSON.stringify`'d into a string, sent as
+ *   one text frame; without it, only strings are accepted, unchanged.
+ *
+ * @param {*} value The value to send
+ * @param {Boolean} json Whether non-binary values are JSON-encoded
+ * @return {(String|Buffer|Promise<Buffer>)} The payload
+ * @throws {TypeError} If the value cannot be sent (nothing is sent then)
+ */
+function encode(value, json) {
+  const binary = toBuffer(value);
+  if (binary !== undefined) return binary;
+
+  if (!json) {
+    if (typeof value === 'string') return value;
+    throw codedError(
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      'With json: false, send() takes a string or binary data, not ' +
+        describe(value)
+    );
+  }
+
+  let text;
+  try {
+    text = JSON.stringify(value);
+  } catch (err) {
+    throw codedError(
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      `The message cannot be sent as JSON: ${err.message}`,
+      { cause: err }
+    );
+  }
+  if (text === undefined) {
+    throw codedError(
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      `The message cannot be sent as JSON: ${describe(value)}`
+    );
+  }
+  return text;
+}
+
+/**
+ * The Buffer for binary data, a Promise of one for a Blob, or `undefined`
+ * when the value is not binary.
+ *
+ * @param {*} value The value
+ * @return {(Buffer|Promise<Buffer>|undefined)} The bytes
+ */
+function toBuffer(value) {
+  if (Buffer.isBuffer(value)) return value;
+  if (ArrayBuffer.isView(value)) {
+    const view = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    return types.isSharedArrayBuffer(value.buffer) ? Buffer.from(view) : view;
+  }
+  if (types.isArrayBuffer(value)) return Buffer.from(value);
+  if (types.isSharedArrayBuffer(value)) return Buffer.from(Buffer.from(value));
+  if (value instanceof Blob) {
+    return value.arrayBuffer().then((bytes) => Buffer.from(bytes));
+  }
+  return undefined;
+}
+
+function describe(value) {
+  if (value === null) return 'null';
+  if (typeof value === 'object') return `an object (${value.constructor?.name})`;
+  return `a ${typeof value}`;
+}
+
+module.exports = encode;

@@ -1,0 +1,196 @@
+'use strict';
+
+const { kComplete } = require('./symbols');
+
+/**
+ * @typedef {Object} Subscription
+ * @property {Function} dispose Stops the callback; idempotent
+ */
+
+/**
+ * A lazy, cacheless stream of `(message, sender)` pairs: the Mytosis Stream.
+ *
+ * The publisher runs when the first subscriber arrives and its cleanup runs
+ * when the last one leaves, so the owner knows exactly when anybody listens
+ * (and can stop carrying messages while nobody does). A later subscriber
+ * opens the stream again: the publisher runs anew with a fresh `push`; a
+ * `push` from an earlier opening delivers nothing. Messages are never kept.
+ *
+ * A stream completes once in its lifetime, by the publisher's `complete`
+ * (from any opening) or the owner's `stream[kComplete]()`: `complete`
+ * resolves, every subscriber is dropped, the cleanup runs, and the stream
+ * never opens again.
+ */
+class Stream {
+  #publisher;
+  #onError;
+  // Replaced, never mutated: a push iterates the subscribers it began with.
+  #subscribers = [];
+  // The current opening, or null while nobody observes the stream.
+  #session = null;
+  #completed = false;
+  #complete;
+  #resolve;
+
+  /**
+   * Create a new `Stream`.
+   *
+   * @param {Function} publisher Called as `publisher(push, complete)` when the
+   *     stream opens; may return a cleanup function, called when it closes
+   * @param {Object} [options] Options object
+   * @param {Function} [options.onError] Receives every error a subscriber
+   *     throws; without it, or when it throws itself, the error is rethrown
+   *     asynchronously (an `'uncaughtException'` in Node)
+   */
+  constructor(publisher, options = {}) {
+    if (typeof publisher !== 'function') {
+      throw invalidArgType('The "publisher" argument must be a function');
+    }
+    if (
+      options.onError !== undefined &&
+      typeof options.onError !== 'function'
+    ) {
+      throw invalidArgType('The "onError" option must be a function');
+    }
+
+    this.#publisher = publisher;
+    this.#onError = options.onError;
+    this.#complete = new Promise((resolve) => {
+      this.#resolve = resolve;
+    });
+  }
+
+  /**
+   * A promise resolved when the stream completes.
+   *
+   * @type {Promise<void>}
+   */
+  get complete() {
+    return this.#complete;
+  }
+
+  /**
+   * Subscribe to the stream, opening it if nobody observed it yet. On a
+   * completed stream the callback is never called.
+   *
+   * @param {Function} callback Called as `callback(message, sender)`
+   * @return {Subscription} The subscription
+   */
+  forEach(callback) {
+    if (typeof callback !== 'function') {
+      throw invalidArgType('The "callback" argument must be a function');
+    }
+
+    const entry = { callback, active: !this.#completed };
+    const subscription = { dispose: () => this.#unsubscribe(entry) };
+    if (!entry.active) return subscription;
+
+    this.#subscribers = [...this.#subscribers, entry];
+    if (this.#session === null) {
+      try {
+        this.#open();
+      } catch (err) {
+        this.#unsubscribe(entry);
+        throw err;
+      }
+    }
+    return subscription;
+  }
+
+  /**
+   * Complete the stream, whether or not it is open. For owners only.
+   *
+   * @throws {Error} If the stream is already complete
+   */
+  [kComplete]() {
+    if (this.#completed) {
+      throw closedError('The stream is already complete');
+    }
+
+    this.#completed = true;
+    for (const entry of this.#subscribers) entry.active = false;
+    this.#subscribers = [];
+    this.#resolve();
+    this.#close();
+  }
+
+  #open() {
+    const session = { closed: false, cleanup: undefined };
+    this.#session = session;
+
+    const push = (message, sender) => {
+      if (this.#completed) {
+        throw closedError('Cannot push to a completed stream');
+      }
+      if (!session.closed) this.#deliver(message, sender);
+    };
+    const cleanup = this.#publisher(push, () => this[kComplete]());
+
+    // The publisher may have completed the stream before returning its cleanup.
+    if (session.closed) runCleanup(cleanup);
+    else session.cleanup = cleanup;
+  }
+
+  #close() {
+    const session = this.#session;
+    if (session === null) return;
+
+    this.#session = null;
+    session.closed = true;
+    runCleanup(session.cleanup);
+  }
+
+  #unsubscribe(entry) {
+    if (!entry.active) return;
+
+    entry.active = false;
+    this.#subscribers = this.#subscribers.filter((other) => other !== entry);
+    if (this.#subscribers.length === 0) this.#close();
+  }
+
+  #deliver(message, sender) {
+    for (const entry of this.#subscribers) {
+      // Skip a subscriber disposed by an earlier callback of this push.
+      if (!entry.active) continue;
+
+      const { callback } = entry;
+      try {
+        callback(message, sender);
+      } catch (err) {
+        this.#report(err);
+      }
+    }
+  }
+
+  #report(err) {
+    if (this.#onError !== undefined) {
+      try {
+        this.#onError(err);
+        return;
+      } catch (sinkErr) {
+        err = sinkErr;
+      }
+    }
+    queueMicrotask(() => {
+      throw err;
+    });
+  }
+}
+
+function runCleanup(cleanup) {
+  if (typeof cleanup === 'function') cleanup();
+}
+
+function invalidArgType(message) {
+  const err = new TypeError(message);
+  err.code = 'ERR_INVALID_ARG_TYPE';
+  return err;
+}
+
+function closedError(message) {
+  const err = new Error(message);
+  err.code = 'ERR_CLOSED';
+  return err;
+}
+
+module.exports = Stream;

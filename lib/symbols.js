@@ -1,0 +1,22 @@
+'use strict';
+
+// Symbols the package's modules share with each other. They are not part of
+// the public API, so they never collide with a user's or a base class's keys.
+module.exports = {
+  // On a connection owned by a native Server: that Server's core. It offers
+  // `sendTo(connections, message)`, which encodes once, queues to all of them
+  // in one Rust call, returns how many it queued to, and throws before
+  // queueing anything when the message cannot be encoded.
+  kNativeOwner: Symbol('kNativeOwner'),
+  // A ConnectionGroup's members: a Map from connection id to connection.
+  kMembers: Symbol('kMembers'),
+  // `stream[kComplete]()` lets an owner complete a Stream whether or not it
+  // is open (a closed stream has no publisher `complete` to call).
+  kComplete: Symbol('kComplete'),
+  // A server-side connection's numeric handle in the addon.
+  kHandle: Symbol('kHandle'),
+  // `connection[kDeliver](message)`: push a message to its `messages`.
+  kDeliver: Symbol('kDeliver'),
+  // `connection[kEnd](detail)`: the connection has ended; complete it.
+  kEnd: Symbol('kEnd')
+};

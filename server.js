@@ -1,0 +1,4 @@
+'use strict';
+
+// `require('mytosis-websocket/server')` is the Server.
+module.exports = require('./lib/server');

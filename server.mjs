@@ -1,0 +1,3 @@
+import Server from './lib/server.js';
+
+export default Server;

@@ -1,0 +1,173 @@
+//! Events from Rust to JS, delivered in batches.
+//!
+//! Every native Server or Socket owns one `EventQueue`. IO tasks append to it;
+//! one dispatcher task hands everything queued since the last call to JS in a
+//! single call of one weak threadsafe function. Messages, the hot path, are
+//! packed: `records` holds `[tag, connection, byteLength]` triples and `bytes`
+//! the payloads back to back, so a batch of a thousand messages costs three
+//! JS values. Rare events (open, close, errors, large binaries) travel as
+//! `EventDetail` objects. `lib/dispatch.js` reads this format.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use napi::bindgen_prelude::{Buffer, FnArgs, Function, Uint32Array};
+use napi::threadsafe_function::{
+  ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode,
+};
+use napi::Status;
+use napi_derive::napi;
+use tokio::sync::Notify;
+
+/// Record tags; lib/dispatch.js uses the same numbers.
+const TAG_TEXT: u32 = 1;
+const TAG_BINARY: u32 = 2;
+const TAG_DETAIL: u32 = 3;
+
+/// Binary messages at least this large go to JS as their own external Buffer
+/// instead of being copied into the packed batch.
+const LARGE_BINARY: usize = 64 * 1024;
+
+/// An event that is rare next to messages, delivered as a JS object whose
+/// `type` names the variant.
+#[napi(discriminant = "type")]
+pub enum EventDetail {
+  /// A connection opened (server: a client was accepted; socket: connected).
+  Open { remote_address: String, remote_port: u32, protocol: String },
+  /// A connection ended. A socket says whether it will try again; a server
+  /// hands back the request headers, which JS may still read afterwards.
+  Close {
+    code: u32,
+    reason: String,
+    was_clean: bool,
+    will_reconnect: bool,
+    raw_headers: Option<String>,
+  },
+  /// A binary message too large to copy into the packed batch.
+  LargeBinary { data: Buffer },
+  /// Something failed; `code` is one of the stable `ERR_*` codes.
+  Error { code: String, message: String, status: Option<u32> },
+  /// The socket waits `delay` ms before attempt number `attempt`.
+  Reconnecting { attempt: u32, delay: f64 },
+  /// The owner stopped: a server for good, a socket until `reconnect()`.
+  /// `dropped` counts queued messages discarded by `close()`.
+  Stopped { dropped: u32 },
+}
+
+/// The arguments of the JS dispatcher: `(records, bytes, details)`.
+pub type EventArgs = FnArgs<(Uint32Array, Buffer, Vec<EventDetail>)>;
+
+/// The JS dispatcher as it arrives in a native constructor.
+pub type EventCallback<'scope> = Function<'scope, EventArgs, ()>;
+
+/// The one threadsafe function per native object: weak (it never keeps the
+/// process alive; the JS facade holds a handle while that is wanted), not
+/// error-first, unbounded (the dispatcher keeps at most two batches queued).
+type EventSink = ThreadsafeFunction<Batch, (), EventArgs, Status, false, true, 0>;
+
+/// Events gathered since the last call into JS.
+#[derive(Default)]
+pub struct Batch {
+  records: Vec<u32>,
+  bytes: Vec<u8>,
+  details: Vec<EventDetail>,
+}
+
+impl Batch {
+  fn is_empty(&self) -> bool {
+    self.records.is_empty()
+  }
+}
+
+#[derive(Default)]
+pub struct EventQueue {
+  pending: Mutex<Batch>,
+  /// Signalled when `pending` gains an event.
+  queued: Notify,
+  /// Signalled on the JS thread when a batch has been taken.
+  taken: Notify,
+  /// Set by `finish`: deliver what is pending, then release the callback.
+  finished: AtomicBool,
+}
+
+impl EventQueue {
+  /// Creates the queue and the task that delivers it to `callback`.
+  pub fn start(callback: EventCallback) -> napi::Result<Arc<EventQueue>> {
+    let queue = Arc::new(EventQueue::default());
+    let on_js_thread = Arc::clone(&queue);
+    let sink: EventSink = callback
+      .build_threadsafe_function::<Batch>()
+      .weak::<true>()
+      .callee_handled::<false>()
+      .build_callback(move |ctx: ThreadsafeCallContext<Batch>| {
+        on_js_thread.taken.notify_one();
+        let Batch { records, bytes, details, .. } = ctx.value;
+        Ok(FnArgs::from((Uint32Array::new(records), Buffer::from(bytes), details)))
+      })?;
+    napi::bindgen_prelude::spawn(deliver(Arc::clone(&queue), sink));
+    Ok(queue)
+  }
+
+  /// Queues a text or binary message received on connection `conn`.
+  pub fn message(&self, conn: u32, binary: bool, payload: Bytes) {
+    if binary && payload.len() >= LARGE_BINARY {
+      let data = Buffer::from(Vec::<u8>::from(payload));
+      return self.detail(conn, EventDetail::LargeBinary { data });
+    }
+    let tag = if binary { TAG_BINARY } else { TAG_TEXT };
+    let mut batch = self.lock();
+    batch.records.extend_from_slice(&[tag, conn, payload.len() as u32]);
+    batch.bytes.extend_from_slice(&payload);
+    drop(batch);
+    self.queued.notify_one();
+  }
+
+  /// Queues a rare event about connection `conn` (0 for the owner itself).
+  pub fn detail(&self, conn: u32, detail: EventDetail) {
+    let mut batch = self.lock();
+    batch.records.extend_from_slice(&[TAG_DETAIL, conn, 0]);
+    batch.details.push(detail);
+    drop(batch);
+    self.queued.notify_one();
+  }
+
+  /// Ends delivery once everything queued so far has reached JS; the
+  /// threadsafe function is released then.
+  pub fn finish(&self) {
+    self.finished.store(true, Ordering::Release);
+    self.queued.notify_one();
+  }
+
+  fn lock(&self) -> MutexGuard<'_, Batch> {
+    // A panic while holding the lock cannot leave a batch half-written in a
+    // way that matters more than losing the process, so poisoning is ignored.
+    self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+  }
+
+  fn take(&self) -> Batch {
+    std::mem::take(&mut *self.lock())
+  }
+}
+
+/// Hands batches to JS, one in flight at a time, so that under load batches
+/// grow instead of piling up as separate calls; ends after `finish`.
+async fn deliver(queue: Arc<EventQueue>, sink: EventSink) {
+  loop {
+    queue.queued.notified().await;
+    // Read before taking, so that events queued before `finish` are sent.
+    let finished = queue.finished.load(Ordering::Acquire);
+    let batch = queue.take();
+    if !batch.is_empty() {
+      if sink.call(batch, ThreadsafeFunctionCallMode::NonBlocking) != Status::Ok {
+        return;
+      }
+      if !finished {
+        queue.taken.notified().await;
+      }
+    }
+    if finished {
+      return;
+    }
+  }
+}

@@ -1,0 +1,27 @@
+//! The native half of mytosis-websocket: a WebSocket server and a reconnecting
+//! client whose IO runs on one tokio runtime, exposed to `lib/*.js` through
+//! napi-rs. Users never see these classes; the JS facade wraps them.
+
+mod buffers;
+mod connection;
+mod events;
+mod handshake;
+mod server;
+mod socket;
+
+/// One runtime for the whole process, with a single worker: the JS thread
+/// takes the other core, and one worker measured as fast as two for echo
+/// loads on a 2-core machine (see shared/research/boundary-measurements.md).
+#[napi_derive::module_init]
+fn init() {
+  let runtime = tokio::runtime::Builder::new_multi_thread()
+    .worker_threads(1)
+    .thread_name("mytosis-websocket")
+    .enable_all()
+    .build();
+  // If the runtime cannot be built here, napi-rs builds its default one on
+  // first use, so the addon still works.
+  if let Ok(runtime) = runtime {
+    napi::bindgen_prelude::create_custom_tokio_runtime(runtime);
+  }
+}
