@@ -1,0 +1,194 @@
+/// <reference types="node" />
+import { EventEmitter } from 'node:events';
+
+/** What `send` accepts: binary data, or (with `json: true`) any JSON value. */
+export type BinaryData =
+  | Buffer
+  | ArrayBufferView
+  | ArrayBuffer
+  | SharedArrayBuffer
+  | Blob;
+
+export interface Subscription {
+  /** Stop the callback; idempotent. */
+  dispose(): void;
+}
+
+/** A lazy, cacheless stream of `(message, sender)` pairs. */
+export declare class Stream<T = unknown, S = unknown> {
+  constructor(
+    publisher: (push: (message: T, sender: S) => void, complete: () => void) => void | (() => void),
+    options?: { onError?: (err: unknown) => void }
+  );
+  /** Resolves when the stream completes. */
+  readonly complete: Promise<void>;
+  forEach(callback: (message: T, sender: S) => void): Subscription;
+}
+
+/** A Mytosis connection: one peer. */
+export interface Connection {
+  readonly id: string;
+  readonly type: 'websocket';
+  readonly offline: boolean;
+  readonly messages: Stream<unknown, Connection>;
+  send(message: unknown): boolean;
+}
+
+/** A set of connections, and an event emitter of `'add'` and `'remove'`. */
+export declare class ConnectionGroup<C extends Connection = Connection> extends EventEmitter {
+  readonly messages: Stream<unknown, C>;
+  readonly size: number;
+  add(connection: C): boolean;
+  remove(connection: C, info?: unknown): boolean;
+  has(connection: C): boolean;
+  id(key: string): C | null;
+  filter(predicate: (connection: C) => unknown): ConnectionGroup<C>;
+  type(name: string): ConnectionGroup<C>;
+  union<D extends Connection>(group: ConnectionGroup<D>): ConnectionGroup<C | D>;
+  /** Returns how many connections the message was queued to. */
+  send(message: unknown, options?: { except?: C | C[] }): number;
+  [Symbol.iterator](): IterableIterator<C>;
+}
+
+export interface CloseInfo {
+  code: number;
+  reason: string;
+  wasClean: boolean;
+}
+
+/** A client of a `Server`. */
+export interface ServerConnection extends Connection {
+  readonly messages: Stream<unknown, ServerConnection>;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  /** Like Node's `IncomingMessage.headers`. */
+  readonly headers: Record<string, string | string[]>;
+  readonly protocol: string;
+  readonly context: unknown;
+  readonly bufferedAmount: number;
+  readonly closeCode: number | undefined;
+  readonly closeReason: string | undefined;
+  /** `code` is 1000 or 3000-4999; `reason` at most 123 UTF-8 bytes. */
+  close(code?: number, reason?: string): void;
+  terminate(): void;
+}
+
+export interface ServerOptions {
+  /** `0` picks a free port. */
+  port: number;
+  /** Default `::` (dual-stack), or `0.0.0.0` without IPv6. */
+  host?: string;
+  /** Only upgrade this path (the query is ignored). */
+  path?: string;
+  /** Default `true`. */
+  json?: boolean;
+  /** Bytes; default 16 MiB. Larger messages close the connection with 1009. */
+  maxPayload?: number;
+  /** Milliseconds; default 10000. */
+  handshakeTimeout?: number;
+  /** Compression is never negotiated; only `false` is accepted. */
+  perMessageDeflate?: false;
+}
+
+export interface AddressInfo {
+  address: string;
+  family: string;
+  port: number;
+}
+
+/** Errors the package creates carry one of these codes. */
+export type ErrorCode =
+  | 'ERR_INVALID_OPTION'
+  | 'ERR_INVALID_URL'
+  | 'ERR_INVALID_ARG_TYPE'
+  | 'ERR_INVALID_ARG_VALUE'
+  | 'ERR_CLOSED'
+  | 'ERR_QUEUE_FULL'
+  | 'ERR_INVALID_JSON'
+  | 'ERR_CONNECT'
+  | 'ERR_TIMEOUT'
+  | 'ERR_HANDSHAKE'
+  | 'ERR_TLS'
+  | 'ERR_HEARTBEAT'
+  | 'ERR_BLOB_READ';
+
+export interface MytosisWebSocketError extends Error {
+  code: ErrorCode | string;
+  /** `ERR_INVALID_JSON`: the raw text. */
+  data?: string;
+  /** `ERR_INVALID_JSON`: the connection it came on. */
+  connection?: Connection;
+  /** `ERR_HANDSHAKE`: the HTTP status of the answer. */
+  status?: number;
+  /** `ERR_CLOSED` from `close()`: how many queued messages were dropped. */
+  dropped?: number;
+}
+
+/** A WebSocket server served by the addon; the group of its connections. */
+export declare class Server extends ConnectionGroup<ServerConnection> {
+  constructor(portOrOptions: number | ServerOptions);
+  /** Resolves with `address()` once listening. */
+  readonly ready: Promise<AddressInfo>;
+  address(): AddressInfo | null;
+  close(): Promise<void>;
+  ref(): this;
+  unref(): this;
+  on(event: 'add', listener: (connection: ServerConnection) => void): this;
+  on(event: 'remove', listener: (connection: ServerConnection, info: CloseInfo) => void): this;
+  on(event: 'error', listener: (err: MytosisWebSocketError) => void): this;
+  on(event: 'listening' | 'close', listener: () => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+export interface SocketOptions {
+  protocols?: string | string[];
+  minReconnectionDelay?: number;
+  reconnectionDelayGrowFactor?: number;
+  maxReconnectionDelay?: number;
+  jitter?: number;
+  connectionTimeout?: number;
+  maxRetries?: number;
+  minUptime?: number;
+  maxEnqueuedMessages?: number;
+  startClosed?: boolean;
+  debug?: boolean;
+  json?: boolean;
+  binaryType?: 'arraybuffer' | 'blob';
+  maxPayload?: number;
+  headers?: Record<string, string>;
+  heartbeatInterval?: number;
+}
+
+export interface SocketCloseEvent extends CloseInfo {
+  willReconnect: boolean;
+}
+
+/** A reconnecting WebSocket client; a Mytosis connection. */
+export declare class Socket extends EventEmitter implements Connection {
+  static readonly CONNECTING: 0;
+  static readonly OPEN: 1;
+  static readonly CLOSING: 2;
+  static readonly CLOSED: 3;
+  constructor(url: string, options?: SocketOptions);
+  readonly id: string;
+  readonly type: 'websocket';
+  readonly offline: boolean;
+  readonly messages: Stream<unknown, Socket>;
+  readonly readyState: 0 | 1 | 2 | 3;
+  readonly url: string;
+  readonly protocol: string;
+  readonly retryCount: number;
+  readonly bufferedAmount: number;
+  send(message: unknown): boolean;
+  close(code?: number, reason?: string): void;
+  reconnect(): void;
+  ref(): this;
+  unref(): this;
+  on(event: 'open', listener: () => void): this;
+  on(event: 'close', listener: (event: SocketCloseEvent) => void): this;
+  on(event: 'reconnecting', listener: (event: { attempt: number; delay: number }) => void): this;
+  on(event: 'error', listener: (err: MytosisWebSocketError) => void): this;
+  on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+export default Socket;

@@ -1,0 +1,4 @@
+import { Server } from './index';
+
+export * from './index';
+export default Server;
