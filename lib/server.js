@@ -41,6 +41,7 @@ class Server extends ConnectionGroup {
   #ready;
   #readyRead = false;
   #keepAlive = null;
+  #unref = false;
   #closing = null;
   #resolveClosing;
 
@@ -126,9 +127,7 @@ class Server extends ConnectionGroup {
         });
         return;
       }
-      // Holds the process open while listening; it references the server
-      // so that a listening server is never collected.
-      this.#keepAlive = setInterval(() => this, FOREVER);
+      this.#holdProcess();
       resolve(this.#address);
       process.nextTick(() => this.emit('listening'));
     });
@@ -210,6 +209,9 @@ class Server extends ConnectionGroup {
       this.#closing = new Promise((resolve) => {
         this.#resolveClosing = resolve;
       });
+      // Until 'close', even when listening failed: the addon's callback
+      // alone does not keep the process running.
+      this.#holdProcess();
       this.#core.native.close();
     }
     return this.#closing;
@@ -221,6 +223,7 @@ class Server extends ConnectionGroup {
    * @return {Server} this
    */
   unref() {
+    this.#unref = true;
     this.#keepAlive?.unref();
     return this;
   }
@@ -231,8 +234,16 @@ class Server extends ConnectionGroup {
    * @return {Server} this
    */
   ref() {
+    this.#unref = false;
     this.#keepAlive?.ref();
     return this;
+  }
+
+  #holdProcess() {
+    // The timer references the server, so a listening server is never
+    // collected.
+    this.#keepAlive ??= setInterval(() => this, FOREVER);
+    if (this.#unref) this.#keepAlive.unref();
   }
 
   #owns(connection) {

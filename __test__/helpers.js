@@ -1,0 +1,193 @@
+'use strict';
+
+// Small shared helpers for the tests that use real sockets. Every wait has a
+// short timeout that fails with a message saying what was awaited, so a
+// broken feature fails the test instead of hanging it.
+
+const WebSocket = require('ws');
+const { WebSocket: UndiciWebSocket } = require('undici');
+
+const { Server } = require('..');
+
+const TIMEOUT = 2000;
+
+// Per client: the messages received and not yet collected, and its close.
+const inboxes = new WeakMap();
+
+/**
+ * Reject after `ms` with an error naming `what`; `promise` wins if it settles
+ * first. The timer keeps the event loop alive, so a wait for an event that
+ * never comes fails with this message rather than being cancelled.
+ */
+function within(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * The arguments of the next `event` of an EventEmitter (as an array), or the
+ * event object of an EventTarget.
+ */
+function once(emitter, event, ms = TIMEOUT) {
+  return within(
+    new Promise((resolve) => {
+      if (typeof emitter.once === 'function') {
+        emitter.once(event, (...args) => resolve(args));
+      } else {
+        emitter.addEventListener(event, resolve, { once: true });
+      }
+    }),
+    ms,
+    `the '${event}' event`
+  );
+}
+
+/**
+ * Close a Server after the test. The timeout's timer also holds the event
+ * loop while it closes (a Server whose listen failed holds nothing itself).
+ */
+function closeAfter(t, server) {
+  t.after(() => within(server.close(), 7000, 'server.close()'));
+}
+
+/** A Server on 127.0.0.1, a port the OS picks; closed after the test. */
+async function startServer(t, options = {}) {
+  const server = new Server({ port: 0, host: '127.0.0.1', ...options });
+  closeAfter(t, server);
+  await server.ready;
+  return server;
+}
+
+function urlOf(server, path = '/') {
+  return `ws://127.0.0.1:${server.address().port}${path}`;
+}
+
+/**
+ * Record what a client receives from the moment it is created: `next()` reads
+ * from this inbox, so no message is missed between 'open' and the read.
+ */
+function track(client) {
+  const inbox = { messages: [], wake: () => {} };
+  const onMessage = (data, binary) => {
+    inbox.messages.push({ data, binary });
+    inbox.wake();
+  };
+  if (client instanceof WebSocket) {
+    client.on('message', (data, isBinary) => onMessage(isBinary ? data : data.toString(), isBinary));
+    inbox.closed = new Promise((resolve) =>
+      client.on('close', (code, reason) => resolve({ code, reason: reason.toString() }))
+    );
+  } else {
+    client.addEventListener('message', ({ data }) =>
+      typeof data === 'string' ? onMessage(data, false) : onMessage(Buffer.from(data), true)
+    );
+    inbox.closed = new Promise((resolve) =>
+      client.addEventListener('close', ({ code, reason }) => resolve({ code, reason }))
+    );
+  }
+  inboxes.set(client, inbox);
+  return client;
+}
+
+/**
+ * Open a `ws` client (`kind: 'ws'`, the default; other options go to `ws`)
+ * or Node's WHATWG WebSocket from undici (`kind: 'undici'`, binary as
+ * ArrayBuffer) and wait for 'open'. Terminated after the test.
+ */
+async function openClient(t, server, { kind = 'ws', path = '/', ...options } = {}) {
+  const url = urlOf(server, path);
+  const client =
+    kind === 'ws' ? new WebSocket(url, options) : new UndiciWebSocket(url);
+  if (kind !== 'ws') client.binaryType = 'arraybuffer';
+  track(client);
+  t.after(() => (kind === 'ws' ? client.terminate() : client.close()));
+  await once(client, 'open');
+  return client;
+}
+
+/**
+ * The next `n` messages a client receives, each `{ data, binary }`: `data` a
+ * string for a text frame, a Buffer for a binary frame.
+ */
+async function next(client, n = 1, ms = TIMEOUT) {
+  const inbox = inboxes.get(client);
+  const arrived = new Promise((resolve) => {
+    inbox.wake = () => {
+      if (inbox.messages.length >= n) resolve();
+    };
+    inbox.wake();
+  });
+  await within(arrived, ms, `${n} message(s) at the client, got ${inbox.messages.length}`);
+  return inbox.messages.splice(0, n);
+}
+
+/** Resolves with `{ code, reason }` when the client's connection closes. */
+function closed(client, ms = TIMEOUT) {
+  return within(inboxes.get(client).closed, ms, 'the client to close');
+}
+
+/**
+ * Subscribe to a Stream now and resolve with the first `n` `[message,
+ * sender]` pairs it delivers; the subscription is disposed then.
+ */
+function collect(stream, n = 1, ms = TIMEOUT) {
+  const received = [];
+  let subscription;
+  const done = new Promise((resolve) => {
+    subscription = stream.forEach((message, sender) => {
+      received.push([message, sender]);
+      if (received.length === n) resolve(received);
+    });
+  });
+  return within(done, ms, `${n} message(s) on the stream, got ${received.length}`).finally(() =>
+    subscription.dispose()
+  );
+}
+
+/** Open a client (see `openClient`) and get the server's connection for it. */
+async function connect(t, server, options) {
+  const added = once(server, 'add');
+  const client = await openClient(t, server, options);
+  const [connection] = await added;
+  return { client, connection };
+}
+
+/** Open `count` ws clients and wait until the server has added them all. */
+async function openClients(t, server, count, optionsOf = () => ({})) {
+  const added = new Promise((resolve) => {
+    const onAdd = () => {
+      if (server.size >= count) {
+        server.off('add', onAdd);
+        resolve();
+      }
+    };
+    server.on('add', onAdd);
+  });
+  const clients = await Promise.all(
+    Array.from({ length: count }, (_, i) => openClient(t, server, optionsOf(i)))
+  );
+  await within(added, TIMEOUT, `${count} 'add' events`);
+  return clients;
+}
+
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+module.exports = {
+  TIMEOUT,
+  within,
+  once,
+  closeAfter,
+  startServer,
+  urlOf,
+  track,
+  openClient,
+  openClients,
+  connect,
+  next,
+  closed,
+  collect,
+  delay
+};
