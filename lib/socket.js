@@ -295,7 +295,9 @@ class Socket extends EventEmitter {
         this.emit('open');
         break;
       case 'Close': {
-        const { code, reason, wasClean, willReconnect } = detail;
+        const { code, reason, wasClean } = detail;
+        // The addon may have decided to retry before it saw close().
+        const willReconnect = detail.willReconnect && !this.#closed;
         this.#readyState = willReconnect ? CONNECTING : CLOSED;
         this.#finalCloseEmitted = !willReconnect;
         this.emit('close', { code, reason, wasClean, willReconnect });
@@ -308,6 +310,7 @@ class Socket extends EventEmitter {
         break;
       }
       case 'Reconnecting':
+        if (this.#closed) break;
         this.#readyState = CONNECTING;
         this.#retryCount = detail.attempt;
         this.emit('reconnecting', { attempt: detail.attempt, delay: detail.delay });

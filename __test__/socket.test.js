@@ -1,0 +1,896 @@
+'use strict';
+
+// The client, `Socket`, against a `ws` server and against our own Server:
+// SPEC sections 3 (messages) and 4 (client).
+
+const assert = require('node:assert/strict');
+const { Blob, File } = require('node:buffer');
+const { randomBytes } = require('node:crypto');
+const { once } = require('node:events');
+const http = require('node:http');
+const net = require('node:net');
+const { describe, test } = require('node:test');
+
+const { WebSocketServer } = require('ws');
+
+const { Socket, Server } = require('..');
+
+const TIMEOUT = { timeout: 10000 };
+
+// ---------------------------------------------------------------------------
+// Tiny helpers, local to this file.
+
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Run `fn` when the test ends, last registered first (sockets close before
+ * the servers they are connected to).
+ */
+const cleanups = new WeakMap();
+function defer(t, fn) {
+  let stack = cleanups.get(t);
+  if (stack === undefined) {
+    stack = [];
+    cleanups.set(t, stack);
+    t.after(async () => {
+      while (stack.length > 0) await stack.pop()();
+    });
+  }
+  stack.push(fn);
+}
+
+/**
+ * Resolve with `check()`'s first truthy result; reject after `ms`.
+ */
+async function until(check, what = 'condition', ms = 5000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await delay(5);
+  }
+}
+
+/**
+ * The next `event` from `emitter` whose first argument passes `filter`,
+ * rejecting after `ms`.
+ */
+function next(emitter, event, filter = () => true, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(event, listener);
+      reject(new Error(`Timed out waiting for '${event}'`));
+    }, ms);
+    function listener(value) {
+      if (!filter(value)) return;
+      clearTimeout(timer);
+      emitter.off(event, listener);
+      resolve(value);
+    }
+    emitter.on(event, listener);
+  });
+}
+
+/**
+ * Everything `stream` delivers, as `[message, sender]` pairs in `list`.
+ */
+function record(stream) {
+  const list = [];
+  const subscription = stream.forEach((message, sender) => list.push([message, sender]));
+  return {
+    list,
+    subscription,
+    messages: () => list.map(([message]) => message),
+    count: (n, what = `${n} messages`) => until(() => list.length >= n, what)
+  };
+}
+
+/**
+ * A `ws` server on 127.0.0.1 that records what each connection receives:
+ * `conns[i].received` holds `{ data: Buffer, isBinary }`, `conns[i].req`
+ * the upgrade request, `conns[i].closed` a Promise of `{ code, reason }`.
+ */
+async function wsServer(t, options = {}) {
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', ...options });
+  await once(wss, 'listening');
+  const conns = [];
+  wss.on('connection', (ws, req) => {
+    ws.req = req;
+    ws.received = [];
+    ws.closed = new Promise((resolve) =>
+      ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }))
+    );
+    ws.on('message', (data, isBinary) => ws.received.push({ data, isBinary }));
+    conns.push(ws);
+  });
+  const backend = {
+    wss,
+    conns,
+    url: `ws://127.0.0.1:${wss.address().port}`,
+    connection: (i = 0) => until(() => conns[i], `ws connection #${i}`),
+    texts: (ws) => ws.received.map(({ data, isBinary }) => {
+      assert.equal(isBinary, false, 'expected a text frame');
+      return data.toString();
+    })
+  };
+  defer(t, async () => {
+    for (const ws of wss.clients) ws.terminate();
+    await new Promise((resolve) => wss.close(resolve));
+  });
+  return backend;
+}
+
+/**
+ * Our own Server on 127.0.0.1: `conns` in order of `'add'`, `received` the
+ * `[message, connection]` pairs of `server.messages`, `removed` the
+ * `[connection, info]` pairs of `'remove'`.
+ */
+async function ourServer(t, options = {}) {
+  const server = new Server({ port: 0, host: '127.0.0.1', ...options });
+  const { port } = await server.ready;
+  const conns = [];
+  const removed = [];
+  server.on('add', (c) => conns.push(c));
+  server.on('remove', (c, info) => removed.push([c, info]));
+  const received = record(server.messages);
+  defer(t, () => server.close());
+  return {
+    server,
+    conns,
+    removed,
+    received,
+    url: `ws://127.0.0.1:${port}`,
+    connection: (i = 0) => until(() => conns[i], `server connection #${i}`)
+  };
+}
+
+/**
+ * A Socket closed (and waited for) at the end of the test.
+ */
+function socket(t, url, options) {
+  const s = new Socket(url, options);
+  defer(t, async () => {
+    if (s.readyState === Socket.CLOSED) return;
+    const closed = next(s, 'close', (e) => !e.willReconnect, 3000).catch(() => {});
+    s.close();
+    await closed;
+  });
+  return s;
+}
+
+async function openSocket(t, url, options) {
+  const s = socket(t, url, options);
+  await next(s, 'open');
+  return s;
+}
+
+/** A port on 127.0.0.1 nobody listens on. */
+async function closedPort() {
+  const srv = net.createServer();
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+/**
+ * An http server that answers every upgrade with 403; `upgrades` lists the
+ * request URLs.
+ */
+async function forbidding(t) {
+  const upgrades = [];
+  const httpServer = http.createServer((req, res) => res.end());
+  httpServer.on('upgrade', (req, sock) => {
+    upgrades.push(req.url);
+    sock.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+  });
+  httpServer.listen(0, '127.0.0.1');
+  await once(httpServer, 'listening');
+  defer(t, () => new Promise((resolve) => httpServer.close(resolve)));
+  return { upgrades, url: `ws://127.0.0.1:${httpServer.address().port}` };
+}
+
+/** Every binary type `send` takes, with the bytes it must put on the wire. */
+function binaryCases() {
+  const backing = Uint8Array.from([9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+  const int32 = Int32Array.from([1, -1, 0x01020304]);
+  const shared = new SharedArrayBuffer(3);
+  new Uint8Array(shared).set([31, 32, 33]);
+  return [
+    ['Buffer', Buffer.from([1, 2, 3, 255]), Buffer.from([1, 2, 3, 255])],
+    ['Buffer slice of a larger buffer', Buffer.from('hello world').subarray(6), Buffer.from('world')],
+    ['Uint8Array', Uint8Array.from([4, 5, 6]), Buffer.from([4, 5, 6])],
+    ['Uint8Array at an offset', new Uint8Array(backing.buffer, 1, 4), Buffer.from([8, 7, 6, 5])],
+    ['Int32Array', int32, Buffer.from(int32.buffer)],
+    ['DataView over part of a buffer', new DataView(backing.buffer, 2, 3), Buffer.from([7, 6, 5])],
+    ['ArrayBuffer', Uint8Array.from([10, 11, 12]).buffer, Buffer.from([10, 11, 12])],
+    ['SharedArrayBuffer', shared, Buffer.from([31, 32, 33])],
+    ['Blob', new Blob([Uint8Array.from([20, 21]), 'xyz']), Buffer.from([20, 21, 0x78, 0x79, 0x7a])],
+    ['File', new File([Uint8Array.from([40, 41])], 'f.bin'), Buffer.from([40, 41])]
+  ];
+}
+
+// ---------------------------------------------------------------------------
+
+describe('Socket: construction and state', () => {
+  test('Socket.CONNECTING..CLOSED are 0..3', () => {
+    assert.equal(Socket.CONNECTING, 0);
+    assert.equal(Socket.OPEN, 1);
+    assert.equal(Socket.CLOSING, 2);
+    assert.equal(Socket.CLOSED, 3);
+  });
+
+  test("id is 'mytosis-websocket:' + url and type is 'websocket'", async (t) => {
+    const { url } = await wsServer(t);
+    const s = socket(t, url);
+    assert.equal(s.id, 'mytosis-websocket:' + url);
+    assert.equal(s.type, 'websocket');
+    assert.equal(s.url, url);
+  });
+
+  test('two Sockets to one URL share an id', async (t) => {
+    const { url } = await wsServer(t);
+    assert.equal(socket(t, url).id, socket(t, url).id);
+  });
+
+  test('readyState goes 0 -> 1 -> 2 -> 3 and offline is true unless open', TIMEOUT, async (t) => {
+    const { url } = await wsServer(t);
+    const s = socket(t, url);
+    assert.equal(s.readyState, Socket.CONNECTING);
+    assert.equal(s.offline, true);
+
+    await next(s, 'open');
+    assert.equal(s.readyState, Socket.OPEN);
+    assert.equal(s.offline, false);
+
+    const closed = next(s, 'close');
+    s.close();
+    assert.equal(s.readyState, Socket.CLOSING);
+    assert.equal(s.offline, true);
+    await closed;
+    assert.equal(s.readyState, Socket.CLOSED);
+    assert.equal(s.offline, true);
+  });
+
+  test('a ws:// or wss:// string is required: anything else throws ERR_INVALID_URL', () => {
+    for (const url of ['http://x', 'x', '', 42, undefined, null, { href: 'ws://x' }]) {
+      assert.throws(() => new Socket(url), { name: 'TypeError', code: 'ERR_INVALID_URL' }, String(url));
+    }
+    assert.throws(() => new Socket('http://x'), /http:\/\/x/, 'the message names the URL');
+  });
+
+  test('an unknown option throws ERR_INVALID_OPTION naming it', () => {
+    assert.throws(() => new Socket('ws://127.0.0.1:1', { reconnectDelay: 5, startClosed: true }), {
+      name: 'TypeError',
+      code: 'ERR_INVALID_OPTION',
+      message: /reconnectDelay/
+    });
+  });
+
+  test('an option of the wrong type throws ERR_INVALID_OPTION naming it', () => {
+    const cases = {
+      minReconnectionDelay: 'x',
+      maxRetries: -1,
+      jitter: 2,
+      startClosed: 'yes',
+      json: 1,
+      protocols: 5,
+      headers: { Authorization: 5 }
+    };
+    for (const [name, value] of Object.entries(cases)) {
+      assert.throws(
+        () => new Socket('ws://127.0.0.1:1', { startClosed: true, [name]: value }),
+        (err) => {
+          assert.equal(err.name, 'TypeError');
+          assert.equal(err.code, 'ERR_INVALID_OPTION');
+          assert.match(err.message, new RegExp(`"?${name}"?`));
+          return true;
+        },
+        name
+      );
+    }
+  });
+
+  test('startClosed: true does not connect until reconnect()', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = socket(t, backend.url, { startClosed: true });
+    let opened = 0;
+    s.on('open', () => opened++);
+    assert.equal(s.readyState, Socket.CLOSED);
+    assert.equal(s.offline, true);
+
+    await delay(300);
+    assert.equal(backend.conns.length, 0);
+    assert.equal(opened, 0);
+
+    s.reconnect();
+    assert.equal(s.readyState, Socket.CONNECTING);
+    await next(s, 'open');
+    assert.equal(backend.conns.length, 1);
+    assert.equal(s.readyState, Socket.OPEN);
+  });
+});
+
+describe('Socket against a ws server: messages', () => {
+  test('JSON goes both ways', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const got = record(s.messages);
+    const ws = await backend.connection();
+
+    s.send({ a: [1, 'two', null], b: { c: true } });
+    s.send('hi');
+    s.send(42);
+    await until(() => ws.received.length === 3);
+    assert.deepEqual(backend.texts(ws), ['{"a":[1,"two",null],"b":{"c":true}}', '"hi"', '42']);
+
+    ws.send('{"x":{"y":[1,2]}}');
+    ws.send('"text"');
+    await got.count(2);
+    assert.deepEqual(got.messages(), [{ x: { y: [1, 2] } }, 'text']);
+    assert.equal(got.list[0][1], s, 'the sender is the socket');
+  });
+
+  test('JSON is encoded during send: later changes to the object change nothing', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const ws = await backend.connection();
+    const value = { n: 1 };
+    s.send(value);
+    value.n = 2;
+    await until(() => ws.received.length === 1);
+    assert.deepEqual(backend.texts(ws), ['{"n":1}']);
+  });
+
+  for (const [name, value, bytes] of binaryCases()) {
+    test(`a ${name} goes out as one binary frame of exactly its bytes`, TIMEOUT, async (t) => {
+      const backend = await wsServer(t);
+      const s = await openSocket(t, backend.url);
+      const ws = await backend.connection();
+      assert.equal(s.send(value), true);
+      await until(() => ws.received.length === 1);
+      assert.equal(ws.received[0].isBinary, true);
+      assert.deepEqual(ws.received[0].data, bytes);
+    });
+  }
+
+  test('a Blob keeps its place: sends after it wait behind it', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const ws = await backend.connection();
+    s.send('before');
+    s.send(new Blob([Buffer.from('blob')]));
+    s.send('after');
+    await until(() => ws.received.length === 3);
+    assert.deepEqual(
+      ws.received.map(({ data, isBinary }) => [isBinary, data.toString()]),
+      [[false, '"before"'], [true, 'blob'], [false, '"after"']]
+    );
+  });
+
+  test('binary from the server arrives in messages as a Buffer', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const got = record(s.messages);
+    const ws = await backend.connection();
+    ws.send(Buffer.from([0, 1, 2, 254, 255]));
+    await got.count(1);
+    const [message] = got.messages();
+    assert.ok(Buffer.isBuffer(message), 'a Buffer');
+    assert.deepEqual(message, Buffer.from([0, 1, 2, 254, 255]));
+  });
+
+  test('a 1 MiB binary message goes both ways intact', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const got = record(s.messages);
+    const ws = await backend.connection();
+    const up = randomBytes(1 << 20);
+    const down = randomBytes(1 << 20);
+
+    s.send(up);
+    await until(() => ws.received.length === 1);
+    assert.equal(ws.received[0].isBinary, true);
+    assert.ok(ws.received[0].data.equals(up), 'socket -> server bytes');
+
+    ws.send(down);
+    await got.count(1);
+    const [message] = got.messages();
+    assert.ok(Buffer.isBuffer(message));
+    assert.ok(message.equals(down), 'server -> socket bytes');
+  });
+
+  test('1,000 messages from the socket arrive in order', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const ws = await backend.connection();
+    for (let i = 0; i < 1000; i++) assert.equal(s.send({ i }), true);
+    await until(() => ws.received.length === 1000, '1000 messages at the server');
+    assert.deepEqual(
+      ws.received.map(({ data }) => JSON.parse(data).i),
+      Array.from({ length: 1000 }, (_, i) => i)
+    );
+  });
+
+  test('1,000 messages from the server arrive in order', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const got = record(s.messages);
+    const ws = await backend.connection();
+    for (let i = 0; i < 1000; i++) ws.send(JSON.stringify({ i }));
+    await got.count(1000);
+    assert.deepEqual(
+      got.messages().map((m) => m.i),
+      Array.from({ length: 1000 }, (_, i) => i)
+    );
+  });
+
+  test("messages sent before 'open' are queued and go before one sent in the 'open' listener", TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = socket(t, backend.url);
+    assert.equal(s.send('q1'), true);
+    assert.equal(s.send({ q: 2 }), true);
+    assert.equal(s.send(Buffer.from('q3')), true);
+    s.on('open', () => s.send('in-open'));
+    await next(s, 'open');
+    const ws = await backend.connection();
+    await until(() => ws.received.length === 4);
+    assert.deepEqual(
+      ws.received.map(({ data, isBinary }) => [isBinary, data.toString()]),
+      [[false, '"q1"'], [false, '{"q":2}'], [true, 'q3'], [false, '"in-open"']]
+    );
+  });
+
+  test("bad JSON from the server emits 'error' ERR_INVALID_JSON with err.data; the socket stays open", TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const got = record(s.messages);
+    const errors = [];
+    s.on('error', (err) => errors.push(err));
+    const ws = await backend.connection();
+
+    ws.send('not json {');
+    ws.send('{"ok":true}');
+    await got.count(1);
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0].code, 'ERR_INVALID_JSON');
+    assert.equal(errors[0].data, 'not json {');
+    assert.equal(errors[0].connection, s);
+    assert.deepEqual(got.messages(), [{ ok: true }], 'the bad frame is not delivered');
+    assert.equal(s.readyState, Socket.OPEN);
+
+    ws.send('"later"');
+    await got.count(2);
+    assert.deepEqual(got.messages(), [{ ok: true }, 'later']);
+  });
+
+  test('send throws a TypeError for what JSON cannot encode, and sends nothing', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const ws = await backend.connection();
+    const cycle = { a: 1 };
+    cycle.self = cycle;
+    for (const [name, value] of [
+      ['undefined', undefined],
+      ['a function', () => {}],
+      ['a symbol', Symbol('s')],
+      ['a BigInt', 10n],
+      ['a cycle', cycle],
+      ['an object holding a BigInt', { n: 1n }]
+    ]) {
+      assert.throws(() => s.send(value), TypeError, name);
+    }
+    s.send('after');
+    await until(() => ws.received.length >= 1);
+    await delay(50);
+    assert.deepEqual(backend.texts(ws), ['"after"']);
+  });
+
+  test('json: false sends and receives strings raw and throws for other values', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, { json: false });
+    const got = record(s.messages);
+    const ws = await backend.connection();
+
+    assert.equal(s.send('not json {'), true);
+    for (const value of [{ a: 1 }, 42, null, true, ['x']]) {
+      assert.throws(() => s.send(value), TypeError, JSON.stringify(value));
+    }
+    s.send(Buffer.from('bin'));
+    await until(() => ws.received.length === 2);
+    assert.deepEqual(
+      ws.received.map(({ data, isBinary }) => [isBinary, data.toString()]),
+      [[false, 'not json {'], [true, 'bin']]
+    );
+
+    ws.send('raw {text');
+    ws.send('"quoted"');
+    await got.count(2);
+    assert.deepEqual(got.messages(), ['raw {text', '"quoted"']);
+  });
+});
+
+describe('Socket against a ws server: closing', () => {
+  test("close(4001, 'done') reaches the server and emits one clean 'close'", TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const ws = await backend.connection();
+    const closes = [];
+    s.on('close', (event) => closes.push(event));
+
+    s.close(4001, 'done');
+    assert.deepEqual(await ws.closed, { code: 4001, reason: 'done' });
+    await until(() => closes.length >= 1);
+    await delay(100);
+    assert.deepEqual(closes, [{ code: 4001, reason: 'done', wasClean: true, willReconnect: false }]);
+    assert.equal(s.readyState, Socket.CLOSED);
+  });
+
+  test('messages sent before close() go out before the close frame', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const ws = await backend.connection();
+    for (let i = 0; i < 100; i++) s.send(i);
+    s.close();
+    assert.equal((await ws.closed).code, 1000);
+    assert.deepEqual(
+      backend.texts(ws),
+      Array.from({ length: 100 }, (_, i) => String(i))
+    );
+  });
+
+  test("after close(), send throws ERR_CLOSED", TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const closed = next(s, 'close');
+    s.close();
+    assert.throws(() => s.send('x'), (err) => {
+      assert.ok(err instanceof Error);
+      assert.equal(err.code, 'ERR_CLOSED');
+      return true;
+    });
+    await closed;
+    assert.throws(() => s.send('x'), { code: 'ERR_CLOSED' });
+  });
+
+  test('close() with a code other than 1000 or 3000-4999, or a long reason, throws a RangeError', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    for (const code of [1001, 1005, 1006, 999, 2999, 5000, 3000.5]) {
+      assert.throws(() => s.close(code), RangeError, String(code));
+    }
+    assert.throws(() => s.close(1000, 'x'.repeat(124)), RangeError);
+    assert.throws(() => s.close(1000, 'é'.repeat(62)), RangeError, '124 UTF-8 bytes');
+    // Nothing happened: the socket is still open and still sends.
+    assert.equal(s.readyState, Socket.OPEN);
+    const ws = await backend.connection();
+    s.send('still open');
+    await until(() => ws.received.length === 1);
+    assert.deepEqual(backend.texts(ws), ['"still open"']);
+  });
+});
+
+describe('Socket against a ws server: reconnecting', () => {
+  test("a connection the server closes is reconnected: 'close' willReconnect, 'reconnecting' with the exact delay, 'open'", TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, { jitter: 0, minReconnectionDelay: 50 });
+    const events = [];
+    let closedAt = 0;
+    s.on('close', (e) => {
+      closedAt = Date.now();
+      events.push(['close', e, s.readyState]);
+    });
+    s.on('reconnecting', (e) => events.push(['reconnecting', e]));
+    const reopened = next(s, 'open');
+
+    (await backend.connection(0)).close(4000);
+    await reopened;
+    const elapsed = Date.now() - closedAt;
+
+    assert.deepEqual(events, [
+      ['close', { code: 4000, reason: '', wasClean: true, willReconnect: true }, Socket.CONNECTING],
+      ['reconnecting', { attempt: 1, delay: 50 }]
+    ]);
+    assert.ok(elapsed >= 40, `waited ${elapsed} ms before reconnecting`);
+    assert.equal(s.readyState, Socket.OPEN);
+    assert.equal(backend.conns.length, 2);
+  });
+
+  test('messages sent while offline arrive after the reconnect, in order', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, { jitter: 0, minReconnectionDelay: 50 });
+    s.on('close', (e) => {
+      if (!e.willReconnect) return;
+      assert.equal(s.offline, true);
+      for (let i = 0; i < 10; i++) assert.equal(s.send({ offline: i }), true);
+    });
+    const reopened = next(s, 'open');
+    (await backend.connection(0)).close(4000);
+    await reopened;
+    s.send('after open');
+    const ws = await backend.connection(1);
+    await until(() => ws.received.length === 11);
+    assert.deepEqual(backend.texts(ws), [
+      ...Array.from({ length: 10 }, (_, i) => JSON.stringify({ offline: i })),
+      '"after open"'
+    ]);
+  });
+
+  test('a refused port is retried maxRetries times with growing delays, then the socket gives up', TIMEOUT, async (t) => {
+    const port = await closedPort();
+    const s = socket(t, `ws://127.0.0.1:${port}`, {
+      maxRetries: 2,
+      minReconnectionDelay: 10,
+      jitter: 0,
+      reconnectionDelayGrowFactor: 2
+    });
+    const events = [];
+    s.on('open', () => events.push(['open']));
+    s.on('error', (err) => events.push(['error', err]));
+    s.on('reconnecting', (e) => events.push(['reconnecting', e]));
+    const gaveUp = next(s, 'close');
+    s.on('close', (e) => events.push(['close', e]));
+
+    const final = await gaveUp;
+    await delay(100);
+    assert.equal(final.willReconnect, false);
+    assert.equal(s.readyState, Socket.CLOSED);
+    assert.deepEqual(
+      events.map(([name, e]) => (name === 'error' ? [name, e.code] : [name, e])),
+      [
+        ['error', 'ERR_CONNECT'],
+        ['reconnecting', { attempt: 1, delay: 10 }],
+        ['error', 'ERR_CONNECT'],
+        ['reconnecting', { attempt: 2, delay: 20 }],
+        ['error', 'ERR_CONNECT'],
+        ['close', final]
+      ]
+    );
+    for (const [name, err] of events) {
+      if (name === 'error') assert.ok(err.cause instanceof Error, 'ERR_CONNECT has a cause');
+    }
+  });
+
+  test("a non-101 answer emits 'error' ERR_HANDSHAKE with err.status, then 'reconnecting'", TIMEOUT, async (t) => {
+    const backend = await forbidding(t);
+    const s = socket(t, backend.url + '/x', { jitter: 0, minReconnectionDelay: 50 });
+    let opened = false;
+    let closes = 0;
+    s.on('open', () => (opened = true));
+    s.on('close', () => closes++);
+    const error = next(s, 'error');
+    const reconnecting = next(s, 'reconnecting');
+    const err = await error;
+    assert.equal(err.code, 'ERR_HANDSHAKE');
+    assert.equal(err.status, 403);
+    assert.deepEqual(await reconnecting, { attempt: 1, delay: 50 });
+    assert.equal(opened, false);
+    assert.equal(closes, 0, "a failed attempt never emits 'close'");
+    assert.deepEqual(backend.upgrades.slice(0, 1), ['/x']);
+  });
+
+  test("close() in the 'error' listener stops the retries", TIMEOUT, async (t) => {
+    const backend = await forbidding(t);
+    const s = socket(t, backend.url, { jitter: 0, minReconnectionDelay: 10 });
+    s.on('error', () => s.close());
+    const final = await next(s, 'close');
+    await delay(200);
+    assert.equal(final.willReconnect, false);
+    assert.equal(s.readyState, Socket.CLOSED);
+    assert.equal(backend.upgrades.length, 1, 'no second attempt');
+  });
+
+  test("after close() in the 'error' listener, no 'reconnecting' is emitted", TIMEOUT, async (t) => {
+    const backend = await forbidding(t);
+    const s = socket(t, backend.url, { jitter: 0, minReconnectionDelay: 10 });
+    const events = [];
+    s.on('error', (err) => {
+      events.push(['error', err.code]);
+      s.close();
+    });
+    s.on('reconnecting', (e) => events.push(['reconnecting', e, s.readyState]));
+    s.on('close', (e) => events.push(['close', e.willReconnect]));
+    await next(s, 'close');
+    await delay(100);
+    assert.deepEqual(events, [
+      ['error', 'ERR_HANDSHAKE'],
+      ['close', false]
+    ]);
+  });
+
+  test("after close(), a connection that drops emits no 'close' with willReconnect: true and no 'reconnecting'", TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, { jitter: 0, minReconnectionDelay: 50 });
+    const ws = await backend.connection();
+    const events = [];
+    s.on('close', (e) => events.push(['close', e.willReconnect]));
+    s.on('reconnecting', (e) => events.push(['reconnecting', e]));
+    s.on('open', () => events.push(['open']));
+
+    // The peer drops the connection and the user closes the socket before
+    // the socket has heard of the drop: the socket must not announce a
+    // reconnection it will not make.
+    ws.terminate();
+    // Block JS (not the addon's threads) so that the transport sees the drop
+    // before close() is called, while JS has not been told yet.
+    const until50 = Date.now() + 50;
+    while (Date.now() < until50);
+    assert.equal(s.readyState, Socket.OPEN, 'the drop is not known to JS yet');
+    s.close();
+    await until(() => events.length > 0 && s.readyState === Socket.CLOSED, 'the final close');
+    await delay(150);
+    assert.deepEqual(events, [['close', false]]);
+    assert.equal(backend.conns.length, 1, 'no reconnection');
+  });
+});
+
+describe('Socket against a ws server: handshake', () => {
+  test('protocols are offered in order and socket.protocol is the one the server picked', TIMEOUT, async (t) => {
+    let offered = null;
+    const backend = await wsServer(t, {
+      handleProtocols: (protocols) => {
+        offered = [...protocols];
+        return protocols.has('b') ? 'b' : false;
+      }
+    });
+    const s = await openSocket(t, backend.url, { protocols: ['a', 'b'] });
+    assert.deepEqual(offered, ['a', 'b']);
+    assert.equal(s.protocol, 'b');
+  });
+
+  test('without protocols, socket.protocol is the empty string', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    assert.equal(s.protocol, '');
+    assert.equal((await backend.connection()).req.headers['sec-websocket-protocol'], undefined);
+  });
+
+  test('headers reach the server in the handshake', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    await openSocket(t, backend.url, { headers: { Authorization: 'Bearer t', 'X-Extra': 'yes' } });
+    const ws = await backend.connection();
+    assert.equal(ws.req.headers.authorization, 'Bearer t');
+    assert.equal(ws.req.headers['x-extra'], 'yes');
+  });
+});
+
+describe('Socket against our own Server', () => {
+  test('JSON goes both ways', TIMEOUT, async (t) => {
+    const backend = await ourServer(t);
+    const s = await openSocket(t, backend.url);
+    const got = record(s.messages);
+    const conn = await backend.connection();
+
+    s.send({ a: [1, 'two'] });
+    s.send('hi');
+    await backend.received.count(2);
+    assert.deepEqual(backend.received.messages(), [{ a: [1, 'two'] }, 'hi']);
+    assert.equal(backend.received.list[0][1], conn);
+
+    conn.send({ b: { c: null } });
+    backend.server.send([1, 2, 3]);
+    await got.count(2);
+    assert.deepEqual(got.messages(), [{ b: { c: null } }, [1, 2, 3]]);
+  });
+
+  test('every binary type arrives at the Server as a Buffer of exactly its bytes', TIMEOUT, async (t) => {
+    const backend = await ourServer(t);
+    const s = await openSocket(t, backend.url);
+    const cases = binaryCases();
+    for (const [, value] of cases) s.send(value);
+    await backend.received.count(cases.length);
+    const got = backend.received.messages();
+    cases.forEach(([name, , bytes], i) => {
+      assert.ok(Buffer.isBuffer(got[i]), `${name} arrives as a Buffer`);
+      assert.deepEqual(got[i], bytes, name);
+    });
+  });
+
+  test('binary from the Server (Buffer, Uint8Array, ArrayBuffer) arrives as a Buffer', TIMEOUT, async (t) => {
+    const backend = await ourServer(t);
+    const s = await openSocket(t, backend.url);
+    const got = record(s.messages);
+    const conn = await backend.connection();
+    conn.send(Buffer.from([1, 2]));
+    conn.send(Uint8Array.from([3, 4]));
+    backend.server.send(Uint8Array.from([5, 6]).buffer);
+    await got.count(3);
+    for (const message of got.messages()) assert.ok(Buffer.isBuffer(message));
+    assert.deepEqual(got.messages(), [Buffer.from([1, 2]), Buffer.from([3, 4]), Buffer.from([5, 6])]);
+  });
+
+  test('a 1 MiB binary message goes both ways intact', TIMEOUT, async (t) => {
+    const backend = await ourServer(t);
+    const s = await openSocket(t, backend.url);
+    const got = record(s.messages);
+    const conn = await backend.connection();
+    const up = randomBytes(1 << 20);
+    const down = randomBytes(1 << 20);
+
+    s.send(up);
+    await backend.received.count(1);
+    assert.ok(backend.received.messages()[0].equals(up), 'socket -> server bytes');
+
+    conn.send(down);
+    await got.count(1);
+    assert.ok(Buffer.isBuffer(got.messages()[0]));
+    assert.ok(got.messages()[0].equals(down), 'server -> socket bytes');
+  });
+
+  test('1,000 messages arrive in order both ways', TIMEOUT, async (t) => {
+    const backend = await ourServer(t);
+    const s = await openSocket(t, backend.url);
+    const got = record(s.messages);
+    const conn = await backend.connection();
+    const expected = Array.from({ length: 1000 }, (_, i) => i);
+
+    for (const i of expected) s.send({ i });
+    await backend.received.count(1000);
+    assert.deepEqual(backend.received.messages().map((m) => m.i), expected);
+
+    for (const i of expected) conn.send({ i });
+    await got.count(1000);
+    assert.deepEqual(got.messages().map((m) => m.i), expected);
+  });
+
+  test("messages sent before 'open' arrive first, in order", TIMEOUT, async (t) => {
+    const backend = await ourServer(t);
+    const s = socket(t, backend.url);
+    for (let i = 0; i < 5; i++) s.send(i);
+    s.on('open', () => s.send('in-open'));
+    await next(s, 'open');
+    await backend.received.count(6);
+    assert.deepEqual(backend.received.messages(), [0, 1, 2, 3, 4, 'in-open']);
+  });
+
+  test("close(4001, 'done') reaches the Server's 'remove'", TIMEOUT, async (t) => {
+    const backend = await ourServer(t);
+    const s = await openSocket(t, backend.url);
+    const conn = await backend.connection();
+    const closes = [];
+    s.on('close', (e) => closes.push(e));
+    s.close(4001, 'done');
+    await until(() => backend.removed.length === 1 && closes.length === 1);
+    const [removedConn, info] = backend.removed[0];
+    assert.equal(removedConn, conn);
+    assert.deepEqual(info, { code: 4001, reason: 'done', wasClean: true });
+    assert.deepEqual(closes, [{ code: 4001, reason: 'done', wasClean: true, willReconnect: false }]);
+  });
+
+  test('a connection the Server closes is reconnected, and offline messages follow in order', TIMEOUT, async (t) => {
+    const backend = await ourServer(t);
+    const s = await openSocket(t, backend.url, { jitter: 0, minReconnectionDelay: 50 });
+    const closes = [];
+    const retries = [];
+    s.on('close', (e) => {
+      closes.push(e);
+      if (e.willReconnect) for (let i = 0; i < 3; i++) s.send({ offline: i });
+    });
+    s.on('reconnecting', (e) => retries.push(e));
+    const reopened = next(s, 'open');
+    (await backend.connection(0)).close(4000, 'bye');
+    await reopened;
+
+    assert.deepEqual(closes, [{ code: 4000, reason: 'bye', wasClean: true, willReconnect: true }]);
+    assert.deepEqual(retries, [{ attempt: 1, delay: 50 }]);
+    const second = await backend.connection(1);
+    await backend.received.count(3);
+    assert.deepEqual(backend.received.messages(), [{ offline: 0 }, { offline: 1 }, { offline: 2 }]);
+    assert.ok(backend.received.list.every(([, c]) => c === second));
+  });
+
+  test('protocols and headers reach the Server', TIMEOUT, async (t) => {
+    const backend = await ourServer(t);
+    const s = await openSocket(t, backend.url, {
+      protocols: ['a', 'b'],
+      headers: { Authorization: 'Bearer t' }
+    });
+    const conn = await backend.connection();
+    assert.equal(conn.headers.authorization, 'Bearer t');
+    assert.equal(conn.headers['sec-websocket-protocol'], 'a, b');
+    // The Server picks the first protocol offered by default.
+    assert.equal(conn.protocol, 'a');
+    assert.equal(s.protocol, 'a');
+  });
+});
