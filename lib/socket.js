@@ -8,30 +8,9 @@ const encode = require('./encode');
 const { NativeSocket } = require('./native');
 const { readBatch, batchCallback } = require('./batch');
 const { checkOptions, invalidOption } = require('./options');
+const SOCKET_OPTIONS = require('./socket-options');
 const { checkClose } = require('./validation');
 const { codedError, reportPeerError, reportUserError } = require('./errors');
-
-// Option name to [type, default]; see lib/options.js and SPEC section 4.
-const SOCKET_OPTIONS = {
-  protocols: ['protocols', undefined],
-  WebSocket: ['function', undefined],
-  minReconnectionDelay: ['milliseconds', 1500],
-  reconnectionDelayGrowFactor: ['factor', 1.3],
-  maxReconnectionDelay: ['milliseconds', 10000],
-  jitter: ['fraction', 0.25],
-  connectionTimeout: ['milliseconds', 4000],
-  maxRetries: ['limit', Infinity],
-  minUptime: ['milliseconds', 5000],
-  maxEnqueuedMessages: ['limit', Infinity],
-  startClosed: ['boolean', false],
-  debug: ['boolean', false],
-  json: ['boolean', true],
-  binaryType: ['binaryType', 'arraybuffer'],
-  maxPayload: ['bytes', 16 * 1024 * 1024],
-  headers: ['headers', {}],
-  tls: ['object', {}],
-  heartbeatInterval: ['milliseconds', 30000]
-};
 
 // A timer this long never fires; it only holds the event loop open.
 const FOREVER = 2 ** 31 - 1;
