@@ -21,6 +21,7 @@ const SERVER_OPTIONS = {
   json: ['boolean', true],
   maxPayload: ['bytes', 16 * 1024 * 1024],
   handshakeTimeout: ['milliseconds', 10000],
+  heartbeatInterval: ['milliseconds', 30000],
   perMessageDeflate: ['false', false]
 };
 
@@ -98,7 +99,8 @@ class Server extends ConnectionGroup {
       {
         path: options.path,
         maxPayload: options.maxPayload,
-        handshakeTimeout: Math.min(options.handshakeTimeout, 0xffffffff)
+        handshakeTimeout: Math.min(options.handshakeTimeout, 0xffffffff),
+        heartbeatInterval: Math.min(options.heartbeatInterval, 0xffffffff)
       },
       batchCallback(this, (server, records, bytes, details) =>
         readBatch(records, bytes, details, handlers)

@@ -7,11 +7,13 @@
 //! until the queue is empty and then flushed once, so a burst of sends leaves
 //! in one write.
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::LazyLock;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -39,9 +41,33 @@ const ROUNDS_PER_POLL: usize = 32;
 /// What JS puts on a connection's queue.
 pub enum Outgoing {
   Message(Message),
-  Close(CloseFrame),
+  /// A close frame for the connection of this generation; a frame meant for
+  /// a connection that has meanwhile ended is dropped.
+  Close(CloseFrame, u32),
   /// Drop the connection without a closing handshake.
-  Terminate,
+  Terminate(Termination),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+  Requested,
+  /// The peer of the connection of this generation sent nothing for two
+  /// heartbeat intervals.
+  Heartbeat(u32),
+}
+
+/// A server connection lives once; a client's queue outlives its
+/// connections and keeps accepting sends for the next one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+  Server,
+  Client,
+}
+
+/// Milliseconds on a process-wide monotonic clock, for `last_seen`.
+pub fn now_ms() -> u64 {
+  static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+  START.elapsed().as_millis() as u64
 }
 
 /// The part of a connection that JS calls reach: its send queue and state
@@ -51,10 +77,19 @@ pub struct Peer {
   /// Whether JS observes this connection's messages; when it does not, they
   /// are dropped in Rust instead of being carried to JS.
   pub observed: AtomicBool,
-  /// Set from the first close frame in either direction; `send` then refuses.
+  /// Set from the first close frame in either direction (server), or by
+  /// `close()` (client); `send` then refuses.
   closing: AtomicBool,
+  /// Whether a connection is open now (a client's queue may wait for one).
+  connected: AtomicBool,
+  /// Counts connections, so a close frame reaches only the one it was for.
+  generation: AtomicU32,
   /// Payload bytes accepted by `send` and not yet handed to the kernel.
   buffered: AtomicUsize,
+  /// Data messages in the queue, not yet given to tungstenite.
+  queued: AtomicUsize,
+  /// `now_ms()` when the last frame arrived, for the heartbeat.
+  last_seen: AtomicU64,
 }
 
 pub type Inbox = mpsc::UnboundedReceiver<Outgoing>;
@@ -66,47 +101,114 @@ impl Peer {
       queue,
       observed: AtomicBool::new(false),
       closing: AtomicBool::new(false),
+      connected: AtomicBool::new(false),
+      generation: AtomicU32::new(0),
       buffered: AtomicUsize::new(0),
+      queued: AtomicUsize::new(0),
+      last_seen: AtomicU64::new(now_ms()),
     };
     (peer, inbox)
   }
 
-  /// Queues a data frame; false once the connection is closing.
-  pub fn send(&self, message: Message) -> bool {
-    if self.is_closing() {
+  /// Queues a data frame; false once closing, or when `limit` messages
+  /// already wait in the queue.
+  pub fn send(&self, message: Message, limit: usize) -> bool {
+    if self.is_closing() || self.queued.load(Ordering::Relaxed) >= limit {
       return false;
     }
     self.buffered.fetch_add(payload_len(&message), Ordering::Relaxed);
+    self.queued.fetch_add(1, Ordering::Relaxed);
     self.queue.send(Outgoing::Message(message)).is_ok()
   }
 
-  /// Queues a close frame behind everything sent before; false if the
-  /// connection was already closing.
+  /// Queues a close frame behind everything sent before, for the current
+  /// connection; false if already closing.
   pub fn close(&self, frame: CloseFrame) -> bool {
     if self.closing.swap(true, Ordering::AcqRel) {
       return false;
     }
-    self.queue.send(Outgoing::Close(frame)).is_ok()
+    self.close_connection(frame);
+    true
   }
 
+  /// Queues a close frame for the current connection only, without refusing
+  /// later sends: a client then reconnects.
+  pub fn close_connection(&self, frame: CloseFrame) {
+    let generation = self.generation.load(Ordering::Acquire);
+    // An error means the task has ended, which closed the connection.
+    let _ = self.queue.send(Outgoing::Close(frame, generation));
+  }
+
+  /// Drops the connection without a closing handshake and refuses sends.
   pub fn terminate(&self) {
     self.closing.store(true, Ordering::Release);
-    // An error means the task has already ended, which is what was asked.
-    let _ = self.queue.send(Outgoing::Terminate);
+    let _ = self.queue.send(Outgoing::Terminate(Termination::Requested));
+  }
+
+  /// For the heartbeat: drops the open connection if its peer has been
+  /// silent for `limit_ms`; true if it did. A client reconnects after it.
+  pub fn drop_if_silent(&self, now: u64, limit_ms: u64) -> bool {
+    if !self.is_connected() || now.saturating_sub(self.last_seen.load(Ordering::Relaxed)) < limit_ms
+    {
+      return false;
+    }
+    let generation = self.generation.load(Ordering::Acquire);
+    // Once per connection: the next tick finds it no longer connected.
+    if self.connected.swap(false, Ordering::AcqRel) {
+      let _ = self.queue.send(Outgoing::Terminate(Termination::Heartbeat(generation)));
+    }
+    true
+  }
+
+  /// Accepts sends again after `close()`, for a client's `reconnect()`.
+  pub fn reopen(&self) {
+    self.closing.store(false, Ordering::Release);
+  }
+
+  /// Queues a ping if a connection is open; pings are not data and are not
+  /// counted as queued or buffered.
+  pub fn ping(&self) {
+    if self.is_connected() {
+      let _ = self.queue.send(Outgoing::Message(Message::Ping(Bytes::new())));
+    }
   }
 
   pub fn is_closing(&self) -> bool {
     self.closing.load(Ordering::Acquire)
   }
 
-  /// After the queue was discarded.
-  pub fn reset_buffered(&self) {
-    self.buffered.store(0, Ordering::Relaxed);
+  pub fn is_connected(&self) -> bool {
+    self.connected.load(Ordering::Acquire)
   }
 
   pub fn buffered_amount(&self) -> usize {
     self.buffered.load(Ordering::Relaxed)
   }
+
+  /// Drops every message still queued (a client's `close()` while
+  /// offline) and returns how many there were.
+  pub fn discard(&self, inbox: &mut Inbox, backlog: &mut VecDeque<Message>) -> u32 {
+    let mut dropped = backlog.len() as u32;
+    backlog.clear();
+    while let Ok(item) = inbox.try_recv() {
+      if matches!(item, Outgoing::Message(ref message) if !is_ping(message)) {
+        dropped += 1;
+      }
+    }
+    self.queued.store(0, Ordering::Relaxed);
+    self.buffered.store(0, Ordering::Relaxed);
+    dropped
+  }
+
+  fn took_from_queue(&self, message: &Message) {
+    if !is_ping(message) {
+      self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+  }
+}
+
+fn is_ping(message: &Message) -> bool {
+  matches!(message, Message::Ping(_))
 }
 
 /// How a connection ended, as the `'close'`/`'remove'` events report it.
@@ -114,11 +216,13 @@ pub struct Ended {
   pub code: u16,
   pub reason: String,
   pub was_clean: bool,
+  /// The heartbeat found the peer silent.
+  pub heartbeat_lost: bool,
 }
 
 impl Ended {
   fn abnormal() -> Ended {
-    Ended { code: 1006, reason: String::new(), was_clean: false }
+    Ended { code: 1006, reason: String::new(), was_clean: false, heartbeat_lost: false }
   }
 }
 
@@ -126,28 +230,43 @@ impl Ended {
 enum Stop {
   /// The stream ended: after a closing handshake or because TCP ended.
   Finished,
-  Terminated,
+  Terminated(Termination),
   CloseTimedOut,
   Failed(WsError),
 }
 
-/// Runs one connection until it ends: writes what arrives on `inbox`, hands
-/// every incoming data frame to `deliver(is_binary, payload)`.
+/// The queues one connection writes from.
+pub struct Queues<'a> {
+  pub inbox: &'a mut Inbox,
+  /// Messages to send before anything in `inbox`: a client's messages that
+  /// an earlier connection took but never handed to the kernel. A server
+  /// connection leaves it empty.
+  pub backlog: &'a mut VecDeque<Message>,
+}
+
+/// Runs one connection until it ends: writes what arrives on the queues,
+/// hands every incoming data frame to `deliver(is_binary, payload)`.
 ///
-/// `peer.closing` is set when a close frame arrives only if `close_ends_peer`:
-/// a server connection never reopens, while a client's queue outlives its
-/// connections and keeps accepting sends for the next one.
+/// For a client, messages fed to tungstenite but not yet flushed to the
+/// kernel when the connection fails go back to the head of `backlog`, for
+/// the next connection.
 pub async fn drive<S>(
   ws: &mut WebSocketStream<S>,
-  inbox: &mut Inbox,
+  queues: Queues<'_>,
   peer: &Peer,
-  close_ends_peer: bool,
+  role: Role,
   mut deliver: impl FnMut(bool, Bytes),
 ) -> Ended
 where
   S: AsyncRead + AsyncWrite + Unpin,
 {
-  let mut unflushed = 0usize;
+  let Queues { inbox, backlog } = queues;
+  let generation = peer.generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+  peer.last_seen.store(now_ms(), Ordering::Relaxed);
+  peer.connected.store(true, Ordering::Release);
+
+  let mut unflushed_bytes = 0usize;
+  let mut unflushed: Vec<Message> = Vec::new();
   let mut sent_close = false;
   let mut received_close: Option<Option<CloseFrame>> = None;
   let mut close_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
@@ -163,22 +282,38 @@ where
           Poll::Ready(Err(error)) => return Poll::Ready(Stop::Failed(error)),
           Poll::Pending => break,
         }
-        let item = match inbox.poll_recv(cx) {
-          Poll::Ready(Some(item)) => item,
-          Poll::Ready(None) => Outgoing::Terminate,
-          Poll::Pending => break,
+        let item = match backlog.pop_front() {
+          Some(message) => Outgoing::Message(message),
+          None => match inbox.poll_recv(cx) {
+            Poll::Ready(Some(Outgoing::Message(message))) => {
+              peer.took_from_queue(&message);
+              Outgoing::Message(message)
+            }
+            Poll::Ready(Some(item)) => item,
+            Poll::Ready(None) => Outgoing::Terminate(Termination::Requested),
+            Poll::Pending => break,
+          },
         };
         let message = match item {
           Outgoing::Message(message) => {
-            unflushed += payload_len(&message);
+            unflushed_bytes += payload_len(&message);
+            if role == Role::Client && !is_ping(&message) {
+              unflushed.push(message.clone());
+            }
             message
           }
-          Outgoing::Close(frame) => {
+          Outgoing::Close(_, meant_for)
+          | Outgoing::Terminate(Termination::Heartbeat(meant_for))
+            if meant_for != generation =>
+          {
+            continue
+          }
+          Outgoing::Close(frame, _) => {
             sent_close = true;
             close_deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
             Message::Close(Some(frame))
           }
-          Outgoing::Terminate => return Poll::Ready(Stop::Terminated),
+          Outgoing::Terminate(why) => return Poll::Ready(Stop::Terminated(why)),
         };
         if let Err(error) = ws.start_send_unpin(message) {
           return Poll::Ready(Stop::Failed(error));
@@ -189,8 +324,9 @@ where
       // One flush for everything fed above.
       match ws.poll_flush_unpin(cx) {
         Poll::Ready(Ok(())) => {
-          peer.buffered.fetch_sub(unflushed, Ordering::Relaxed);
-          unflushed = 0;
+          peer.buffered.fetch_sub(unflushed_bytes, Ordering::Relaxed);
+          unflushed_bytes = 0;
+          unflushed.clear();
         }
         Poll::Ready(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {}
         Poll::Ready(Err(error)) => return Poll::Ready(Stop::Failed(error)),
@@ -200,16 +336,17 @@ where
       match ws.poll_next_unpin(cx) {
         Poll::Ready(Some(Ok(message))) => {
           progressed = true;
+          peer.last_seen.store(now_ms(), Ordering::Relaxed);
           match message {
             Message::Text(text) => deliver(false, Bytes::from(text)),
             Message::Binary(bytes) => deliver(true, bytes),
             Message::Close(frame) => {
-              if close_ends_peer {
+              if role == Role::Server {
                 peer.closing.store(true, Ordering::Release);
               }
               received_close = Some(frame);
             }
-            // tungstenite answers pings itself.
+            // tungstenite answers pings itself; a pong is only a sign of life.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
           }
         }
@@ -233,22 +370,39 @@ where
   })
   .await;
 
+  peer.connected.store(false, Ordering::Release);
+  // What never reached the kernel goes first on the next connection. On a
+  // clean close nothing is left: the close frame went after everything.
+  peer.buffered.fetch_sub(unflushed_bytes, Ordering::Relaxed);
+  for message in unflushed.into_iter().rev() {
+    peer.buffered.fetch_add(payload_len(&message), Ordering::Relaxed);
+    backlog.push_front(message);
+  }
+
   match stop {
     Stop::Finished => match received_close {
-      Some(Some(frame)) => {
-        Ended { code: frame.code.into(), reason: frame.reason.to_string(), was_clean: true }
+      Some(Some(frame)) => Ended {
+        code: frame.code.into(),
+        reason: frame.reason.to_string(),
+        was_clean: true,
+        heartbeat_lost: false,
+      },
+      Some(None) => {
+        Ended { code: 1005, reason: String::new(), was_clean: true, heartbeat_lost: false }
       }
-      Some(None) => Ended { code: 1005, reason: String::new(), was_clean: true },
       None => Ended::abnormal(),
     },
-    Stop::Terminated | Stop::CloseTimedOut => Ended::abnormal(),
+    Stop::Terminated(why) => {
+      Ended { heartbeat_lost: matches!(why, Termination::Heartbeat(_)), ..Ended::abnormal() }
+    }
+    Stop::CloseTimedOut => Ended::abnormal(),
     Stop::Failed(error) => match close_code_for(&error) {
       Some(code) => {
         let reason = error.to_string();
         let frame = CloseFrame { code, reason: truncate_reason(&reason).into() };
         // Best effort: the peer broke the protocol and may not read it.
         let _ = timeout(ERROR_CLOSE_TIMEOUT, ws.close(Some(frame))).await;
-        Ended { code: code.into(), reason, was_clean: false }
+        Ended { code: code.into(), reason, was_clean: false, heartbeat_lost: false }
       }
       None => Ended::abnormal(),
     },

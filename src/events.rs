@@ -48,6 +48,9 @@ pub enum EventDetail {
   LargeBinary { data: Buffer },
   /// Something failed; `code` is one of the stable `ERR_*` codes.
   Error { code: String, message: String, status: Option<u32> },
+  /// The socket starts attempt `attempt` to `url`; with an empty `url`, JS
+  /// must resolve the user's URL function and answer with `provideUrl`.
+  Connecting { attempt: u32, url: String },
   /// The socket waits `delay` ms before attempt number `attempt`.
   Reconnecting { attempt: u32, delay: f64 },
   /// The owner stopped: a server for good, a socket until `reconnect()`.

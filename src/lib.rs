@@ -6,8 +6,10 @@ mod buffers;
 mod connection;
 mod events;
 mod handshake;
+mod heartbeat;
 mod server;
 mod socket;
+mod tls;
 
 /// One runtime for the whole process, with a single worker: the JS thread
 /// takes the other core, and one worker measured as fast as two for echo

@@ -1,7 +1,7 @@
 //! The native server: a listener, one task per accepted connection, and the
 //! registry that lets JS address connections by a small numeric handle.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::buffers::{to_message, Payload};
-use crate::connection::{drive, Peer};
+use crate::connection::{drive, Peer, Queues, Role};
 use crate::events::{EventCallback, EventDetail, EventQueue};
-use crate::handshake;
+use crate::{handshake, heartbeat};
 
 /// Connections still open this long after the server's close frames are
 /// terminated.
@@ -39,6 +39,8 @@ pub struct NativeServerOptions {
   pub max_payload: u32,
   /// Milliseconds a client may take to complete the upgrade.
   pub handshake_timeout: u32,
+  /// Ping period in milliseconds; 0 disables the heartbeat.
+  pub heartbeat_interval: u32,
 }
 
 /// The bound address, as `net.Server#address()` reports it.
@@ -65,6 +67,7 @@ struct Shared {
   path: Option<String>,
   config: WebSocketConfig,
   handshake_timeout: Duration,
+  heartbeat_interval: Duration,
 }
 
 impl Shared {
@@ -123,6 +126,7 @@ impl NativeServer {
       path: options.path,
       config,
       handshake_timeout: Duration::from_millis(options.handshake_timeout.into()),
+      heartbeat_interval: Duration::from_millis(options.heartbeat_interval.into()),
     };
     Ok(NativeServer { shared: Arc::new(shared) })
   }
@@ -142,6 +146,15 @@ impl NativeServer {
     let local = listener.local_addr().map_err(os_error)?;
     let accepting = accept_loop(Arc::clone(&self.shared), listener);
     napi::bindgen_prelude::spawn(self.shared.tasks.track_future(accepting));
+    if !self.shared.heartbeat_interval.is_zero() {
+      let shared = Arc::clone(&self.shared);
+      let beat = heartbeat::run(shared.heartbeat_interval, shared.shutdown.clone(), move |visit| {
+        for client in shared.clients().values() {
+          visit(&client.peer);
+        }
+      });
+      napi::bindgen_prelude::spawn(beat);
+    }
     Ok(AddressInfo {
       address: local.ip().to_string(),
       family: if local.is_ipv6() { "IPv6" } else { "IPv4" }.to_owned(),
@@ -152,7 +165,10 @@ impl NativeServer {
   /// Queues a message to one connection; false if it is gone or closing.
   #[napi]
   pub fn send(&self, handle: u32, payload: Payload) -> bool {
-    self.shared.client(handle).is_some_and(|client| client.peer.send(to_message(payload)))
+    self
+      .shared
+      .client(handle)
+      .is_some_and(|client| client.peer.send(to_message(payload), usize::MAX))
   }
 
   /// Queues one message to each of `handles`, sharing its bytes; returns how
@@ -162,7 +178,7 @@ impl NativeServer {
     let message = to_message(payload);
     let clients = self.shared.clients();
     let receivers = handles.iter().filter_map(|handle| clients.get(handle));
-    receivers.filter(|client| client.peer.send(message.clone())).count() as u32
+    receivers.filter(|client| client.peer.send(message.clone(), usize::MAX)).count() as u32
   }
 
   /// Queues one message to every open connection but those in `except`;
@@ -173,7 +189,7 @@ impl NativeServer {
     let except: &[u32] = except.as_deref().unwrap_or(&[]);
     let clients = self.shared.clients();
     let receivers = clients.iter().filter(|(handle, _)| !except.contains(handle));
-    receivers.filter(|(_, client)| client.peer.send(message.clone())).count() as u32
+    receivers.filter(|(_, client)| client.peer.send(message.clone(), usize::MAX)).count() as u32
   }
 
   /// Starts the closing handshake of one connection, after what it already
@@ -330,7 +346,8 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream, address: SocketAddr) {
     client.peer.close(going_away());
   }
 
-  let ended = drive(&mut ws, &mut inbox, &client.peer, true, |binary, payload| {
+  let queues = Queues { inbox: &mut inbox, backlog: &mut VecDeque::new() };
+  let ended = drive(&mut ws, queues, &client.peer, Role::Server, |binary, payload| {
     if client.peer.observed.load(Ordering::Relaxed) || shared.observe_all.load(Ordering::Relaxed) {
       events.message(handle, binary, payload);
     }

@@ -3,30 +3,38 @@
 //! outlives every connection, so messages sent while offline simply wait in
 //! it and leave, in order, as soon as a connection opens.
 
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use napi::Result;
 use napi_derive::napi;
-use std::sync::atomic::Ordering;
+use rustls::ClientConfig;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Request};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{to_message, Payload};
-use crate::connection::{drive, Inbox, Outgoing, Peer};
+use crate::connection::{drive, Inbox, Peer, Queues, Role};
 use crate::events::{EventCallback, EventDetail, EventQueue};
+use crate::{heartbeat, tls};
 
 /// Options the JS facade has already validated and filled with defaults.
 /// Durations are in milliseconds.
 #[napi(object)]
 pub struct NativeSocketOptions {
+  /// The URL, or "" when `urlIsFunction`.
   pub url: String,
+  /// JS resolves the URL before every attempt (see `provideUrl`).
+  pub url_is_function: bool,
   pub protocols: Vec<String>,
   /// Extra handshake headers as `[name, value, name, value, ...]`.
   pub headers: Vec<String>,
@@ -38,8 +46,15 @@ pub struct NativeSocketOptions {
   /// Retries before giving up; `Infinity` never gives up.
   pub max_retries: f64,
   pub min_uptime: f64,
+  /// Messages the queue may hold; `Infinity` for no bound.
+  pub max_enqueued_messages: f64,
+  /// Ping period; 0 disables the heartbeat.
+  pub heartbeat_interval: f64,
   pub max_payload: u32,
   pub start_closed: bool,
+  /// Extra trusted certificates for `wss://`, PEM.
+  pub tls_ca: Vec<String>,
+  pub tls_reject_unauthorized: bool,
 }
 
 /// The wait before retry `retry` (1-based), as reconnecting-websocket
@@ -50,6 +65,10 @@ fn retry_delay(options: &NativeSocketOptions, retry: u32) -> f64 {
   delay * (1.0 - options.jitter * fastrand::f64())
 }
 
+fn millis(ms: f64) -> Duration {
+  Duration::from_secs_f64(ms.max(0.0) / 1000.0)
+}
+
 enum Command {
   /// `close()`: stop connecting; the close frame, if a connection is open,
   /// travels on the send queue behind the messages sent before it.
@@ -58,12 +77,22 @@ enum Command {
   Reconnect,
 }
 
-/// A reconnecting WebSocket client. Created by lib/socket.js.
+/// JS's answer to `Connecting` with an empty URL: the result of the user's
+/// URL function for attempt `attempt`.
+struct UrlAnswer {
+  attempt: u32,
+  url: std::result::Result<String, String>,
+}
+
+/// A reconnecting WebSocket client. Created by lib/native-transport.js.
 #[napi]
 pub struct NativeSocket {
   peer: Arc<Peer>,
+  queue_limit: usize,
   commands: mpsc::UnboundedSender<Command>,
+  urls: mpsc::UnboundedSender<UrlAnswer>,
   events: Arc<EventQueue>,
+  heartbeat: CancellationToken,
 }
 
 #[napi]
@@ -75,25 +104,45 @@ impl NativeSocket {
     let (peer, inbox) = Peer::new();
     let peer = Arc::new(peer);
     let (commands, command_inbox) = mpsc::unbounded_channel();
+    let (urls, url_inbox) = mpsc::unbounded_channel();
     if !options.start_closed {
       // Cannot fail: the receiver is alive until `run` starts.
       let _ = commands.send(Command::Reconnect);
     }
+
+    let heartbeat = CancellationToken::new();
+    if options.heartbeat_interval > 0.0 {
+      let peer = Arc::clone(&peer);
+      let beat =
+        heartbeat::run(millis(options.heartbeat_interval), heartbeat.clone(), move |visit| {
+          visit(&peer)
+        });
+      napi::bindgen_prelude::spawn(beat);
+    }
+
+    let queue_limit = if options.max_enqueued_messages.is_finite() {
+      options.max_enqueued_messages as usize
+    } else {
+      usize::MAX
+    };
     let task = Task {
       options,
       peer: Arc::clone(&peer),
       events: Arc::clone(&events),
       inbox,
-      commands: command_inbox,
+      backlog: VecDeque::new(),
+      urls: url_inbox,
+      tls: None,
     };
-    napi::bindgen_prelude::spawn(task.run());
-    Ok(NativeSocket { peer, commands, events })
+    napi::bindgen_prelude::spawn(task.run(command_inbox));
+    Ok(NativeSocket { peer, queue_limit, commands, urls, events, heartbeat })
   }
 
-  /// Queues a message for the current or the next connection.
+  /// Queues a message for the current or the next connection; false when
+  /// `maxEnqueuedMessages` messages already wait.
   #[napi]
   pub fn send(&self, payload: Payload) -> bool {
-    self.peer.send(to_message(payload))
+    self.peer.send(to_message(payload), self.queue_limit)
   }
 
   /// Closes for good: messages already sent go out before the close frame
@@ -101,16 +150,27 @@ impl NativeSocket {
   /// the `Stopped` event.
   #[napi]
   pub fn close(&self, code: u32, reason: String) {
-    let code = CloseCode::from(u16::try_from(code).unwrap_or(1000));
-    self.peer.close(CloseFrame { code, reason: reason.into() });
+    self.peer.close(close_frame(code, reason));
     // An error means the task is gone, and with it everything to stop.
     let _ = self.commands.send(Command::Stop);
   }
 
-  /// Connects again at once, whatever the state.
+  /// Ends the current connection (with `code` and `reason`) or attempt and
+  /// connects again at once, whatever the state.
   #[napi]
-  pub fn reconnect(&self) {
+  pub fn reconnect(&self, code: u32, reason: String) {
+    self.peer.reopen();
+    if self.peer.is_connected() {
+      self.peer.close_connection(close_frame(code, reason));
+    }
     let _ = self.commands.send(Command::Reconnect);
+  }
+
+  /// The answer to a `Connecting` event with an empty URL: the URL, or why
+  /// there is none (which fails the attempt with `ERR_INVALID_URL`).
+  #[napi]
+  pub fn provide_url(&self, attempt: u32, url: Option<String>, problem: String) {
+    let _ = self.urls.send(UrlAnswer { attempt, url: url.ok_or(problem) });
   }
 
   /// Payload bytes queued or accepted and not yet written.
@@ -128,10 +188,34 @@ impl NativeSocket {
 
 impl Drop for NativeSocket {
   /// The JS object is gone: nothing can observe events any more, so let the
-  /// dispatcher release its threadsafe function. Dropping `commands` ends
-  /// the connection task once it next waits for a command.
+  /// dispatcher release its threadsafe function and stop the heartbeat.
+  /// Dropping `commands` ends the connection task once it next waits.
   fn drop(&mut self) {
+    self.heartbeat.cancel();
     self.events.finish();
+  }
+}
+
+fn close_frame(code: u32, reason: String) -> CloseFrame {
+  CloseFrame { code: CloseCode::from(u16::try_from(code).unwrap_or(1000)), reason: reason.into() }
+}
+
+type Connection = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Why an attempt failed, with the stable code JS reports.
+struct Failure {
+  code: &'static str,
+  message: String,
+  status: Option<u32>,
+}
+
+impl Failure {
+  fn new(code: &'static str, message: impl Into<String>) -> Failure {
+    Failure { code, message: message.into(), status: None }
+  }
+
+  fn into_event(self) -> EventDetail {
+    EventDetail::Error { code: self.code.into(), message: self.message, status: self.status }
   }
 }
 
@@ -141,7 +225,12 @@ struct Task {
   peer: Arc<Peer>,
   events: Arc<EventQueue>,
   inbox: Inbox,
-  commands: mpsc::UnboundedReceiver<Command>,
+  /// Messages a dropped connection never handed to the kernel; they go
+  /// first on the next one.
+  backlog: VecDeque<Message>,
+  urls: mpsc::UnboundedReceiver<UrlAnswer>,
+  /// Built on the first `wss://` attempt.
+  tls: Option<Arc<ClientConfig>>,
 }
 
 /// What a wait between attempts ended with.
@@ -153,30 +242,32 @@ enum Wake {
 }
 
 impl Task {
-  async fn run(mut self) {
+  async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
     let mut retries = 0u32;
+    let mut attempts = 0u32;
     // Idle until the first command: `Reconnect` unless `startClosed`.
-    let mut wake = self.idle().await;
+    let mut wake = idle(&mut commands).await;
     loop {
       match wake {
         Wake::Exit => return,
         Wake::Stop => {
-          self.stop();
-          wake = self.idle().await;
+          let dropped = self.peer.discard(&mut self.inbox, &mut self.backlog);
+          self.events.detail(0, EventDetail::Stopped { dropped });
+          wake = idle(&mut commands).await;
           retries = 0;
           continue;
         }
         Wake::Attempt => {}
       }
 
-      let connection_timeout =
-        Duration::from_secs_f64(self.options.connection_timeout.max(0.0) / 1000.0);
+      attempts = attempts.wrapping_add(1);
+      let deadline = millis(self.options.connection_timeout);
       let attempt = tokio::select! {
-        command = self.commands.recv() => {
+        command = commands.recv() => {
           wake = on_command(command, &mut retries);
           continue;
         }
-        attempt = timeout(connection_timeout, connect(&self.options)) => attempt,
+        attempt = timeout(deadline, self.attempt(attempts)) => attempt,
       };
 
       let will_retry = |retries: u32| f64::from(retries + 1) <= self.options.max_retries;
@@ -184,6 +275,7 @@ impl Task {
         Ok(Ok((mut ws, protocol))) => {
           let remote = match ws.get_ref() {
             MaybeTlsStream::Plain(tcp) => tcp.peer_addr().ok(),
+            MaybeTlsStream::Rustls(tls) => tls.get_ref().0.peer_addr().ok(),
             _ => None,
           };
           self.events.detail(
@@ -196,46 +288,51 @@ impl Task {
           );
           let opened = Instant::now();
           let (peer, events) = (&self.peer, &self.events);
-          let ended = drive(&mut ws, &mut self.inbox, peer, false, |binary, payload| {
+          let queues = Queues { inbox: &mut self.inbox, backlog: &mut self.backlog };
+          let ended = drive(&mut ws, queues, peer, Role::Client, |binary, payload| {
             if peer.observed.load(Ordering::Relaxed) {
               events.message(0, binary, payload);
             }
           })
           .await;
-          if opened.elapsed().as_secs_f64() * 1000.0 >= self.options.min_uptime {
+          if opened.elapsed() >= millis(self.options.min_uptime) {
             retries = 0;
           }
-          let stopping = self.peer.is_closing();
+          if ended.heartbeat_lost {
+            let message = "The server did not answer pings for two heartbeat intervals";
+            self.events.detail(0, Failure::new("ERR_HEARTBEAT", message).into_event());
+          }
+          // A `reconnect()` or `close()` made while connected comes next.
+          let command = commands.try_recv().ok();
+          let stopping = self.peer.is_closing() || matches!(command, Some(Command::Stop));
+          let reconnecting = matches!(command, Some(Command::Reconnect));
           self.events.detail(
             0,
             EventDetail::Close {
               code: ended.code.into(),
               reason: ended.reason,
               was_clean: ended.was_clean,
-              will_reconnect: !stopping && will_retry(retries),
+              will_reconnect: !stopping && (reconnecting || will_retry(retries)),
               raw_headers: None,
             },
           );
-          if stopping {
-            wake = Wake::Stop;
+          if stopping || reconnecting {
+            wake = if stopping { Wake::Stop } else { Wake::Attempt };
+            retries = 0;
             continue;
           }
         }
-        Ok(Err(error)) => self.events.detail(0, connect_error(error)),
-        Err(_) => self.events.detail(
-          0,
-          EventDetail::Error {
-            code: "ERR_TIMEOUT".into(),
-            message: format!("No connection within {} ms", self.options.connection_timeout),
-            status: None,
-          },
-        ),
+        Ok(Err(failure)) => self.events.detail(0, failure.into_event()),
+        Err(_) => {
+          let message = format!("No connection within {} ms", self.options.connection_timeout);
+          self.events.detail(0, Failure::new("ERR_TIMEOUT", message).into_event());
+        }
       }
 
       if !will_retry(retries) {
         // Gave up; sends keep queueing for a later `reconnect()`.
         self.events.detail(0, EventDetail::Stopped { dropped: 0 });
-        wake = self.idle().await;
+        wake = idle(&mut commands).await;
         retries = 0;
         continue;
       }
@@ -243,35 +340,76 @@ impl Task {
       let delay = retry_delay(&self.options, retries);
       self.events.detail(0, EventDetail::Reconnecting { attempt: retries, delay });
       wake = tokio::select! {
-        command = self.commands.recv() => on_command(command, &mut retries),
-        _ = sleep(Duration::from_secs_f64(delay / 1000.0)) => Wake::Attempt,
+        command = commands.recv() => on_command(command, &mut retries),
+        _ = sleep(millis(delay)) => Wake::Attempt,
       };
     }
   }
 
-  /// Waits, not connected, for the next command.
-  async fn idle(&mut self) -> Wake {
+  /// One attempt: the URL (from JS when it is a function), TCP, TLS and the
+  /// opening handshake.
+  async fn attempt(&mut self, attempt: u32) -> std::result::Result<(Connection, String), Failure> {
+    let url = if self.options.url_is_function {
+      self.events.detail(0, EventDetail::Connecting { attempt, url: String::new() });
+      self.answered_url(attempt).await?
+    } else {
+      self.events.detail(0, EventDetail::Connecting { attempt, url: self.options.url.clone() });
+      self.options.url.clone()
+    };
+    let request = request(&url, &self.options).map_err(|error| connect_failure(&error))?;
+    let connector = if request.uri().scheme_str() == Some("wss") {
+      if self.tls.is_none() {
+        let config = tls::client_config(&self.options.tls_ca, self.options.tls_reject_unauthorized)
+          .map_err(|message| Failure::new("ERR_TLS", message))?;
+        self.tls = Some(config);
+      }
+      self.tls.clone().map(Connector::Rustls)
+    } else {
+      None
+    };
+    let max_payload = Some(self.options.max_payload as usize);
+    let config = WebSocketConfig::default()
+      .read_buffer_size(16 * 1024)
+      .write_buffer_size(16 * 1024)
+      .max_message_size(max_payload)
+      .max_frame_size(max_payload);
+    let (ws, response) =
+      tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector)
+        .await
+        .map_err(|error| connect_failure(&error))?;
+    let protocol = response
+      .headers()
+      .get("sec-websocket-protocol")
+      .and_then(|value| value.to_str().ok())
+      .unwrap_or_default()
+      .to_owned();
+    Ok((ws, protocol))
+  }
+
+  /// Waits for JS's URL for this attempt, skipping late answers to earlier
+  /// attempts.
+  async fn answered_url(&mut self, attempt: u32) -> std::result::Result<String, Failure> {
     loop {
-      match self.commands.recv().await {
-        Some(Command::Reconnect) => return Wake::Attempt,
-        // Already stopped.
-        Some(Command::Stop) => continue,
-        None => return Wake::Exit,
+      match self.urls.recv().await {
+        Some(answer) if answer.attempt == attempt => {
+          return answer.url.map_err(|problem| Failure::new("ERR_INVALID_URL", problem));
+        }
+        Some(_) => continue,
+        None => return Err(Failure::new("ERR_INVALID_URL", "The socket is gone")),
       }
     }
   }
+}
 
-  /// After `close()` while not connected: discard what waits in the queue
-  /// and report how many messages that was.
-  fn stop(&mut self) {
-    let mut dropped = 0u32;
-    while let Ok(item) = self.inbox.try_recv() {
-      if matches!(item, Outgoing::Message(_)) {
-        dropped += 1;
-      }
+/// Waits, not connected, for the next command.
+async fn idle(commands: &mut mpsc::UnboundedReceiver<Command>) -> Wake {
+  loop {
+    match commands.recv().await {
+      Some(Command::Reconnect) => return Wake::Attempt,
+      // Already stopped.
+      Some(Command::Stop) => continue,
+      None => return Wake::Exit,
     }
-    self.peer.reset_buffered();
-    self.events.detail(0, EventDetail::Stopped { dropped });
   }
 }
 
@@ -286,33 +424,8 @@ fn on_command(command: Option<Command>, retries: &mut u32) -> Wake {
   }
 }
 
-/// One connection attempt: TCP connect and the opening handshake.
-async fn connect(
-  options: &NativeSocketOptions,
-) -> std::result::Result<
-  (tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>, String),
-  WsError,
-> {
-  let request = request(options)?;
-  let max_payload = Some(options.max_payload as usize);
-  let config = WebSocketConfig::default()
-    .read_buffer_size(16 * 1024)
-    .write_buffer_size(16 * 1024)
-    .max_message_size(max_payload)
-    .max_frame_size(max_payload);
-  let (ws, response) =
-    tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-  let protocol = response
-    .headers()
-    .get("sec-websocket-protocol")
-    .and_then(|value| value.to_str().ok())
-    .unwrap_or_default()
-    .to_owned();
-  Ok((ws, protocol))
-}
-
-fn request(options: &NativeSocketOptions) -> std::result::Result<Request<()>, WsError> {
-  let mut request = options.url.as_str().into_client_request()?;
+fn request(url: &str, options: &NativeSocketOptions) -> std::result::Result<Request<()>, WsError> {
+  let mut request = url.into_client_request()?;
   let headers = request.headers_mut();
   for pair in options.headers.chunks_exact(2) {
     let name = HeaderName::from_bytes(pair[0].as_bytes()).map_err(http_error)?;
@@ -330,15 +443,18 @@ fn http_error(error: impl Into<tokio_tungstenite::tungstenite::http::Error>) -> 
   WsError::HttpFormat(error.into())
 }
 
-/// Names a failed attempt with a stable code.
-fn connect_error(error: WsError) -> EventDetail {
-  let (code, status) = match &error {
-    WsError::Http(response) => ("ERR_HANDSHAKE", Some(response.status().as_u16().into())),
-    WsError::Tls(_) => ("ERR_TLS", None),
-    WsError::Url(tokio_tungstenite::tungstenite::error::UrlError::TlsFeatureNotEnabled) => {
-      ("ERR_TLS", None)
+/// Names a failed attempt with a stable code. rustls reports certificate
+/// and handshake failures as IO errors that carry a `rustls::Error`.
+fn connect_failure(error: &WsError) -> Failure {
+  let message = error.to_string();
+  match error {
+    WsError::Http(response) => {
+      Failure { code: "ERR_HANDSHAKE", message, status: Some(response.status().as_u16().into()) }
     }
-    _ => ("ERR_CONNECT", None),
-  };
-  EventDetail::Error { code: code.into(), message: error.to_string(), status }
+    WsError::Tls(_) => Failure::new("ERR_TLS", message),
+    WsError::Io(io) if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+      Failure::new("ERR_TLS", message)
+    }
+    _ => Failure::new("ERR_CONNECT", message),
+  }
 }

@@ -1,0 +1,368 @@
+//! What every subcommand shares: options, connecting, JSON lines on stdout,
+//! CPU snapshots of a process from /proc, and a latency histogram.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{client_async_with_config, WebSocketStream};
+
+pub type Ws = WebSocketStream<TcpStream>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `--name value` options; every subcommand reads the ones it knows.
+pub struct Opts {
+  values: HashMap<String, String>,
+}
+
+impl Opts {
+  pub fn parse(args: &[String]) -> Result<Opts, BoxError> {
+    let mut values = HashMap::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+      let Some(name) = arg.strip_prefix("--") else {
+        return Err(format!("unexpected argument {arg:?}").into());
+      };
+      let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+      values.insert(name.to_string(), value.clone());
+    }
+    Ok(Opts { values })
+  }
+
+  pub fn str(&self, name: &str, default: &str) -> String {
+    self.values.get(name).cloned().unwrap_or_else(|| default.to_string())
+  }
+
+  pub fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, BoxError> {
+    match self.values.get(name) {
+      None => Ok(default),
+      Some(v) => v.parse().map_err(|_| format!("--{name}: not a number: {v:?}").into()),
+    }
+  }
+
+  pub fn secs(&self, name: &str, default: f64) -> Result<Duration, BoxError> {
+    Ok(Duration::from_secs_f64(self.num(name, default)?))
+  }
+
+  /// The process whose CPU time is reported as the server's, if any.
+  pub fn cpu_pid(&self) -> Result<Option<u32>, BoxError> {
+    match self.values.get("cpu-pid") {
+      None => Ok(None),
+      Some(v) => Ok(Some(v.parse().map_err(|_| format!("--cpu-pid: {v:?}"))?)),
+    }
+  }
+}
+
+/// Prints one JSON object per line and flushes, so the runner sees it now.
+pub fn emit(json: &str) {
+  let stdout = std::io::stdout();
+  let mut out = stdout.lock();
+  let _ = writeln!(out, "{json}");
+  let _ = out.flush();
+}
+
+pub fn emit_event(event: &str) {
+  emit(&format!("{{\"event\":\"{event}\"}}"));
+}
+
+/// A JSON object built field by field (numbers and plain strings only).
+pub struct JsonObj(String);
+
+impl JsonObj {
+  pub fn new(event: &str) -> JsonObj {
+    JsonObj(format!("{{\"event\":\"{event}\""))
+  }
+  pub fn num(mut self, key: &str, value: impl std::fmt::Display) -> JsonObj {
+    let _ = write!(self.0, ",\"{key}\":{value}");
+    self
+  }
+  pub fn float(mut self, key: &str, value: f64) -> JsonObj {
+    if value.is_finite() {
+      let _ = write!(self.0, ",\"{key}\":{value:.3}");
+    } else {
+      let _ = write!(self.0, ",\"{key}\":null");
+    }
+    self
+  }
+  pub fn cpu(self, prefix: &str, delta: &CpuDelta) -> JsonObj {
+    self
+      .num(&format!("{prefix}_cpu_ns"), delta.ns)
+      .num(&format!("{prefix}_user_ms"), delta.user_ms)
+      .num(&format!("{prefix}_sys_ms"), delta.sys_ms)
+  }
+  pub fn emit(self) {
+    emit(&format!("{}}}", self.0));
+  }
+}
+
+/// CPU time of a process: the precise total from the per-thread schedstat
+/// (nanoseconds on CPU, user and system), and user/system split from
+/// /proc/PID/stat (clock ticks, 100 per second on Linux).
+#[derive(Clone, Copy, Default)]
+pub struct CpuSnapshot {
+  ns: u64,
+  user_ticks: u64,
+  sys_ticks: u64,
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct CpuDelta {
+  pub ns: u64,
+  pub user_ms: u64,
+  pub sys_ms: u64,
+}
+
+const MS_PER_TICK: u64 = 10;
+
+pub fn cpu_snapshot(pid: u32) -> CpuSnapshot {
+  let mut snap = CpuSnapshot::default();
+  if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    // Fields after the command name, which is in parentheses.
+    if let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) {
+      let fields: Vec<&str> = rest.split_whitespace().collect();
+      // utime and stime are fields 14 and 15 of the whole line: 12 and 13
+      // after the state field at index 0 here.
+      snap.user_ticks = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
+      snap.sys_ticks = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    }
+  }
+  let mut ns = 0u64;
+  let mut found = false;
+  if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+    for task in tasks.flatten() {
+      let path = task.path().join("schedstat");
+      if let Ok(text) = std::fs::read_to_string(path) {
+        if let Some(first) = text.split_whitespace().next().and_then(|f| f.parse::<u64>().ok()) {
+          ns += first;
+          found = true;
+        }
+      }
+    }
+  }
+  snap.ns = if found { ns } else { (snap.user_ticks + snap.sys_ticks) * MS_PER_TICK * 1_000_000 };
+  snap
+}
+
+impl CpuSnapshot {
+  pub fn until(&self, later: &CpuSnapshot) -> CpuDelta {
+    CpuDelta {
+      ns: later.ns.saturating_sub(self.ns),
+      user_ms: later.user_ticks.saturating_sub(self.user_ticks) * MS_PER_TICK,
+      sys_ms: later.sys_ticks.saturating_sub(self.sys_ticks) * MS_PER_TICK,
+    }
+  }
+}
+
+/// CPU of the server (`--cpu-pid`, if given) and of this process together.
+pub struct CpuWindow {
+  server_pid: Option<u32>,
+  server: CpuSnapshot,
+  own: CpuSnapshot,
+}
+
+impl CpuWindow {
+  pub fn start(server_pid: Option<u32>) -> CpuWindow {
+    CpuWindow {
+      server_pid,
+      server: server_pid.map(cpu_snapshot).unwrap_or_default(),
+      own: cpu_snapshot(std::process::id()),
+    }
+  }
+
+  /// (server, own) CPU used since `start`.
+  pub fn stop(&self) -> (CpuDelta, CpuDelta) {
+    let server = match self.server_pid {
+      Some(pid) => self.server.until(&cpu_snapshot(pid)),
+      None => CpuDelta::default(),
+    };
+    (server, self.own.until(&cpu_snapshot(std::process::id())))
+  }
+}
+
+/// Connects one WebSocket client to `url` (`ws://host:port/path`).
+pub async fn connect(url: &str, config: WebSocketConfig) -> Result<Ws, BoxError> {
+  let rest = url.strip_prefix("ws://").ok_or("only ws:// URLs")?;
+  let host_port = rest.split('/').next().unwrap_or(rest);
+  let tcp = TcpStream::connect(host_port).await?;
+  tcp.set_nodelay(true)?;
+  let (ws, _response) = client_async_with_config(url, tcp, Some(config)).await?;
+  Ok(ws)
+}
+
+/// Small buffers for many connections with small messages: tungstenite
+/// allocates its read buffer up front (128 KiB by default).
+pub fn small_config() -> WebSocketConfig {
+  WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(16 * 1024)
+}
+
+/// Connects `count` clients, at most `parallel` handshakes at a time, in
+/// order. Fails on the first error.
+pub async fn connect_many(
+  url: &str,
+  count: usize,
+  parallel: usize,
+  config: WebSocketConfig,
+) -> Result<Vec<Ws>, BoxError> {
+  let mut out = Vec::with_capacity(count);
+  let mut pending = futures_util::stream::FuturesOrdered::new();
+  let mut started = 0;
+  use futures_util::StreamExt;
+  while out.len() < count {
+    while started < count && pending.len() < parallel {
+      let url = url.to_string();
+      pending.push_back(async move { connect(&url, config).await });
+      started += 1;
+    }
+    match pending.next().await {
+      Some(Ok(ws)) => out.push(ws),
+      Some(Err(e)) => return Err(format!("connection {} failed: {e}", out.len() + 1).into()),
+      None => break,
+    }
+  }
+  Ok(out)
+}
+
+/// Watches stdin on a thread: a line `stop` (or EOF) notifies `stop`; with
+/// `exit_on_eof`, EOF ends the process, so a loadgen whose runner died never
+/// lingers.
+pub struct Stdin {
+  pub stop: Arc<Notify>,
+}
+
+pub fn watch_stdin(exit_on_eof: bool) -> Stdin {
+  let stop = Arc::new(Notify::new());
+  let stop2 = stop.clone();
+  std::thread::spawn(move || {
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+      match line {
+        Ok(line) if line.trim() == "stop" => stop2.notify_one(),
+        Ok(_) => {}
+        Err(_) => break,
+      }
+    }
+    if exit_on_eof {
+      std::process::exit(3);
+    }
+    stop2.notify_one();
+  });
+  Stdin { stop }
+}
+
+/// A log-linear histogram of microseconds: exact below 256, then 128
+/// sub-buckets per power of two (under 0.8% error).
+pub struct Histogram {
+  buckets: Vec<u64>,
+  count: u64,
+  max: u64,
+}
+
+const LINEAR: u64 = 256;
+const SUB: u64 = 128;
+
+impl Histogram {
+  pub fn new() -> Histogram {
+    Histogram { buckets: vec![0; (LINEAR + 56 * SUB) as usize], count: 0, max: 0 }
+  }
+
+  fn index(v: u64) -> usize {
+    if v < LINEAR {
+      return v as usize;
+    }
+    let bits = 64 - v.leading_zeros() as u64; // >= 9
+    let shift = bits - 8;
+    let top = v >> shift; // 128..=255
+    (LINEAR + (shift - 1) * SUB + (top - SUB)) as usize
+  }
+
+  /// The middle of bucket `i`.
+  fn value(i: usize) -> u64 {
+    let i = i as u64;
+    if i < LINEAR {
+      return i;
+    }
+    let shift = (i - LINEAR) / SUB + 1;
+    let top = (i - LINEAR) % SUB + SUB;
+    (top << shift) + (1 << (shift - 1))
+  }
+
+  pub fn record(&mut self, v: u64) {
+    self.buckets[Self::index(v)] += 1;
+    self.count += 1;
+    self.max = self.max.max(v);
+  }
+
+  pub fn merge(&mut self, other: &Histogram) {
+    for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+      *a += b;
+    }
+    self.count += other.count;
+    self.max = self.max.max(other.max);
+  }
+
+  pub fn count(&self) -> u64 {
+    self.count
+  }
+
+  pub fn percentile(&self, p: f64) -> u64 {
+    if self.count == 0 {
+      return 0;
+    }
+    let rank = ((p / 100.0) * self.count as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, n) in self.buckets.iter().enumerate() {
+      seen += n;
+      if seen >= rank {
+        return Self::value(i).min(self.max);
+      }
+    }
+    self.max
+  }
+
+  pub fn max(&self) -> u64 {
+    self.max
+  }
+}
+
+/// The number after `"key":` in a small JSON text, without parsing it all.
+pub fn json_number(text: &[u8], key: &[u8]) -> Option<u64> {
+  let pos = text.windows(key.len()).position(|w| w == key)?;
+  let mut n: u64 = 0;
+  let mut digits = 0;
+  for &b in &text[pos + key.len()..] {
+    if b.is_ascii_digit() {
+      n = n * 10 + (b - b'0') as u64;
+      digits += 1;
+    } else if digits > 0 || b != b' ' {
+      break;
+    }
+  }
+  (digits > 0).then_some(n)
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn histogram_buckets_round_trip() {
+    for v in [0u64, 1, 255, 256, 257, 1000, 12345, 1 << 20, 123_456_789] {
+      let i = Histogram::index(v);
+      let mid = Histogram::value(i);
+      let err = (mid as f64 - v as f64).abs() / (v.max(1) as f64);
+      assert!(err < 0.01, "{v} -> {mid}");
+    }
+  }
+
+  #[test]
+  fn finds_numbers() {
+    assert_eq!(json_number(br#"{"type":"ping","seq":123,"t":9}"#, b"\"seq\":"), Some(123));
+    assert_eq!(json_number(br#"{"seq": 7}"#, b"\"seq\":"), Some(7));
+    assert_eq!(json_number(br#"{"x":1}"#, b"\"seq\":"), None);
+  }
+}

@@ -1,0 +1,134 @@
+'use strict';
+
+const { NativeSocket } = require('./native');
+const { readBatch, batchCallback } = require('./batch');
+
+/**
+ * The Socket's transport in Node: the addon's connection loop (attempts,
+ * retries, heartbeat, the offline queue), reporting through one batched
+ * callback. See lib/socket-core.js for the transport interface.
+ */
+class NativeTransport {
+  #native;
+  #handlers;
+  #url;
+  #urlSource;
+
+  /**
+   * @param {(String|Function)} url The URL, or a function giving one
+   * @param {Object} options The Socket's checked options
+   * @param {Object} events The Socket's transport event handlers
+   */
+  constructor(url, options, events) {
+    this.#url = typeof url === 'function' ? '' : url;
+    this.#urlSource = typeof url === 'function' ? url : null;
+    const handlers = {
+      message: (handle, data, isBinary) => events.message(data, isBinary),
+      detail: (handle, detail) => this.#onDetail(detail, events),
+      onThrow: (err) => events.thrown(err)
+    };
+    this.#native = new NativeSocket(
+      {
+        url: this.#url,
+        urlIsFunction: this.#urlSource !== null,
+        protocols: [options.protocols ?? []].flat(),
+        headers: Object.entries(options.headers).flat(),
+        minReconnectionDelay: options.minReconnectionDelay,
+        maxReconnectionDelay: options.maxReconnectionDelay,
+        reconnectionDelayGrowFactor: options.reconnectionDelayGrowFactor,
+        jitter: options.jitter,
+        connectionTimeout: options.connectionTimeout,
+        maxRetries: options.maxRetries,
+        minUptime: options.minUptime,
+        maxEnqueuedMessages: options.maxEnqueuedMessages,
+        heartbeatInterval: options.heartbeatInterval,
+        maxPayload: options.maxPayload,
+        startClosed: options.startClosed,
+        tlsCa: [options.tls.ca ?? []].flat().map(String),
+        tlsRejectUnauthorized: options.tls.rejectUnauthorized ?? true
+      },
+      // Weakly held: the Socket owns this transport, the addon must not.
+      batchCallback(handlers, (target, records, bytes, details) =>
+        readBatch(records, bytes, details, target)
+      )
+    );
+    // The callback holds `handlers` weakly; the transport keeps it alive.
+    this.#handlers = handlers;
+  }
+
+  get url() {
+    return this.#url;
+  }
+
+  get bufferedAmount() {
+    return this.#native.bufferedAmount();
+  }
+
+  send(payload) {
+    return this.#native.send(payload);
+  }
+
+  close(code, reason) {
+    this.#native.close(code, reason);
+  }
+
+  reconnect(code, reason) {
+    this.#native.reconnect(code, reason);
+  }
+
+  observe(on) {
+    this.#native.observe(on);
+  }
+
+  #onDetail(detail, events) {
+    switch (detail.type) {
+      case 'Connecting':
+        this.#url = detail.url || this.#url;
+        if (this.#urlSource !== null && detail.url === '') {
+          this.#resolveUrl(detail.attempt, events);
+        } else {
+          events.connecting(this.#url);
+        }
+        break;
+      case 'Open':
+        events.open(detail.protocol);
+        break;
+      case 'Close':
+        events.close(detail);
+        break;
+      case 'Error': {
+        const { code, message, status } = detail;
+        events.error(code, message, status === undefined ? { cause: new Error(message) } : { status });
+        break;
+      }
+      case 'Reconnecting':
+        events.reconnecting(detail.attempt, detail.delay);
+        break;
+      case 'Stopped':
+        events.stopped(detail.dropped);
+        break;
+    }
+  }
+
+  /**
+   * Call the user's URL function for attempt `attempt` and hand the result
+   * to the addon, which counts a failure as a failed attempt.
+   */
+  async #resolveUrl(attempt, events) {
+    let url;
+    let problem = null;
+    try {
+      url = await this.#urlSource();
+      if (!/^wss?:\/\//i.test(url)) problem = `The url function gave ${JSON.stringify(url)}, not a ws:// or wss:// URL`;
+    } catch (err) {
+      problem = `The url function failed: ${err?.message ?? err}`;
+    }
+    if (problem === null) {
+      this.#url = url;
+      events.connecting(url);
+    }
+    this.#native.provideUrl(attempt, problem === null ? url : null, problem ?? '');
+  }
+}
+
+module.exports = NativeTransport;
