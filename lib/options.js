@@ -30,6 +30,10 @@ const TYPES = {
     (v) => typeof v === 'object' && v !== null && Object.values(v).every((h) => typeof h === 'string'),
     'an object of string values'
   ],
+  tls: [
+    (v) => typeof v === 'object' && v !== null && isPem(v.cert) && isPem(v.key),
+    'an object with PEM "cert" and "key" (strings or Buffers)'
+  ],
   binaryType: [(v) => v === 'arraybuffer' || v === 'blob', "'arraybuffer' or 'blob'"],
   false: [(v) => v === false, 'false']
 };
@@ -71,6 +75,10 @@ function checkOptions(owner, options, schema) {
     checked[name] = value;
   }
   return checked;
+}
+
+function isPem(value) {
+  return typeof value === 'string' || value instanceof Uint8Array;
 }
 
 function invalidOption(message) {

@@ -1,5 +1,7 @@
 'use strict';
 
+const http = require('node:http');
+const https = require('node:https');
 const util = require('node:util');
 
 const ConnectionGroup = require('./connection-group');
@@ -11,19 +13,31 @@ const { NativeServer } = require('./native');
 const { readBatch, batchCallback } = require('./batch');
 const { checkOptions, invalidOption } = require('./options');
 const { codedError, reportPeerError, reportUserError } = require('./errors');
+const decideUpgrade = require('./verify');
+const parseHeaders = require('./headers');
+const { attach, handOver, refuseUpgrade } = require('./attach');
 const { kDeliver, kEnd, kHandle } = require('./symbols');
 
 // Option name to [type, default]; see lib/options.js and SPEC section 5.
 const SERVER_OPTIONS = {
   port: ['port', undefined],
   host: ['string', undefined],
+  server: ['object', undefined],
   path: ['string', undefined],
   json: ['boolean', true],
   maxPayload: ['bytes', 16 * 1024 * 1024],
-  handshakeTimeout: ['milliseconds', 10000],
+  verifyClient: ['function', undefined],
+  handleProtocols: ['function', undefined],
+  tls: ['tls', undefined],
   heartbeatInterval: ['milliseconds', 30000],
+  maxBackpressure: ['limit', 16 * 1024 * 1024],
+  reusePort: ['boolean', false],
+  handshakeTimeout: ['milliseconds', 10000],
   perMessageDeflate: ['false', false]
 };
+
+// Options that make no sense with `server`: that server is already bound.
+const STANDALONE_ONLY = ['port', 'host', 'tls', 'reusePort'];
 
 // A timer this long never fires; it only holds the event loop open.
 const FOREVER = 2 ** 31 - 1;
@@ -36,7 +50,11 @@ const FOREVER = 2 ** 31 - 1;
  */
 class Server extends ConnectionGroup {
   #core;
+  #options;
+  #detach = null;
   #connections = new Map();
+  // What verifyClient accepted each upgrade with, until it opens.
+  #contexts = new Map();
   #pushAll = null;
   #address = null;
   #ready;
@@ -81,31 +99,36 @@ class Server extends ConnectionGroup {
    */
   constructor(portOrOptions) {
     super();
-    const options = checkOptions(
-      'Server',
-      typeof portOrOptions === 'number' ? { port: portOrOptions } : portOrOptions,
-      SERVER_OPTIONS
-    );
-    if (options.port === undefined) {
-      throw invalidOption('The "port" option of Server is required');
-    }
+    const options = checkServerOptions(portOrOptions);
+    this.#options = options;
 
     const handlers = {
       message: (handle, data, isBinary) => this.#onMessage(handle, data, isBinary),
       detail: (handle, detail) => this.#onDetail(handle, detail),
       onThrow: (err) => reportUserError(this, err)
     };
-    const native = new NativeServer(
-      {
-        path: options.path,
-        maxPayload: options.maxPayload,
-        handshakeTimeout: Math.min(options.handshakeTimeout, 0xffffffff),
-        heartbeatInterval: Math.min(options.heartbeatInterval, 0xffffffff)
-      },
-      batchCallback(this, (server, records, bytes, details) =>
-        readBatch(records, bytes, details, handlers)
-      )
-    );
+    let native;
+    try {
+      native = new NativeServer(
+        {
+          path: options.path,
+          maxPayload: options.maxPayload,
+          handshakeTimeout: Math.min(options.handshakeTimeout, 0xffffffff),
+          heartbeatInterval: Math.min(options.heartbeatInterval, 0xffffffff),
+          maxBackpressure: options.maxBackpressure,
+          verify: options.verifyClient !== undefined || options.handleProtocols !== undefined,
+          tlsCert: options.tls && String(options.tls.cert),
+          tlsKey: options.tls && String(options.tls.key),
+          reusePort: options.reusePort
+        },
+        batchCallback(this, (server, records, bytes, details) =>
+          readBatch(records, bytes, details, handlers)
+        )
+      );
+    } catch (err) {
+      // Only the TLS material can be refused here.
+      throw invalidOption(`The "tls" option of Server is not usable: ${err.message}`);
+    }
     this.#core = {
       server: this,
       native,
@@ -114,25 +137,8 @@ class Server extends ConnectionGroup {
       sendTo: (connections, message) => this.#sendTo(connections, message)
     };
 
-    this.#ready = new Promise((resolve, reject) => {
-      try {
-        this.#address = native.listen(options.host, options.port);
-      } catch (err) {
-        const error = listenError(err, options);
-        reject(error);
-        process.nextTick(() => {
-          // As net.Server: unhandled, a listen error is thrown, unless the
-          // user reads `ready`, which then carries it.
-          if (this.listenerCount('error') > 0 || !this.#readyRead) {
-            this.emit('error', error);
-          }
-        });
-        return;
-      }
-      this.#holdProcess();
-      resolve(this.#address);
-      process.nextTick(() => this.emit('listening'));
-    });
+    this.#ready =
+      options.server === undefined ? this.#listen(options) : this.#attach(options.server);
     // `ready` alone never causes an unhandled rejection.
     this.#ready.catch(() => {});
   }
@@ -214,6 +220,7 @@ class Server extends ConnectionGroup {
       // Until 'close', even when listening failed: the addon's callback
       // alone does not keep the process running.
       this.#holdProcess();
+      this.#detach?.();
       this.#core.native.close();
     }
     return this.#closing;
@@ -246,6 +253,104 @@ class Server extends ConnectionGroup {
     // collected.
     this.#keepAlive ??= setInterval(() => this, FOREVER);
     if (this.#unref) this.#keepAlive.unref();
+  }
+
+  #listen(options) {
+    return new Promise((resolve, reject) => {
+      try {
+        this.#address = this.#core.native.listen(options.host, options.port, options.reusePort);
+      } catch (err) {
+        const error = listenError(err, options);
+        reject(error);
+        process.nextTick(() => {
+          // As net.Server: unhandled, a listen error is thrown, unless the
+          // user reads `ready`, which then carries it.
+          if (this.listenerCount('error') > 0 || !this.#readyRead) {
+            this.emit('error', error);
+          }
+        });
+        return;
+      }
+      this.#holdProcess();
+      resolve(this.#address);
+      process.nextTick(() => this.emit('listening'));
+    });
+  }
+
+  /**
+   * Serve the upgrades of the user's http server for our path. Holds no
+   * process handle: the user's server does.
+   */
+  #attach(httpServer) {
+    this.#detach = attach(httpServer, this.#options.path, (req, socket, head) =>
+      this.#onUpgrade(req, socket, head)
+    );
+    return new Promise((resolve) => {
+      const listening = () => {
+        this.#address = httpServer.address();
+        resolve(this.address());
+        this.emit('listening');
+      };
+      if (httpServer.listening) process.nextTick(listening);
+      else httpServer.once('listening', listening);
+    });
+  }
+
+  /**
+   * An upgrade routed here by the user's http server: decide it in JS, then
+   * hand the socket to the addon.
+   */
+  async #onUpgrade(req, socket, head) {
+    // No byte may be read by Node from now on: they belong to the addon.
+    socket.pause();
+    const headers = req.headers;
+    const remote = { address: req.socket.remoteAddress, port: req.socket.remotePort };
+    const verdict = await this.#decide(req.url, headers, remote, req);
+    if (this.#closing !== null) return refuseUpgrade(socket, 503);
+    if (!verdict.accept) {
+      return refuseUpgrade(socket, verdict.status, verdict.reason, verdict.headers);
+    }
+    const request = {
+      url: req.url,
+      headers: req.rawHeaders,
+      protocol: verdict.protocol,
+      remoteAddress: remote.address ?? '',
+      remotePort: remote.port ?? 0
+    };
+    let handle;
+    try {
+      handle = handOver(this.#core.native, socket, head, request);
+    } catch (err) {
+      return refuseUpgrade(socket, 400, err.message);
+    }
+    this.#contexts.set(handle, verdict.context);
+  }
+
+  /**
+   * The addon asks about an upgrade it read itself (standalone server).
+   */
+  async #onVerify(handle, detail) {
+    const headers = parseHeaders(detail.rawHeaders);
+    const remote = { address: detail.remoteAddress, port: detail.remotePort };
+    // There is no IncomingMessage here; `req` carries what one would.
+    const req = {
+      method: 'GET',
+      url: detail.url,
+      headers,
+      socket: { remoteAddress: remote.address, remotePort: remote.port }
+    };
+    const verdict = await this.#decide(detail.url, headers, remote, req);
+    if (verdict.accept) this.#contexts.set(handle, verdict.context);
+    this.#core.native.decide(handle, verdict);
+  }
+
+  #decide(url, headers, remote, req) {
+    const protocols = String(headers['sec-websocket-protocol'] ?? '')
+      .split(',')
+      .map((protocol) => protocol.trim())
+      .filter(Boolean);
+    const info = { origin: headers.origin, headers, remoteAddress: remote.address, url, req };
+    return decideUpgrade(this.#options, info, protocols, (err) => reportUserError(this, err));
   }
 
   #owns(connection) {
@@ -295,8 +400,13 @@ class Server extends ConnectionGroup {
 
   #onDetail(handle, detail) {
     switch (detail.type) {
+      case 'Verify':
+        this.#onVerify(handle, detail);
+        break;
       case 'Open': {
         const connection = new Connection(this.#core, handle, detail);
+        connection.context = this.#contexts.get(handle);
+        this.#contexts.delete(handle);
         this.#connections.set(handle, connection);
         this.add(connection);
         break;
@@ -311,6 +421,7 @@ class Server extends ConnectionGroup {
         break;
       }
       case 'Stopped':
+        this.#contexts.clear();
         clearInterval(this.#keepAlive);
         this.#address = null;
         this.#resolveClosing();
@@ -335,6 +446,42 @@ function listenError(err, options) {
     `listen ${code}: ${description} ${address}:${options.port}`,
     { errno: -errno, syscall: 'listen', address, port: options.port }
   );
+}
+
+/**
+ * Check the Server's options (SPEC section 5) and fill in the defaults.
+ *
+ * @param {(Number|Object)} portOrOptions A port, or the options
+ * @return {Object} The options
+ * @throws {TypeError} `ERR_INVALID_OPTION`
+ */
+function checkServerOptions(portOrOptions) {
+  const given = typeof portOrOptions === 'number' ? { port: portOrOptions } : portOrOptions;
+  if (isExpressApp(given?.server)) {
+    throw invalidOption(
+      'The "server" option of Server takes the http.Server that app.listen() returns, not an express app'
+    );
+  }
+  const options = checkOptions('Server', given, SERVER_OPTIONS);
+  if (options.server !== undefined) {
+    if (!(options.server instanceof http.Server || options.server instanceof https.Server)) {
+      throw invalidOption('The "server" option of Server must be an http.Server or https.Server');
+    }
+    const clash = STANDALONE_ONLY.find((name) => given[name] !== undefined);
+    if (clash !== undefined) {
+      throw invalidOption(`The "${clash}" option of Server cannot be combined with "server"`);
+    }
+  } else if (options.port === undefined) {
+    throw invalidOption('The "port" option of Server is required (or "server")');
+  }
+  if (options.reusePort && process.platform !== 'linux' && process.platform !== 'darwin') {
+    throw invalidOption(`The "reusePort" option of Server is not supported on ${process.platform}`);
+  }
+  return options;
+}
+
+function isExpressApp(value) {
+  return typeof value === 'function' && typeof value.listen === 'function' && typeof value.use === 'function';
 }
 
 function blobReadError(cause) {

@@ -54,6 +54,23 @@ pub enum Termination {
   /// The peer of the connection of this generation sent nothing for two
   /// heartbeat intervals.
   Heartbeat(u32),
+  /// The peer reads too slowly: its unsent bytes passed `maxBackpressure`.
+  Backpressure,
+}
+
+/// The bounds `send` enforces.
+#[derive(Clone, Copy)]
+pub struct Limits {
+  /// Data messages waiting in the queue (a client's `maxEnqueuedMessages`);
+  /// over it `send` refuses the message.
+  pub max_queued: usize,
+  /// Unsent bytes (a server's `maxBackpressure`); over it the connection is
+  /// dropped and reported with 1008.
+  pub max_buffered: usize,
+}
+
+impl Limits {
+  pub const NONE: Limits = Limits { max_queued: usize::MAX, max_buffered: usize::MAX };
 }
 
 /// A server connection lives once; a client's queue outlives its
@@ -110,13 +127,19 @@ impl Peer {
     (peer, inbox)
   }
 
-  /// Queues a data frame; false once closing, or when `limit` messages
-  /// already wait in the queue.
-  pub fn send(&self, message: Message, limit: usize) -> bool {
-    if self.is_closing() || self.queued.load(Ordering::Relaxed) >= limit {
+  /// Queues a data frame; false once closing or over `limits`.
+  pub fn send(&self, message: Message, limits: Limits) -> bool {
+    if self.is_closing() || self.queued.load(Ordering::Relaxed) >= limits.max_queued {
       return false;
     }
-    self.buffered.fetch_add(payload_len(&message), Ordering::Relaxed);
+    let length = payload_len(&message);
+    let buffered = self.buffered.fetch_add(length, Ordering::Relaxed) + length;
+    if buffered > limits.max_buffered {
+      // A slow reader must not exhaust memory: drop it, with what it holds.
+      self.closing.store(true, Ordering::Release);
+      let _ = self.queue.send(Outgoing::Terminate(Termination::Backpressure));
+      return false;
+    }
     self.queued.fetch_add(1, Ordering::Relaxed);
     self.queue.send(Outgoing::Message(message)).is_ok()
   }
@@ -391,6 +414,12 @@ where
         Ended { code: 1005, reason: String::new(), was_clean: true, heartbeat_lost: false }
       }
       None => Ended::abnormal(),
+    },
+    Stop::Terminated(Termination::Backpressure) => Ended {
+      code: CloseCode::Policy.into(),
+      reason: "Backpressure limit exceeded".to_owned(),
+      was_clean: false,
+      heartbeat_lost: false,
     },
     Stop::Terminated(why) => {
       Ended { heartbeat_lost: matches!(why, Termination::Heartbeat(_)), ..Ended::abnormal() }

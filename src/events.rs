@@ -33,6 +33,15 @@ const LARGE_BINARY: usize = 64 * 1024;
 /// `type` names the variant.
 #[napi(discriminant = "type")]
 pub enum EventDetail {
+  /// A client asks to upgrade; JS answers with `NativeServer#decide` for
+  /// this connection handle (`verifyClient`, `handleProtocols`).
+  Verify {
+    url: String,
+    raw_headers: String,
+    remote_address: String,
+    remote_port: u32,
+    protocols: Vec<String>,
+  },
   /// A connection opened (server: a client was accepted; socket: connected).
   Open { remote_address: String, remote_port: u32, protocol: String },
   /// A connection ended. A socket says whether it will try again; a server

@@ -1,57 +1,79 @@
-//! The server side of the opening handshake: path routing, the request
-//! headers kept for `connection.headers`, and the subprotocol choice.
+//! The server side of the opening handshake, in steps so that JS can decide
+//! in the middle (`verifyClient`, `handleProtocols`): read the request,
+//! check it, then answer 101 or refuse. tungstenite parses the request and
+//! builds the 101 answer; we only add the pause for JS.
 
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
+use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_response, Request};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 
-/// What the handshake keeps of an accepted request.
-pub struct Accepted {
-  /// Header names and values, each followed by a NUL, in arrival order:
-  /// one small allocation per connection instead of a header map. JS builds
-  /// `IncomingMessage`-style headers from it only when they are read.
-  pub raw_headers: Box<str>,
-  /// The subprotocol we answered with, or "".
-  pub protocol: String,
+/// The largest request head we read; browsers send well under 8 KiB.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+/// A request head read off the stream, and the bytes after it (the first
+/// frames, when the client did not wait for our answer).
+pub struct Upgrade {
+  pub request: Request,
+  pub leftover: Vec<u8>,
 }
 
-/// Checks an upgrade request against `path` (any path when `None`; the
-/// query is ignored), picks the first offered subprotocol, and records what
-/// `Accepted` keeps. A wrong path is answered 400.
-// The error type is tungstenite's, fixed by its `Callback` trait.
-#[allow(clippy::result_large_err)]
-pub fn accept(
-  path: Option<&str>,
-  request: &Request,
-  mut response: Response,
-  accepted: &mut Option<Accepted>,
-) -> Result<Response, ErrorResponse> {
-  if path.is_some_and(|path| path != request.uri().path()) {
-    let mut refusal = ErrorResponse::new(Some("No WebSocket endpoint at this path".into()));
-    *refusal.status_mut() = StatusCode::BAD_REQUEST;
-    return Err(refusal);
-  }
+/// What to answer a request with, when it is not a 101.
+pub struct Refusal {
+  pub status: u16,
+  pub body: String,
+  pub headers: Vec<(String, String)>,
+}
 
-  let mut raw_headers = String::new();
-  for (name, value) in request.headers() {
-    raw_headers.push_str(name.as_str());
-    raw_headers.push('\0');
-    raw_headers.push_str(&String::from_utf8_lossy(value.as_bytes()));
-    raw_headers.push('\0');
+impl Refusal {
+  pub fn bad_request(body: impl Into<String>) -> Refusal {
+    Refusal { status: 400, body: body.into(), headers: Vec::new() }
   }
+}
 
-  let protocol = offered_protocols(request).next().unwrap_or_default().to_owned();
-  if !protocol.is_empty() {
-    if let Ok(value) = HeaderValue::from_str(&protocol) {
-      response.headers_mut().insert("sec-websocket-protocol", value);
+/// Reads one request head. `None` when the client leaves or sends too much
+/// or something that is not HTTP (answered 400 by the caller).
+pub async fn read_request<S: AsyncRead + Unpin>(
+  stream: &mut S,
+) -> Result<Upgrade, Option<Refusal>> {
+  let mut buffer = Vec::with_capacity(1024);
+  loop {
+    let mut chunk = [0u8; 1024];
+    let read = stream.read(&mut chunk).await.map_err(|_| None)?;
+    if read == 0 {
+      return Err(None);
+    }
+    buffer.extend_from_slice(&chunk[..read]);
+    match Request::try_parse(&buffer) {
+      Ok(Some((length, request))) => {
+        let leftover = buffer.split_off(length);
+        return Ok(Upgrade { request, leftover });
+      }
+      Ok(None) if buffer.len() < MAX_REQUEST_HEAD => continue,
+      Ok(None) => return Err(Some(Refusal::bad_request("Request head too large"))),
+      Err(error) => return Err(Some(Refusal::bad_request(error.to_string()))),
     }
   }
+}
 
-  *accepted = Some(Accepted { raw_headers: raw_headers.into_boxed_str(), protocol });
-  Ok(response)
+/// The request headers kept for `connection.headers`: names and values,
+/// each followed by a NUL, in arrival order. One small allocation per
+/// connection instead of a header map; JS builds the object only when read.
+pub fn raw_headers(request: &Request) -> Box<str> {
+  let mut raw = String::new();
+  for (name, value) in request.headers() {
+    raw.push_str(name.as_str());
+    raw.push('\0');
+    raw.push_str(&String::from_utf8_lossy(value.as_bytes()));
+    raw.push('\0');
+  }
+  raw.into_boxed_str()
 }
 
 /// The subprotocols a client offers, in order, across repeated headers.
-fn offered_protocols(request: &Request) -> impl Iterator<Item = &str> {
+pub fn offered_protocols(request: &Request) -> Vec<String> {
   request
     .headers()
     .get_all("sec-websocket-protocol")
@@ -60,4 +82,42 @@ fn offered_protocols(request: &Request) -> impl Iterator<Item = &str> {
     .flat_map(|list| list.split(','))
     .map(str::trim)
     .filter(|protocol| !protocol.is_empty())
+    .map(str::to_owned)
+    .collect()
+}
+
+/// The 101 answer, with `protocol` when one was chosen; a refusal when the
+/// request is not a valid WebSocket upgrade.
+pub fn accept_response(request: &Request, protocol: &str) -> Result<Vec<u8>, Refusal> {
+  let mut response =
+    create_response(request).map_err(|error| Refusal::bad_request(error.to_string()))?;
+  if !protocol.is_empty() {
+    let value =
+      HeaderValue::from_str(protocol).map_err(|error| Refusal::bad_request(error.to_string()))?;
+    response.headers_mut().insert("sec-websocket-protocol", value);
+  }
+  let mut bytes = Vec::with_capacity(160);
+  write_response(&mut bytes, &response).map_err(|error| Refusal::bad_request(error.to_string()))?;
+  Ok(bytes)
+}
+
+/// Writes a refusal as a complete HTTP response and flushes it.
+pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, refusal: &Refusal) -> io::Result<()> {
+  let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+  let mut head = format!(
+    "HTTP/1.1 {} {}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
+    status.as_u16(),
+    status.canonical_reason().unwrap_or(""),
+    refusal.body.len()
+  );
+  for (name, value) in &refusal.headers {
+    // Header injection is impossible: line breaks in user values are dropped.
+    if !name.contains(['\r', '\n', ':']) && !value.contains(['\r', '\n']) {
+      head.push_str(&format!("{name}: {value}\r\n"));
+    }
+  }
+  head.push_str("\r\n");
+  stream.write_all(head.as_bytes()).await?;
+  stream.write_all(refusal.body.as_bytes()).await?;
+  stream.flush().await
 }

@@ -1,27 +1,35 @@
-//! The native server: a listener, one task per accepted connection, and the
-//! registry that lets JS address connections by a small numeric handle.
+//! The native server: a listener (or sockets adopted from a Node
+//! `http.Server`), one task per connection, and the registry that lets JS
+//! address connections by a small numeric handle.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{BorrowedFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use napi::bindgen_prelude::Uint32Array;
+use napi::bindgen_prelude::{Buffer, Uint32Array};
 use napi::{Error, Result, Status};
 use napi_derive::napi;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixStream};
+use tokio::sync::oneshot;
 use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::handshake::server::Request;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role as WsRole, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::buffers::{to_message, Payload};
-use crate::connection::{drive, Peer, Queues, Role};
+use crate::connection::{drive, Limits, Peer, Queues, Role};
 use crate::events::{EventCallback, EventDetail, EventQueue};
-use crate::{handshake, heartbeat};
+use crate::handshake::{self, Refusal, Upgrade};
+use crate::{heartbeat, tls};
 
 /// Connections still open this long after the server's close frames are
 /// terminated.
@@ -41,6 +49,15 @@ pub struct NativeServerOptions {
   pub handshake_timeout: u32,
   /// Ping period in milliseconds; 0 disables the heartbeat.
   pub heartbeat_interval: u32,
+  /// Unsent bytes a connection may hold before it is dropped with 1008.
+  pub max_backpressure: f64,
+  /// Whether JS decides each upgrade (`Verify` events answered by `decide`).
+  pub verify: bool,
+  /// PEM certificate chain and key: serve `wss://` directly.
+  pub tls_cert: Option<String>,
+  pub tls_key: Option<String>,
+  /// SO_REUSEPORT: several processes may listen on the port.
+  pub reuse_port: bool,
 }
 
 /// The bound address, as `net.Server#address()` reports it.
@@ -51,20 +68,70 @@ pub struct AddressInfo {
   pub port: u32,
 }
 
+/// JS's answer to a `Verify` event.
+#[napi(object)]
+pub struct Verdict {
+  pub accept: bool,
+  /// The refusal's status (400-599) when not accepted.
+  pub status: u32,
+  /// The refusal's body.
+  pub reason: String,
+  /// Extra refusal headers as `[name, value, ...]`.
+  pub headers: Vec<String>,
+  /// The chosen subprotocol, or "".
+  pub protocol: String,
+}
+
+/// A socket adopted through a relay (see `adoptRelay`): JS pipes its end.
+#[napi(object)]
+pub struct Relay {
+  pub handle: u32,
+  pub fd: i32,
+}
+
+/// The request an attached server's JS already read and accepted.
+#[napi(object)]
+pub struct AdoptedRequest {
+  /// Path and query.
+  pub url: String,
+  /// `req.rawHeaders`: `[name, value, ...]`.
+  pub headers: Vec<String>,
+  pub protocol: String,
+  pub remote_address: String,
+  pub remote_port: u32,
+}
+
 struct Client {
   peer: Peer,
   raw_headers: Box<str>,
 }
 
+/// Where a client connects from, as JS reports it.
+struct Remote {
+  address: String,
+  port: u32,
+}
+
+impl From<SocketAddr> for Remote {
+  fn from(address: SocketAddr) -> Remote {
+    Remote { address: address.ip().to_string(), port: address.port().into() }
+  }
+}
+
 struct Shared {
   clients: Mutex<HashMap<u32, Arc<Client>>>,
   next_handle: AtomicU32,
+  /// Upgrades waiting for JS's verdict, by connection handle.
+  verdicts: Mutex<HashMap<u32, oneshot::Sender<Verdict>>>,
   events: Arc<EventQueue>,
   /// Whether JS observes the server's `messages` (all connections).
   observe_all: AtomicBool,
   shutdown: CancellationToken,
   tasks: TaskTracker,
   path: Option<String>,
+  verify: bool,
+  tls: Option<TlsAcceptor>,
+  limits: Limits,
   config: WebSocketConfig,
   handshake_timeout: Duration,
   heartbeat_interval: Duration,
@@ -75,22 +142,24 @@ impl Shared {
     self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
   }
 
+  fn verdicts(&self) -> MutexGuard<'_, HashMap<u32, oneshot::Sender<Verdict>>> {
+    self.verdicts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+  }
+
   fn client(&self, handle: u32) -> Option<Arc<Client>> {
     self.clients().get(&handle).cloned()
   }
 
-  fn register(&self, client: Arc<Client>) -> u32 {
-    let mut clients = self.clients();
-    // Handle 0 means the server itself in events; skip it and live handles
-    // when the counter wraps.
-    let handle = loop {
+  /// A handle for a new connection. Handle 0 means the server itself in
+  /// events; live handles are skipped when the counter wraps.
+  fn new_handle(&self) -> u32 {
+    let clients = self.clients();
+    loop {
       let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
       if handle != 0 && !clients.contains_key(&handle) {
-        break handle;
+        return handle;
       }
-    };
-    clients.insert(handle, client);
-    handle
+    }
   }
 }
 
@@ -116,45 +185,54 @@ impl NativeServer {
       .write_buffer_size(16 * 1024)
       .max_message_size(max_payload)
       .max_frame_size(max_payload);
+    let tls = match (&options.tls_cert, &options.tls_key) {
+      (Some(cert), Some(key)) => Some(
+        tls::server_acceptor(cert, key)
+          .map_err(|message| Error::new(Status::InvalidArg, message))?,
+      ),
+      _ => None,
+    };
+    let max_buffered = if options.max_backpressure.is_finite() {
+      options.max_backpressure as usize
+    } else {
+      usize::MAX
+    };
     let shared = Shared {
       clients: Mutex::new(HashMap::new()),
       next_handle: AtomicU32::new(1),
+      verdicts: Mutex::new(HashMap::new()),
       events: EventQueue::start(on_events)?,
       observe_all: AtomicBool::new(false),
       shutdown: CancellationToken::new(),
       tasks: TaskTracker::new(),
       path: options.path,
+      verify: options.verify,
+      tls,
+      limits: Limits { max_buffered, ..Limits::NONE },
       config,
       handshake_timeout: Duration::from_millis(options.handshake_timeout.into()),
       heartbeat_interval: Duration::from_millis(options.heartbeat_interval.into()),
     };
-    Ok(NativeServer { shared: Arc::new(shared) })
+    let server = NativeServer { shared: Arc::new(shared) };
+    server.start_heartbeat();
+    Ok(server)
   }
 
   /// Binds `host:port` and starts accepting. Without a host, binds `::`
   /// (dual-stack) and falls back to `0.0.0.0` where IPv6 is missing. A
-  /// failure throws an Error whose `code` is the OS errno as a string.
+  /// failure throws an Error whose message starts with the OS errno.
   #[napi]
-  pub fn listen(&self, host: Option<String>, port: u32) -> Result<AddressInfo> {
+  pub fn listen(&self, host: Option<String>, port: u32, reuse_port: bool) -> Result<AddressInfo> {
     let port =
       u16::try_from(port).map_err(|_| Error::new(Status::InvalidArg, "port out of range"))?;
     let listener = napi::bindgen_prelude::within_runtime_if_available(|| match host {
-      Some(host) => bind(&host, port),
-      None => bind("::", port).or_else(|_| bind("0.0.0.0", port)),
+      Some(host) => bind(&host, port, reuse_port),
+      None => bind("::", port, reuse_port).or_else(|_| bind("0.0.0.0", port, reuse_port)),
     })
     .map_err(os_error)?;
     let local = listener.local_addr().map_err(os_error)?;
     let accepting = accept_loop(Arc::clone(&self.shared), listener);
     napi::bindgen_prelude::spawn(self.shared.tasks.track_future(accepting));
-    if !self.shared.heartbeat_interval.is_zero() {
-      let shared = Arc::clone(&self.shared);
-      let beat = heartbeat::run(shared.heartbeat_interval, shared.shutdown.clone(), move |visit| {
-        for client in shared.clients().values() {
-          visit(&client.peer);
-        }
-      });
-      napi::bindgen_prelude::spawn(beat);
-    }
     Ok(AddressInfo {
       address: local.ip().to_string(),
       family: if local.is_ipv6() { "IPv6" } else { "IPv4" }.to_owned(),
@@ -162,13 +240,53 @@ impl NativeServer {
     })
   }
 
+  /// Takes over a TCP socket that a Node `http.Server` upgraded and JS
+  /// accepted: answers 101 on it and serves it. `fd` stays Node's (we use a
+  /// duplicate); `head` is what Node read past the request. Throws, and
+  /// touches nothing, when the request is not a valid upgrade.
+  #[napi]
+  pub fn adopt(&self, fd: i32, head: Buffer, request: AdoptedRequest) -> Result<u32> {
+    let (response, raw_headers) = adopted_response(&request)?;
+    // SAFETY: JS passes the fd of a live socket it still owns; it is only
+    // borrowed long enough to duplicate it (with close-on-exec).
+    let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().map_err(os_error)?;
+    let std_stream = std::net::TcpStream::from(owned);
+    std_stream.set_nonblocking(true).map_err(os_error)?;
+    let stream =
+      napi::bindgen_prelude::within_runtime_if_available(|| TcpStream::from_std(std_stream))
+        .map_err(os_error)?;
+    let _ = stream.set_nodelay(true);
+    Ok(self.serve_adopted(stream, head, response, raw_headers, request))
+  }
+
+  /// Like `adopt` for a socket whose bytes Node must keep handling (TLS
+  /// terminated by an `https.Server`): returns one end of a socket pair for
+  /// JS to pipe to and from that socket.
+  #[napi]
+  pub fn adopt_relay(&self, head: Buffer, request: AdoptedRequest) -> Result<Relay> {
+    let (response, raw_headers) = adopted_response(&request)?;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(os_error)?;
+    ours.set_nonblocking(true).map_err(os_error)?;
+    let stream = napi::bindgen_prelude::within_runtime_if_available(|| UnixStream::from_std(ours))
+      .map_err(os_error)?;
+    let handle = self.serve_adopted(stream, head, response, raw_headers, request);
+    Ok(Relay { handle, fd: theirs.into_raw_fd() })
+  }
+
+  /// JS's verdict on the upgrade of connection `handle`.
+  #[napi]
+  pub fn decide(&self, handle: u32, verdict: Verdict) {
+    if let Some(waiting) = self.shared.verdicts().remove(&handle) {
+      // An error means the upgrade already timed out.
+      let _ = waiting.send(verdict);
+    }
+  }
+
   /// Queues a message to one connection; false if it is gone or closing.
   #[napi]
   pub fn send(&self, handle: u32, payload: Payload) -> bool {
-    self
-      .shared
-      .client(handle)
-      .is_some_and(|client| client.peer.send(to_message(payload), usize::MAX))
+    let limits = self.shared.limits;
+    self.shared.client(handle).is_some_and(|client| client.peer.send(to_message(payload), limits))
   }
 
   /// Queues one message to each of `handles`, sharing its bytes; returns how
@@ -176,9 +294,10 @@ impl NativeServer {
   #[napi]
   pub fn send_many(&self, handles: Uint32Array, payload: Payload) -> u32 {
     let message = to_message(payload);
+    let limits = self.shared.limits;
     let clients = self.shared.clients();
     let receivers = handles.iter().filter_map(|handle| clients.get(handle));
-    receivers.filter(|client| client.peer.send(message.clone(), usize::MAX)).count() as u32
+    receivers.filter(|client| client.peer.send(message.clone(), limits)).count() as u32
   }
 
   /// Queues one message to every open connection but those in `except`;
@@ -186,10 +305,11 @@ impl NativeServer {
   #[napi]
   pub fn broadcast(&self, payload: Payload, except: Option<Uint32Array>) -> u32 {
     let message = to_message(payload);
+    let limits = self.shared.limits;
     let except: &[u32] = except.as_deref().unwrap_or(&[]);
     let clients = self.shared.clients();
     let receivers = clients.iter().filter(|(handle, _)| !except.contains(handle));
-    receivers.filter(|(_, client)| client.peer.send(message.clone(), usize::MAX)).count() as u32
+    receivers.filter(|(_, client)| client.peer.send(message.clone(), limits)).count() as u32
   }
 
   /// Starts the closing handshake of one connection, after what it already
@@ -268,13 +388,54 @@ impl NativeServer {
       shared.events.finish();
     });
   }
+
+  fn start_heartbeat(&self) {
+    if self.shared.heartbeat_interval.is_zero() {
+      return;
+    }
+    let shared = Arc::clone(&self.shared);
+    let beat = heartbeat::run(shared.heartbeat_interval, shared.shutdown.clone(), move |visit| {
+      for client in shared.clients().values() {
+        visit(&client.peer);
+      }
+    });
+    napi::bindgen_prelude::spawn(beat);
+  }
+
+  fn serve_adopted<S>(
+    &self,
+    mut stream: S,
+    head: Buffer,
+    response: Vec<u8>,
+    raw: Box<str>,
+    request: AdoptedRequest,
+  ) -> u32
+  where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+  {
+    let handle = self.shared.new_handle();
+    let shared = Arc::clone(&self.shared);
+    let head = head.to_vec();
+    let remote = Remote { address: request.remote_address, port: request.remote_port };
+    let serving = async move {
+      if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
+        return;
+      }
+      let ws =
+        WebSocketStream::from_partially_read(stream, head, WsRole::Server, Some(shared.config))
+          .await;
+      run_connection(&shared, ws, remote, handle, raw, request.protocol).await;
+    };
+    napi::bindgen_prelude::spawn(self.shared.tasks.track_future(serving));
+    handle
+  }
 }
 
 fn going_away() -> CloseFrame {
   CloseFrame { code: CloseCode::Away, reason: "Server is closing".into() }
 }
 
-fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
+fn bind(host: &str, port: u16, reuse_port: bool) -> io::Result<TcpListener> {
   let address: SocketAddr = (host, port)
     .to_socket_addrs()?
     .next()
@@ -282,14 +443,30 @@ fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
   let socket = if address.is_ipv6() { TcpSocket::new_v6()? } else { TcpSocket::new_v4()? };
   // As Node does: a restarted server can bind while old connections linger.
   socket.set_reuseaddr(true)?;
+  if reuse_port {
+    socket.set_reuseport(true)?;
+  }
   socket.bind(address)?;
   socket.listen(LISTEN_BACKLOG)
 }
 
-/// An error whose `code` carries the errno, for the facade to name.
+/// An error whose message starts with the errno, for the facade to name.
 fn os_error(error: io::Error) -> Error {
-  let errno = error.raw_os_error().map_or_else(|| "0".to_owned(), |errno| errno.to_string());
+  let errno = error.raw_os_error().unwrap_or(0);
   Error::new(Status::GenericFailure, format!("{errno}:{error}"))
+}
+
+/// The 101 answer and the kept headers for a request Node has parsed.
+fn adopted_response(request: &AdoptedRequest) -> Result<(Vec<u8>, Box<str>)> {
+  let mut builder = Request::builder().method("GET").uri(request.url.as_str());
+  for pair in request.headers.chunks_exact(2) {
+    builder = builder.header(pair[0].as_str(), pair[1].as_str());
+  }
+  let parsed =
+    builder.body(()).map_err(|error| Error::new(Status::InvalidArg, error.to_string()))?;
+  let response = handshake::accept_response(&parsed, &request.protocol)
+    .map_err(|refusal| Error::new(Status::InvalidArg, refusal.body))?;
+  Ok((response, handshake::raw_headers(&parsed)))
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -300,7 +477,22 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     };
     match accepted {
       Ok((stream, address)) => {
-        shared.tasks.spawn(serve(Arc::clone(&shared), stream, address));
+        // Best effort: without it small frames may wait for Nagle's timer.
+        let _ = stream.set_nodelay(true);
+        let handle = shared.new_handle();
+        let shared = Arc::clone(&shared);
+        let remote = Remote::from(address);
+        if let Some(acceptor) = shared.tls.clone() {
+          let tracked = shared.tasks.clone();
+          tracked.spawn(async move {
+            let deadline = shared.handshake_timeout;
+            if let Ok(Ok(stream)) = timeout(deadline, acceptor.accept(stream)).await {
+              serve(shared, stream, remote, handle).await;
+            }
+          });
+        } else {
+          shared.tasks.clone().spawn(serve(shared, stream, remote, handle));
+        }
       }
       // Out of descriptors or memory: wait instead of spinning; the
       // listener stays open and serves again once resources return.
@@ -309,39 +501,118 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
   }
 }
 
-/// Runs one accepted TCP connection: the upgrade, then messages until it
-/// ends. Reports `Open` and `Close` around it.
-async fn serve(shared: Arc<Shared>, stream: TcpStream, address: SocketAddr) {
-  // Best effort: without it small frames may wait for Nagle's timer.
-  let _ = stream.set_nodelay(true);
-  let mut accepted = None;
-  let path = shared.path.as_deref();
-  #[allow(clippy::result_large_err)]
-  let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
-    stream,
-    |request: &_, response| handshake::accept(path, request, response, &mut accepted),
-    Some(shared.config),
-  );
+/// Runs one accepted connection: the upgrade, then messages until it ends.
+async fn serve<S>(shared: Arc<Shared>, stream: S, remote: Remote, handle: u32)
+where
+  S: AsyncRead + AsyncWrite + Unpin,
+{
   let upgraded = tokio::select! {
-    _ = shared.shutdown.cancelled() => return,
-    upgraded = timeout(shared.handshake_timeout, upgrade) => upgraded,
+    _ = shared.shutdown.cancelled() => None,
+    upgraded = timeout(shared.handshake_timeout, upgrade(&shared, stream, &remote, handle)) => {
+      upgraded.ok().flatten()
+    }
   };
-  // Failed or too slow upgrades are dropped: there is no connection to
-  // report yet, and tungstenite has answered malformed requests itself.
-  let (Ok(Ok(mut ws)), Some(accepted)) = (upgraded, accepted) else { return };
+  let Some((ws, raw_headers, protocol)) = upgraded else {
+    // Too slow, refused or gone: nothing was reported as a connection yet.
+    shared.verdicts().remove(&handle);
+    return;
+  };
+  run_connection(&shared, ws, remote, handle, raw_headers, protocol).await;
+}
 
+/// The opening handshake on an accepted stream: read and check the
+/// request, let JS decide when it wants to, answer 101 or refuse.
+async fn upgrade<S>(
+  shared: &Shared,
+  mut stream: S,
+  remote: &Remote,
+  handle: u32,
+) -> Option<(WebSocketStream<S>, Box<str>, String)>
+where
+  S: AsyncRead + AsyncWrite + Unpin,
+{
+  let Upgrade { request, leftover } = match handshake::read_request(&mut stream).await {
+    Ok(upgrade) => upgrade,
+    Err(refusal) => {
+      if let Some(refusal) = refusal {
+        let _ = handshake::refuse(&mut stream, &refusal).await;
+      }
+      return None;
+    }
+  };
+  let wrong_path = shared.path.as_deref().is_some_and(|path| path != request.uri().path());
+  let checked = if wrong_path {
+    Err(Refusal::bad_request("No WebSocket endpoint at this path"))
+  } else {
+    handshake::accept_response(&request, "").map(|_| ())
+  };
+  if let Err(refusal) = checked {
+    let _ = handshake::refuse(&mut stream, &refusal).await;
+    return None;
+  }
+
+  let raw_headers = handshake::raw_headers(&request);
+  let offered = handshake::offered_protocols(&request);
+  let protocol = if shared.verify {
+    let (answer, verdict) = oneshot::channel();
+    shared.verdicts().insert(handle, answer);
+    shared.events.detail(
+      handle,
+      EventDetail::Verify {
+        url: request.uri().to_string(),
+        raw_headers: raw_headers.to_string(),
+        remote_address: remote.address.clone(),
+        remote_port: remote.port,
+        protocols: offered,
+      },
+    );
+    let verdict = verdict.await.ok()?;
+    if !verdict.accept {
+      let headers =
+        verdict.headers.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
+      let refusal = Refusal { status: verdict.status as u16, body: verdict.reason, headers };
+      let _ = handshake::refuse(&mut stream, &refusal).await;
+      return None;
+    }
+    verdict.protocol
+  } else {
+    offered.into_iter().next().unwrap_or_default()
+  };
+
+  let response = match handshake::accept_response(&request, &protocol) {
+    Ok(response) => response,
+    Err(refusal) => {
+      let _ = handshake::refuse(&mut stream, &refusal).await;
+      return None;
+    }
+  };
+  stream.write_all(&response).await.ok()?;
+  stream.flush().await.ok()?;
+  let ws =
+    WebSocketStream::from_partially_read(stream, leftover, WsRole::Server, Some(shared.config))
+      .await;
+  Some((ws, raw_headers, protocol))
+}
+
+/// Serves an upgraded connection until it ends. Reports `Open` and `Close`
+/// around it.
+async fn run_connection<S>(
+  shared: &Shared,
+  mut ws: WebSocketStream<S>,
+  remote: Remote,
+  handle: u32,
+  raw_headers: Box<str>,
+  protocol: String,
+) where
+  S: AsyncRead + AsyncWrite + Unpin,
+{
   let (peer, mut inbox) = Peer::new();
-  let client = Arc::new(Client { peer, raw_headers: accepted.raw_headers });
-  let handle = shared.register(Arc::clone(&client));
+  let client = Arc::new(Client { peer, raw_headers });
+  shared.clients().insert(handle, Arc::clone(&client));
   let events = &shared.events;
-  events.detail(
-    handle,
-    EventDetail::Open {
-      remote_address: address.ip().to_string(),
-      remote_port: address.port().into(),
-      protocol: accepted.protocol,
-    },
-  );
+  let open =
+    EventDetail::Open { remote_address: remote.address, remote_port: remote.port, protocol };
+  events.detail(handle, open);
   if shared.shutdown.is_cancelled() {
     client.peer.close(going_away());
   }

@@ -23,7 +23,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{to_message, Payload};
-use crate::connection::{drive, Inbox, Peer, Queues, Role};
+use crate::connection::{drive, Inbox, Limits, Peer, Queues, Role};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::{heartbeat, tls};
 
@@ -142,7 +142,8 @@ impl NativeSocket {
   /// `maxEnqueuedMessages` messages already wait.
   #[napi]
   pub fn send(&self, payload: Payload) -> bool {
-    self.peer.send(to_message(payload), self.queue_limit)
+    let limits = Limits { max_queued: self.queue_limit, ..Limits::NONE };
+    self.peer.send(to_message(payload), limits)
   }
 
   /// Closes for good: messages already sent go out before the close frame

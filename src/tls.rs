@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 fn provider() -> Arc<CryptoProvider> {
   Arc::new(rustls::crypto::ring::default_provider())
@@ -23,7 +24,14 @@ pub fn client_config(
     .with_safe_default_protocol_versions()
     .map_err(|error| error.to_string())?;
   let config = if reject_unauthorized {
-    builder.with_root_certificates(trusted_roots(ca)?).with_no_client_auth()
+    let roots = Arc::new(trusted_roots(ca)?);
+    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
+      .build()
+      .map_err(|e| e.to_string())?;
+    let pinned =
+      ca.iter().flat_map(|pem| CertificateDer::pem_slice_iter(pem.as_bytes()).flatten()).collect();
+    let verifier = Arc::new(RootsOrPinned { webpki, pinned });
+    builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
   } else {
     let verifier = Arc::new(AcceptAnyCertificate { provider: provider() });
     builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
@@ -53,6 +61,56 @@ fn add_pem(roots: &mut RootCertStore, pem: &[u8]) -> Result<(), String> {
     roots.add(certificate).map_err(|error| format!("tls.ca: {error}"))?;
   }
   Ok(())
+}
+
+/// The usual chain check, plus: a server presenting exactly a certificate
+/// given in `tls.ca` is trusted even when that certificate is a CA (what
+/// `openssl req -x509` makes for self-signed servers), as Node trusts it.
+#[derive(Debug)]
+struct RootsOrPinned {
+  webpki: Arc<WebPkiServerVerifier>,
+  pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for RootsOrPinned {
+  fn verify_server_cert(
+    &self,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    ocsp_response: &[u8],
+    now: UnixTime,
+  ) -> Result<ServerCertVerified, rustls::Error> {
+    match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    {
+      Err(_) if self.pinned.iter().any(|pinned| pinned.as_ref() == end_entity.as_ref()) => {
+        Ok(ServerCertVerified::assertion())
+      }
+      verdict => verdict,
+    }
+  }
+
+  fn verify_tls12_signature(
+    &self,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+  ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    self.webpki.verify_tls12_signature(message, cert, dss)
+  }
+
+  fn verify_tls13_signature(
+    &self,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+  ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    self.webpki.verify_tls13_signature(message, cert, dss)
+  }
+
+  fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+    self.webpki.supported_verify_schemes()
+  }
 }
 
 /// `tls: { rejectUnauthorized: false }`: the certificate is not checked
@@ -95,4 +153,22 @@ impl ServerCertVerifier for AcceptAnyCertificate {
   fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
     self.provider.signature_verification_algorithms.supported_schemes()
   }
+}
+
+/// The server TLS settings for `tls: { cert, key }` (PEM): the certificate
+/// chain and its private key.
+pub fn server_acceptor(cert: &str, key: &str) -> Result<tokio_rustls::TlsAcceptor, String> {
+  let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|error| format!("tls.cert: {error}"))?;
+  if chain.is_empty() {
+    return Err("tls.cert holds no PEM certificate".to_owned());
+  }
+  let key =
+    PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|error| format!("tls.key: {error}"))?;
+  let config = ServerConfig::builder_with_provider(provider())
+    .with_safe_default_protocol_versions()
+    .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
+    .map_err(|error| format!("tls: {error}"))?;
+  Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
