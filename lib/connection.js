@@ -8,6 +8,7 @@ const parseHeaders = require('./headers');
 const { checkClose } = require('./validation');
 const { reportUserError } = require('./errors');
 const {
+  kClosing,
   kComplete,
   kDeliver,
   kEnd,
@@ -26,9 +27,12 @@ class Connection {
   #rawHeaders = null;
   #headers = null;
   #ended = false;
+  // From the first close frame in either direction.
+  #closing = false;
 
   /**
-   * @param {Object} core The Server's core: `{ server, native, json, order }`
+   * @param {Object} core The Server's core: `{ server, native, outbox,
+   *     json, order }`
    * @param {Number} handle The connection's handle in the addon
    * @param {Object} detail The addon's `Open` event
    * @private
@@ -62,7 +66,7 @@ class Connection {
    * @type {Boolean}
    */
   get offline() {
-    return this.#ended || this.#core.native.isClosing(this[kHandle]);
+    return this.#ended || this.#closing;
   }
 
   /**
@@ -71,7 +75,9 @@ class Connection {
    * @type {Number}
    */
   get bufferedAmount() {
-    return this.#ended ? 0 : this.#core.native.bufferedAmount(this[kHandle]);
+    if (this.#ended) return 0;
+    this.#core.outbox.flush();
+    return this.#core.native.bufferedAmount(this[kHandle]);
   }
 
   /**
@@ -124,10 +130,13 @@ class Connection {
    * @throws {TypeError} If the message cannot be encoded
    */
   send(message) {
-    if (this.#ended) return false;
-    const { native, json, order } = this.#core;
+    if (this.offline) return false;
+    const { outbox, json, order } = this.#core;
     const payload = encode(message, json);
-    return order.submit(payload, (ready) => native.send(this[kHandle], ready));
+    return order.submit(payload, (ready) => {
+      outbox.push(this[kHandle], ready);
+      return true;
+    });
   }
 
   /**
@@ -139,16 +148,23 @@ class Connection {
    */
   close(code = 1000, reason = '') {
     checkClose(code, reason);
-    if (this.#ended) return;
-    const { native, order } = this.#core;
-    order.submit(null, () => native.closeConnection(this[kHandle], code, reason));
+    if (this.offline) return;
+    this.#closing = true;
+    const { native, order, outbox } = this.#core;
+    order.submit(null, () => {
+      outbox.flush();
+      native.closeConnection(this[kHandle], code, reason);
+    });
   }
 
   /**
    * Drop the connection at once, without a closing handshake.
    */
   terminate() {
-    if (!this.#ended) this.#core.native.terminate(this[kHandle]);
+    if (this.#ended) return;
+    this.#closing = true;
+    this.#core.outbox.flush();
+    this.#core.native.terminate(this[kHandle]);
   }
 
   /**
@@ -159,6 +175,15 @@ class Connection {
    */
   [kDeliver](message) {
     if (this.#push !== null) this.#push(message, this);
+  }
+
+  /**
+   * The peer's close frame arrived: no more sends.
+   *
+   * @private
+   */
+  [kClosing]() {
+    this.#closing = true;
   }
 
   /**

@@ -6,6 +6,7 @@ const util = require('node:util');
 
 const ConnectionGroup = require('./connection-group');
 const Connection = require('./connection');
+const Outbox = require('./outbox');
 const SendOrder = require('./send-order');
 const Stream = require('./stream');
 const encode = require('./encode');
@@ -16,7 +17,7 @@ const { codedError, reportPeerError, reportUserError } = require('./errors');
 const decideUpgrade = require('./verify');
 const parseHeaders = require('./headers');
 const { attach, handOver, refuseUpgrade } = require('./attach');
-const { kDeliver, kEnd, kHandle } = require('./symbols');
+const { kClosing, kDeliver, kEnd, kHandle } = require('./symbols');
 
 // Option name to [type, default]; see lib/options.js and SPEC section 5.
 const SERVER_OPTIONS = {
@@ -121,9 +122,11 @@ class Server extends ConnectionGroup {
           tlsKey: options.tls && String(options.tls.key),
           reusePort: options.reusePort
         },
-        batchCallback(this, (server, records, bytes, details) =>
-          readBatch(records, bytes, details, handlers)
-        )
+        batchCallback(this, (server, records, bytes, details) => {
+          readBatch(records, bytes, details, handlers);
+          // The replies of this batch's handlers cross in one call.
+          server.#core.outbox.flush();
+        })
       );
     } catch (err) {
       // Only the TLS material can be refused here.
@@ -132,6 +135,7 @@ class Server extends ConnectionGroup {
     this.#core = {
       server: this,
       native,
+      outbox: new Outbox(native),
       json: options.json,
       order: new SendOrder((err) => reportUserError(this, blobReadError(err))),
       sendTo: (connections, message) => this.#sendTo(connections, message)
@@ -179,11 +183,14 @@ class Server extends ConnectionGroup {
       this.#owns(c)
     );
     const handles = skipped.length > 0 ? Uint32Array.from(skipped, (c) => c[kHandle]) : null;
-    const { native, json, order } = this.#core;
+    const { native, json, order, outbox } = this.#core;
     const payload = encode(message, json);
     return order.submit(
       payload,
-      (ready) => native.broadcast(ready, handles),
+      (ready) => {
+        outbox.flush();
+        return native.broadcast(ready, handles);
+      },
       this.size - skipped.length
     );
   }
@@ -221,6 +228,7 @@ class Server extends ConnectionGroup {
       // alone does not keep the process running.
       this.#holdProcess();
       this.#detach?.();
+      this.#core.outbox.flush();
       this.#core.native.close();
     }
     return this.#closing;
@@ -369,10 +377,14 @@ class Server extends ConnectionGroup {
    * @return {Number} How many connections it was queued to
    */
   #sendTo(connections, message) {
-    const { native, json, order } = this.#core;
+    const { native, json, order, outbox } = this.#core;
     const payload = encode(message, json);
     const handles = Uint32Array.from(connections, (c) => c[kHandle]);
-    return order.submit(payload, (ready) => native.sendMany(handles, ready), handles.length);
+    const deliver = (ready) => {
+      outbox.flush();
+      return native.sendMany(handles, ready);
+    };
+    return order.submit(payload, deliver, handles.length);
   }
 
   #onMessage(handle, data, isBinary) {
@@ -411,6 +423,9 @@ class Server extends ConnectionGroup {
         this.add(connection);
         break;
       }
+      case 'Closing':
+        this.#connections.get(handle)?.[kClosing]();
+        break;
       case 'Close': {
         const connection = this.#connections.get(handle);
         if (connection === undefined) break;

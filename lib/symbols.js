@@ -17,6 +17,8 @@ module.exports = {
   kHandle: Symbol('kHandle'),
   // `connection[kDeliver](message)`: push a message to its `messages`.
   kDeliver: Symbol('kDeliver'),
+  // `connection[kClosing]()`: the peer's close frame arrived.
+  kClosing: Symbol('kClosing'),
   // `connection[kEnd](detail)`: the connection has ended; complete it.
   kEnd: Symbol('kEnd')
 };

@@ -267,8 +267,16 @@ pub struct Queues<'a> {
   pub backlog: &'a mut VecDeque<Message>,
 }
 
+/// What a connection hands its owner as it reads.
+pub enum Incoming {
+  /// A data frame: `(is_binary, payload)`.
+  Data(bool, Bytes),
+  /// The peer's close frame arrived: the connection is closing.
+  Closing,
+}
+
 /// Runs one connection until it ends: writes what arrives on the queues,
-/// hands every incoming data frame to `deliver(is_binary, payload)`.
+/// hands every data frame and the peer's close frame to `deliver`.
 ///
 /// For a client, messages fed to tungstenite but not yet flushed to the
 /// kernel when the connection fails go back to the head of `backlog`, for
@@ -278,7 +286,7 @@ pub async fn drive<S>(
   queues: Queues<'_>,
   peer: &Peer,
   role: Role,
-  mut deliver: impl FnMut(bool, Bytes),
+  mut deliver: impl FnMut(Incoming),
 ) -> Ended
 where
   S: AsyncRead + AsyncWrite + Unpin,
@@ -361,13 +369,14 @@ where
           progressed = true;
           peer.last_seen.store(now_ms(), Ordering::Relaxed);
           match message {
-            Message::Text(text) => deliver(false, Bytes::from(text)),
-            Message::Binary(bytes) => deliver(true, bytes),
+            Message::Text(text) => deliver(Incoming::Data(false, Bytes::from(text))),
+            Message::Binary(bytes) => deliver(Incoming::Data(true, bytes)),
             Message::Close(frame) => {
               if role == Role::Server {
                 peer.closing.store(true, Ordering::Release);
               }
               received_close = Some(frame);
+              deliver(Incoming::Closing);
             }
             // tungstenite answers pings itself; a pong is only a sign of life.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}

@@ -44,6 +44,8 @@ pub enum EventDetail {
   },
   /// A connection opened (server: a client was accepted; socket: connected).
   Open { remote_address: String, remote_port: u32, protocol: String },
+  /// A server connection received its peer's close frame: it is offline.
+  Closing {},
   /// A connection ended. A socket says whether it will try again; a server
   /// hands back the request headers, which JS may still read afterwards.
   Close {

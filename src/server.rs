@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::buffers::{to_message, Payload};
-use crate::connection::{drive, Limits, Peer, Queues, Role};
+use crate::connection::{drive, Incoming, Limits, Peer, Queues, Role};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::handshake::{self, Refusal, Upgrade};
 use crate::{heartbeat, tls};
@@ -282,11 +282,18 @@ impl NativeServer {
     }
   }
 
-  /// Queues a message to one connection; false if it is gone or closing.
+  /// Queues `payloads[i]` to connection `handles[i]`, for every i: all the
+  /// sends JS made since its last call, in one crossing. Connections that
+  /// are gone or closing are skipped (JS learns it from their events).
   #[napi]
-  pub fn send(&self, handle: u32, payload: Payload) -> bool {
+  pub fn send_batch(&self, handles: Uint32Array, payloads: Vec<Payload>) {
     let limits = self.shared.limits;
-    self.shared.client(handle).is_some_and(|client| client.peer.send(to_message(payload), limits))
+    let clients = self.shared.clients();
+    for (handle, payload) in handles.iter().zip(payloads) {
+      if let Some(client) = clients.get(handle) {
+        client.peer.send(to_message(payload), limits);
+      }
+    }
   }
 
   /// Queues one message to each of `handles`, sharing its bytes; returns how
@@ -327,12 +334,6 @@ impl NativeServer {
     if let Some(client) = self.shared.client(handle) {
       client.peer.terminate();
     }
-  }
-
-  /// Whether a connection has seen a close frame (or is gone).
-  #[napi]
-  pub fn is_closing(&self, handle: u32) -> bool {
-    self.shared.client(handle).is_none_or(|client| client.peer.is_closing())
   }
 
   /// Payload bytes accepted for a connection and not yet written.
@@ -618,10 +619,15 @@ async fn run_connection<S>(
   }
 
   let queues = Queues { inbox: &mut inbox, backlog: &mut VecDeque::new() };
-  let ended = drive(&mut ws, queues, &client.peer, Role::Server, |binary, payload| {
-    if client.peer.observed.load(Ordering::Relaxed) || shared.observe_all.load(Ordering::Relaxed) {
-      events.message(handle, binary, payload);
+  let ended = drive(&mut ws, queues, &client.peer, Role::Server, |incoming| match incoming {
+    Incoming::Data(binary, payload) => {
+      if client.peer.observed.load(Ordering::Relaxed) || shared.observe_all.load(Ordering::Relaxed)
+      {
+        events.message(handle, binary, payload);
+      }
     }
+    // JS marks the connection offline; its 'remove' follows.
+    Incoming::Closing => events.detail(handle, EventDetail::Closing {}),
   })
   .await;
 

@@ -23,7 +23,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{to_message, Payload};
-use crate::connection::{drive, Inbox, Limits, Peer, Queues, Role};
+use crate::connection::{drive, Inbox, Incoming, Limits, Peer, Queues, Role};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::{heartbeat, tls};
 
@@ -290,9 +290,11 @@ impl Task {
           let opened = Instant::now();
           let (peer, events) = (&self.peer, &self.events);
           let queues = Queues { inbox: &mut self.inbox, backlog: &mut self.backlog };
-          let ended = drive(&mut ws, queues, peer, Role::Client, |binary, payload| {
-            if peer.observed.load(Ordering::Relaxed) {
-              events.message(0, binary, payload);
+          let ended = drive(&mut ws, queues, peer, Role::Client, |incoming| {
+            if let Incoming::Data(binary, payload) = incoming {
+              if peer.observed.load(Ordering::Relaxed) {
+                events.message(0, binary, payload);
+              }
             }
           })
           .await;
