@@ -151,6 +151,9 @@ describe('packaging', () => {
       'lib/socket.js',
       'index.d.ts',
       'server.d.ts',
+      'browser.js',
+      'browser-server.js',
+      'lib/browser-socket.js',
       'package.json'
     ]) {
       assert.ok(files.includes(file), `the tarball holds ${file}`);

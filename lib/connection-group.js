@@ -1,6 +1,8 @@
 'use strict';
 
-const { EventEmitter } = require('node:events');
+// `events`: Node's module, or the `events` package where a bundler builds
+// the browser client.
+const { EventEmitter } = require('events');
 
 const Stream = require('./stream');
 const { kMembers, kNativeOwner } = require('./symbols');
@@ -234,9 +236,16 @@ function loadBase() {
   try {
     return require('mytosis').ConnectionGroup;
   } catch (err) {
-    if (err.code !== 'MODULE_NOT_FOUND') throw err;
+    // A bundle without `mytosis` fails this require at run time with its own
+    // error (esbuild: 'Dynamic require ... is not supported'), never Node's
+    // code: outside Node any failure means the package is not there.
+    if (err.code !== 'MODULE_NOT_FOUND' && inNode()) throw err;
     return EventEmitter;
   }
+}
+
+function inNode() {
+  return typeof process !== 'undefined' && typeof process.versions?.node === 'string';
 }
 
 /**

@@ -2,7 +2,7 @@
 
 const { types } = require('node:util');
 
-const { codedError } = require('./errors');
+const encodeText = require('./encode-text');
 
 /**
  * Encode a value for `send`, by SPEC section 3:
@@ -22,37 +22,7 @@ const { codedError } = require('./errors');
  */
 function encode(value, json) {
   const binary = toBuffer(value);
-  if (binary !== undefined) return binary;
-
-  if (!json) {
-    if (typeof value === 'string') return value;
-    throw codedError(
-      TypeError,
-      'ERR_INVALID_ARG_TYPE',
-      'With json: false, send() takes a string or binary data, not ' +
-        describe(value)
-    );
-  }
-
-  let text;
-  try {
-    text = JSON.stringify(value);
-  } catch (err) {
-    throw codedError(
-      TypeError,
-      'ERR_INVALID_ARG_TYPE',
-      `The message cannot be sent as JSON: ${err.message}`,
-      { cause: err }
-    );
-  }
-  if (text === undefined) {
-    throw codedError(
-      TypeError,
-      'ERR_INVALID_ARG_TYPE',
-      `The message cannot be sent as JSON: ${describe(value)}`
-    );
-  }
-  return text;
+  return binary === undefined ? encodeText(value, json) : binary;
 }
 
 /**
@@ -74,12 +44,6 @@ function toBuffer(value) {
     return value.arrayBuffer().then((bytes) => Buffer.from(bytes));
   }
   return undefined;
-}
-
-function describe(value) {
-  if (value === null) return 'null';
-  if (typeof value === 'object') return `an object (${value.constructor?.name})`;
-  return `a ${typeof value}`;
 }
 
 module.exports = encode;

@@ -10,6 +10,7 @@ const { checkOptions } = require('./options');
 const SOCKET_OPTIONS = require('./socket-options');
 const { checkClose } = require('./validation');
 const { codedError, reportPeerError, reportUserError } = require('./errors');
+const randomUUID = require('./random-uuid');
 
 // A timer this long never fires; it only holds the event loop open.
 const FOREVER = 2 ** 31 - 1;
@@ -86,7 +87,7 @@ class SocketCore extends EventEmitter {
     this.#platform = platform;
 
     /** @type {String} `'mytosis-websocket:'` and the URL (or a UUID). */
-    this.id = `mytosis-websocket:${typeof url === 'function' ? crypto.randomUUID() : url}`;
+    this.id = `mytosis-websocket:${typeof url === 'function' ? randomUUID() : url}`;
     /** @type {String} */
     this.type = 'websocket';
 
@@ -280,7 +281,9 @@ class SocketCore extends EventEmitter {
       },
       error: (code, message, props) => {
         this.#log(`${code}: ${message}`);
-        reportPeerError(this, codedError(Error, code, message, props));
+        // SPEC section 6: ERR_INVALID_URL is a TypeError, wherever it arises.
+        const Type = code === 'ERR_INVALID_URL' ? TypeError : Error;
+        reportPeerError(this, codedError(Type, code, message, props));
       },
       reconnecting: (attempt, delay) => {
         if (this.#closed) return;

@@ -1,6 +1,7 @@
 'use strict';
 
 const { codedError } = require('./errors');
+const utf8Length = require('./utf8-length');
 
 /**
  * Check the arguments of `close(code, reason)`: codes 1000 and 3000-4999
@@ -19,7 +20,7 @@ function checkClose(code, reason) {
       `The close code must be 1000 or in 3000-4999, received ${String(code)}`
     );
   }
-  if (typeof reason !== 'string' || Buffer.byteLength(reason) > 123) {
+  if (typeof reason !== 'string' || utf8Length(reason) > 123) {
     throw codedError(
       RangeError,
       'ERR_INVALID_ARG_VALUE',

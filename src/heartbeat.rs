@@ -21,9 +21,11 @@ pub async fn run(
   stop: CancellationToken,
   mut for_each_peer: impl FnMut(&mut dyn FnMut(&Peer)),
 ) {
-  let mut ticks = tokio::time::interval(interval / CHECKS_PER_INTERVAL);
+  // tokio refuses a zero period.
+  let period = (interval / CHECKS_PER_INTERVAL).max(Duration::from_millis(1));
+  let mut ticks = tokio::time::interval(period);
   ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-  let silence_limit = 2 * interval.as_millis() as u64;
+  let silence_limit = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).saturating_mul(2);
   for tick in 1u32.. {
     tokio::select! {
       _ = stop.cancelled() => return,

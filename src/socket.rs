@@ -65,8 +65,10 @@ fn retry_delay(options: &NativeSocketOptions, retry: u32) -> f64 {
   delay * (1.0 - options.jitter * fastrand::f64())
 }
 
+/// A duration option in milliseconds; `Infinity` (or anything too large)
+/// waits forever, as far as tokio's timers reach.
 fn millis(ms: f64) -> Duration {
-  Duration::from_secs_f64(ms.max(0.0) / 1000.0)
+  Duration::try_from_secs_f64(ms.max(0.0) / 1000.0).unwrap_or(Duration::MAX)
 }
 
 enum Command {
@@ -247,14 +249,13 @@ impl Task {
     let mut retries = 0u32;
     let mut attempts = 0u32;
     // Idle until the first command: `Reconnect` unless `startClosed`.
-    let mut wake = idle(&mut commands).await;
+    let mut wake = self.idle(&mut commands).await;
     loop {
       match wake {
         Wake::Exit => return,
         Wake::Stop => {
-          let dropped = self.peer.discard(&mut self.inbox, &mut self.backlog);
-          self.events.detail(0, EventDetail::Stopped { dropped });
-          wake = idle(&mut commands).await;
+          self.stop();
+          wake = self.idle(&mut commands).await;
           retries = 0;
           continue;
         }
@@ -335,7 +336,7 @@ impl Task {
       if !will_retry(retries) {
         // Gave up; sends keep queueing for a later `reconnect()`.
         self.events.detail(0, EventDetail::Stopped { dropped: 0 });
-        wake = idle(&mut commands).await;
+        wake = self.idle(&mut commands).await;
         retries = 0;
         continue;
       }
@@ -347,6 +348,24 @@ impl Task {
         _ = sleep(millis(delay)) => Wake::Attempt,
       };
     }
+  }
+
+  /// Waits, not connected, for the next command. A `close()` meanwhile
+  /// (after `startClosed` or giving up) discards the queue and says so.
+  async fn idle(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Wake {
+    loop {
+      match commands.recv().await {
+        Some(Command::Reconnect) => return Wake::Attempt,
+        Some(Command::Stop) => self.stop(),
+        None => return Wake::Exit,
+      }
+    }
+  }
+
+  /// Discards what waits in the queue and reports the socket stopped.
+  fn stop(&mut self) {
+    let dropped = self.peer.discard(&mut self.inbox, &mut self.backlog);
+    self.events.detail(0, EventDetail::Stopped { dropped });
   }
 
   /// One attempt: the URL (from JS when it is a function), TCP, TLS and the
@@ -400,18 +419,6 @@ impl Task {
         Some(_) => continue,
         None => return Err(Failure::new("ERR_INVALID_URL", "The socket is gone")),
       }
-    }
-  }
-}
-
-/// Waits, not connected, for the next command.
-async fn idle(commands: &mut mpsc::UnboundedReceiver<Command>) -> Wake {
-  loop {
-    match commands.recv().await {
-      Some(Command::Reconnect) => return Wake::Attempt,
-      // Already stopped.
-      Some(Command::Stop) => continue,
-      None => return Wake::Exit,
     }
   }
 }

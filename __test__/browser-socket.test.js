@@ -1,0 +1,593 @@
+'use strict';
+
+// The browser build's Socket (browser.js) under Node, with the `ws` package
+// as its WebSocket, against a `ws` server and our own Server: the retry
+// policy, the offline queue and the life cycle of SPEC section 4, the
+// messages of section 3. __test__/retry-delay.test.js checks the waits in
+// both builds; __test__/chromium.test.js runs the same client in Chromium.
+
+const assert = require('node:assert/strict');
+const { Blob, File } = require('node:buffer');
+const { describe, test } = require('node:test');
+
+const WebSocket = require('ws');
+
+const Socket = require('../browser');
+const { Server, Socket: NodeSocket } = require('..');
+const {
+  closedPort,
+  defer,
+  delay,
+  lifeCycle,
+  next,
+  record,
+  silentServer,
+  socketOf,
+  until,
+  wsServer
+} = require('./socket-helpers');
+
+const TIMEOUT = { timeout: 10000 };
+const FAST = { jitter: 0, minReconnectionDelay: 20, reconnectionDelayGrowFactor: 2 };
+
+const browserSocket = socketOf(Socket);
+/** A browser-build Socket over `ws`, closed at the end of the test. */
+const socket = (t, url, options) => browserSocket(t, url, { WebSocket, ...options });
+
+async function openSocket(t, url, options) {
+  const s = socket(t, url, options);
+  await next(s, 'open');
+  return s;
+}
+
+/** Our Server on 127.0.0.1; `received` records its `messages`. */
+async function ourServer(t, options = {}) {
+  const server = new Server({ port: 0, host: '127.0.0.1', ...options });
+  const { port } = await server.ready;
+  const conns = [];
+  server.on('add', (c) => conns.push(c));
+  const received = record(server.messages);
+  defer(t, () => server.close());
+  return {
+    server,
+    received,
+    url: `ws://127.0.0.1:${port}`,
+    connection: (i = 0) => until(() => conns[i], `server connection #${i}`)
+  };
+}
+
+/** Every binary type `send` takes, with the bytes it must put on the wire. */
+function binaryCases() {
+  const backing = Uint8Array.from([9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+  const int32 = Int32Array.from([1, -1, 0x01020304]);
+  const shared = new SharedArrayBuffer(3);
+  new Uint8Array(shared).set([31, 32, 33]);
+  return [
+    ['Buffer slice', Buffer.from('hello world').subarray(6), Buffer.from('world')],
+    ['Uint8Array at an offset', new Uint8Array(backing.buffer, 1, 4), Buffer.from([8, 7, 6, 5])],
+    ['Int32Array', int32, Buffer.from(int32.buffer)],
+    ['DataView over part of a buffer', new DataView(backing.buffer, 2, 3), Buffer.from([7, 6, 5])],
+    ['ArrayBuffer', Uint8Array.from([10, 11, 12]).buffer, Buffer.from([10, 11, 12])],
+    ['SharedArrayBuffer', shared, Buffer.from([31, 32, 33])],
+    ['view of a SharedArrayBuffer', new Uint8Array(shared, 1, 2), Buffer.from([32, 33])],
+    ['Blob', new Blob([Uint8Array.from([20, 21]), 'xyz']), Buffer.from([20, 21, 0x78, 0x79, 0x7a])],
+    ['File', new File([Uint8Array.from([40, 41])], 'f.bin'), Buffer.from([40, 41])]
+  ];
+}
+
+describe('browser Socket: construction', () => {
+  test('the browser entry has the shape of index.js; its Server throws', () => {
+    assert.equal(Socket.Socket, Socket);
+    assert.equal(Socket.name, 'Socket');
+    assert.equal(Socket.Stream, require('../lib/stream'));
+    assert.equal(Socket.ConnectionGroup, require('../lib/connection-group'));
+    assert.equal(Socket.Server, require('../browser-server'));
+    assert.throws(() => new Socket.Server({ port: 0 }), {
+      message: 'Server is not available in browsers'
+    });
+    assert.deepEqual([Socket.CONNECTING, Socket.OPEN, Socket.CLOSING, Socket.CLOSED], [0, 1, 2, 3]);
+  });
+
+  test('headers or tls throw ERR_INVALID_OPTION; heartbeatInterval is accepted (inert)', () => {
+    for (const option of [{ headers: { Authorization: 'x' } }, { tls: { rejectUnauthorized: false } }]) {
+      assert.throws(
+        () => new Socket('ws://127.0.0.1:1', { WebSocket, startClosed: true, ...option }),
+        { name: 'TypeError', code: 'ERR_INVALID_OPTION', message: new RegExp(Object.keys(option)[0]) }
+      );
+    }
+    const s = new Socket('ws://127.0.0.1:1', {
+      WebSocket,
+      startClosed: true,
+      headers: {},
+      tls: {},
+      heartbeatInterval: 10
+    });
+    assert.equal(s.readyState, Socket.CLOSED);
+  });
+
+  test('bad options and URLs throw as in the Node build', () => {
+    assert.throws(() => new Socket('http://x', { WebSocket }), { code: 'ERR_INVALID_URL' });
+    assert.throws(() => new Socket('ws://x', { WebSocket, maxRetries: -1 }), {
+      code: 'ERR_INVALID_OPTION',
+      message: /maxRetries/
+    });
+    assert.throws(() => new Socket('ws://x', { WebSocket, binaryType: 'nodebuffer' }), {
+      code: 'ERR_INVALID_OPTION',
+      message: /binaryType/
+    });
+  });
+
+  test('without a global WebSocket or the option, it says to pass one', () => {
+    const saved = Object.getOwnPropertyDescriptor(globalThis, 'WebSocket');
+    delete globalThis.WebSocket;
+    try {
+      assert.throws(() => new Socket('ws://127.0.0.1:1', { startClosed: true }), {
+        code: 'ERR_INVALID_OPTION',
+        message: /WebSocket/
+      });
+    } finally {
+      if (saved) Object.defineProperty(globalThis, 'WebSocket', saved);
+    }
+  });
+});
+
+describe('browser Socket: the connection loop', () => {
+  test('the first attempt is immediate', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const start = Date.now();
+    const s = socket(t, backend.url, { minReconnectionDelay: 5000 });
+    assert.equal(s.readyState, Socket.CONNECTING);
+    await next(s, 'open');
+    assert.ok(Date.now() - start < 1000, `opened after ${Date.now() - start} ms`);
+    assert.equal(s.readyState, Socket.OPEN);
+    assert.equal(s.offline, false);
+    assert.equal(s.url, backend.url);
+  });
+
+  test("a drop emits 'close' willReconnect, then 'reconnecting' and 'open'", TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, FAST);
+    const life = lifeCycle(s);
+    const reopened = next(s, 'open');
+    (await backend.connection(0)).close(4000, 'bye');
+    await reopened;
+    assert.deepEqual(life.names(), ['close', 'reconnecting', 'open']);
+    assert.deepEqual(life.of('close'), [{ code: 4000, reason: 'bye', wasClean: true, willReconnect: true }]);
+    assert.deepEqual(life.of('reconnecting'), [{ attempt: 1, delay: 20 }]);
+    assert.equal(s.retryCount, 1);
+  });
+
+  test('the retry count goes back to 0 only after a connection stayed open minUptime', TIMEOUT, async (t) => {
+    // Two refused attempts, then a server that closes every connection
+    // after `hold` ms: the retry after it counts on (3) when the connection
+    // was shorter than minUptime, and starts again (1) when it was not.
+    for (const [minUptime, hold, retry] of [
+      [5000, 30, { attempt: 3, delay: 80 }],
+      [50, 150, { attempt: 1, delay: 20 }]
+    ]) {
+      const backend = await wsServer(t);
+      backend.wss.on('connection', (ws) => setTimeout(() => ws.close(4000), hold));
+      const refused = `ws://127.0.0.1:${await closedPort()}`;
+      let calls = 0;
+      const s = socket(t, () => (++calls <= 2 ? refused : backend.url), { ...FAST, minUptime });
+      const life = lifeCycle(s);
+      await next(s, 'open');
+      await next(s, 'reconnecting');
+      s.close();
+      assert.deepEqual(life.of('reconnecting'), [
+        { attempt: 1, delay: 20 },
+        { attempt: 2, delay: 40 },
+        retry
+      ], `minUptime ${minUptime}, open ${hold} ms`);
+    }
+  });
+
+  test('connectionTimeout abandons a server that never answers: ERR_TIMEOUT, then a retry', TIMEOUT, async (t) => {
+    const silent = await silentServer(t);
+    const s = socket(t, silent.url, { ...FAST, connectionTimeout: 150 });
+    const life = lifeCycle(s);
+    const start = Date.now();
+    const err = await next(s, 'error');
+    const elapsed = Date.now() - start;
+    assert.equal(err.code, 'ERR_TIMEOUT');
+    assert.match(err.message, /150 ms/);
+    assert.ok(elapsed >= 140 && elapsed < 1000, `timed out after ${elapsed} ms`);
+    await until(() => silent.sockets.length >= 2, 'the second attempt');
+    assert.deepEqual(life.of('reconnecting')[0], { attempt: 1, delay: 20 });
+    await until(() => silent.closed >= 1, 'the abandoned connection to close');
+    assert.equal(s.readyState, Socket.CONNECTING);
+  });
+
+  test('waits past the 2^31 ms timer limit (Infinity, 1e300) never fire early', TIMEOUT, async (t) => {
+    const silent = await silentServer(t);
+    const waiting = socket(t, silent.url, { connectionTimeout: Infinity });
+    const retrying = socket(t, `ws://127.0.0.1:${await closedPort()}`, {
+      minReconnectionDelay: 1e300,
+      maxReconnectionDelay: Infinity,
+      jitter: 0
+    });
+    const [life1, life2] = [lifeCycle(waiting), lifeCycle(retrying)];
+    await next(retrying, 'reconnecting');
+    await delay(200);
+    assert.deepEqual(life1.names(), []);
+    assert.deepEqual(life2.names(), ['error ERR_CONNECT', 'reconnecting']);
+    assert.deepEqual(life2.of('reconnecting'), [{ attempt: 1, delay: 1e300 }]);
+  });
+
+  test('connectionTimeout includes the time the url function takes', TIMEOUT, async (t) => {
+    const s = socket(t, () => new Promise(() => {}), { ...FAST, connectionTimeout: 100 });
+    const life = lifeCycle(s);
+    await next(s, 'reconnecting');
+    assert.deepEqual(life.names(), ['error ERR_TIMEOUT', 'reconnecting']);
+  });
+
+  test('after maxRetries it gives up with a final close; sends queue; reconnect() connects', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    let target = `ws://127.0.0.1:${await closedPort()}`;
+    const s = socket(t, () => target, { ...FAST, maxRetries: 2 });
+    const life = lifeCycle(s);
+    const final = await next(s, 'close');
+    assert.deepEqual(final, { code: 1006, reason: '', wasClean: false, willReconnect: false });
+    assert.equal(s.readyState, Socket.CLOSED);
+    assert.deepEqual(life.names(), [
+      'error ERR_CONNECT',
+      'reconnecting',
+      'error ERR_CONNECT',
+      'reconnecting',
+      'error ERR_CONNECT',
+      'close'
+    ]);
+    await delay(100);
+    assert.equal(life.events.length, 6, 'nothing after giving up');
+
+    assert.equal(s.send('kept'), true);
+    target = backend.url;
+    s.reconnect();
+    assert.equal(s.readyState, Socket.CONNECTING);
+    await next(s, 'open');
+    assert.equal(s.retryCount, 0);
+    const ws = await backend.connection();
+    await until(() => ws.received.length === 1);
+    assert.deepEqual(backend.texts(ws), ['"kept"']);
+  });
+
+  test('ERR_CONNECT carries a cause', TIMEOUT, async (t) => {
+    const s = socket(t, `ws://127.0.0.1:${await closedPort()}`, { ...FAST, maxRetries: 0 });
+    const err = await next(s, 'error');
+    assert.equal(err.code, 'ERR_CONNECT');
+    assert.ok(err.cause instanceof Error);
+    assert.match(err.message, /ECONNREFUSED/);
+  });
+
+  test('reconnect() after close() opens again', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const closed = next(s, 'close');
+    s.close();
+    assert.equal(s.readyState, Socket.CLOSING);
+    assert.equal((await closed).willReconnect, false);
+    assert.equal(s.readyState, Socket.CLOSED);
+    assert.throws(() => s.send('x'), { code: 'ERR_CLOSED' });
+
+    s.reconnect();
+    await next(s, 'open');
+    s.send('again');
+    const ws = await backend.connection(1);
+    await until(() => ws.received.length === 1);
+    assert.deepEqual(backend.texts(ws), ['"again"']);
+  });
+
+  test('reconnect() while open ends the connection and connects at once', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, { minReconnectionDelay: 5000 });
+    const life = lifeCycle(s);
+    const reopened = next(s, 'open');
+    s.reconnect(4002, 'again');
+    assert.deepEqual(await (await backend.connection(0)).closed, { code: 4002, reason: 'again' });
+    await reopened;
+    assert.deepEqual(life.names(), ['close', 'open']);
+    assert.equal(life.of('close')[0].willReconnect, true);
+  });
+
+  test('startClosed does not connect until reconnect()', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = socket(t, backend.url, { startClosed: true });
+    assert.equal(s.readyState, Socket.CLOSED);
+    await delay(100);
+    assert.equal(backend.conns.length, 0);
+    s.reconnect();
+    await next(s, 'open');
+    assert.equal(backend.conns.length, 1);
+  });
+
+  test('a url function, sync or async, is called before every attempt', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    for (const [kind, url] of [
+      ['sync', () => backend.url],
+      ['async', async () => backend.url]
+    ]) {
+      let calls = 0;
+      const s = await openSocket(t, () => (calls++, url()), FAST);
+      assert.match(s.id, /^mytosis-websocket:[0-9a-f-]{36}$/);
+      assert.equal(s.url, backend.url);
+      assert.equal(calls, 1, kind);
+      const reopened = next(s, 'open');
+      (await backend.connection(backend.conns.length - 1)).close(4000);
+      await reopened;
+      assert.equal(calls, 2, kind);
+      s.close();
+    }
+  });
+
+  test('a url function that rejects or gives a bad URL: ERR_INVALID_URL, then a retry', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const failures = [
+      () => Promise.reject(new Error('no route')),
+      () => {
+        throw new Error('thrown');
+      },
+      () => 'http://example.invalid/'
+    ];
+    let calls = 0;
+    const s = socket(t, () => (calls < failures.length ? failures[calls++]() : backend.url), FAST);
+    const errors = [];
+    s.on('error', (err) => errors.push(err));
+    await next(s, 'open');
+    assert.deepEqual(errors.map((e) => e.code), ['ERR_INVALID_URL', 'ERR_INVALID_URL', 'ERR_INVALID_URL']);
+    assert.match(errors[0].message, /no route/);
+    assert.equal(errors[0].cause.message, 'no route');
+    assert.match(errors[2].message, /http:\/\/example\.invalid/);
+    assert.equal(s.retryCount, 3);
+  });
+
+  test("with debug, every step is logged to the console", TIMEOUT, async (t) => {
+    const lines = [];
+    t.mock.method(console, 'error', (...args) => lines.push(args.join(' ')));
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, { ...FAST, debug: true, maxRetries: 1 });
+    const final = next(s, 'close', (e) => !e.willReconnect);
+    backend.wss.close();
+    (await backend.connection()).close(4000, 'bye');
+    await final;
+    const log = lines.join('\n');
+    for (const step of [
+      `connecting to ${backend.url}`,
+      `open ${backend.url}`,
+      "close 4000 'bye'",
+      'retry 1 in 20 ms',
+      'giving up'
+    ]) {
+      assert.ok(log.includes(step), `logs '${step}' in:\n${log}`);
+    }
+  });
+});
+
+describe('browser Socket: the offline queue', () => {
+  test("queued messages go in order, before a send in the 'open' listener", TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = socket(t, backend.url);
+    assert.equal(s.send('q1'), true);
+    assert.equal(s.send({ q: 2 }), true);
+    assert.equal(s.send(Uint8Array.from([3])), true);
+    s.on('open', () => s.send('in-open'));
+    await next(s, 'open');
+    const ws = await backend.connection();
+    await until(() => ws.received.length === 4);
+    assert.deepEqual(
+      ws.received.map(({ data, isBinary }) => [isBinary, isBinary ? [...data] : data.toString()]),
+      [[false, '"q1"'], [false, '{"q":2}'], [true, [3]], [false, '"in-open"']]
+    );
+  });
+
+  test('maxEnqueuedMessages bounds the queue: send returns false and emits ERR_QUEUE_FULL', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = socket(t, backend.url, { startClosed: true, maxEnqueuedMessages: 2 });
+    const errors = [];
+    s.on('error', (err) => errors.push(err));
+    assert.equal(s.send('a'), true);
+    assert.equal(s.send('é'), true);
+    assert.equal(s.bufferedAmount, 3 + 4, 'the encoded bytes queued');
+    assert.equal(s.send('c'), false);
+    assert.deepEqual(errors.map((e) => e.code), ['ERR_QUEUE_FULL']);
+
+    s.reconnect();
+    await next(s, 'open');
+    assert.equal(s.send('after'), true);
+    const ws = await backend.connection();
+    await until(() => ws.received.length === 3);
+    assert.deepEqual(backend.texts(ws), ['"a"', '"é"', '"after"']);
+  });
+
+  test('messages sent while the server is away arrive after the reconnect, in order', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, FAST);
+    s.on('close', (e) => {
+      if (e.willReconnect) for (let i = 0; i < 10; i++) s.send({ offline: i });
+    });
+    const reopened = next(s, 'open');
+    (await backend.connection(0)).close(4000);
+    await reopened;
+    s.send('online');
+    const ws = await backend.connection(1);
+    await until(() => ws.received.length === 11);
+    assert.deepEqual(backend.texts(ws), [
+      ...Array.from({ length: 10 }, (_, i) => JSON.stringify({ offline: i })),
+      '"online"'
+    ]);
+  });
+
+  test("close() while offline drops the queue: one 'error' ERR_CLOSED with err.dropped", TIMEOUT, async (t) => {
+    const s = socket(t, `ws://127.0.0.1:${await closedPort()}`, { ...FAST, minReconnectionDelay: 5000 });
+    await next(s, 'reconnecting');
+    for (let i = 0; i < 3; i++) s.send(i);
+    assert.ok(s.bufferedAmount > 0);
+    const life = lifeCycle(s);
+    const errors = [];
+    s.on('error', (err) => errors.push(err));
+    const final = next(s, 'close');
+    s.close(4001, 'gone');
+    assert.deepEqual(await final, { code: 4001, reason: 'gone', wasClean: false, willReconnect: false });
+    assert.deepEqual(errors.map((e) => [e.code, e.dropped]), [['ERR_CLOSED', 3]]);
+    assert.deepEqual(life.names(), ['error ERR_CLOSED', 'close']);
+    assert.equal(s.bufferedAmount, 0);
+    assert.equal(s.readyState, Socket.CLOSED);
+    assert.throws(() => s.send('x'), { code: 'ERR_CLOSED' });
+  });
+
+  test('close() while open sends what was sent before it, then the close frame', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const ws = await backend.connection();
+    for (let i = 0; i < 100; i++) s.send(i);
+    const final = next(s, 'close');
+    s.close(4001, 'done');
+    assert.deepEqual(await ws.closed, { code: 4001, reason: 'done' });
+    assert.deepEqual(backend.texts(ws), Array.from({ length: 100 }, (_, i) => String(i)));
+    assert.deepEqual(await final, { code: 4001, reason: 'done', wasClean: true, willReconnect: false });
+  });
+});
+
+describe('browser Socket: messages', () => {
+  test('JSON goes both ways; bad JSON emits ERR_INVALID_JSON', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const got = record(s.messages);
+    const errors = [];
+    s.on('error', (err) => errors.push(err));
+    const ws = await backend.connection();
+    s.send({ a: [1, 'two', null] });
+    s.send('hi');
+    await until(() => ws.received.length === 2);
+    assert.deepEqual(backend.texts(ws), ['{"a":[1,"two",null]}', '"hi"']);
+    assert.throws(() => s.send(10n), TypeError);
+
+    ws.send('{"x":{"y":[1,2]}}');
+    ws.send('not json');
+    ws.send('"text"');
+    await got.count(2);
+    assert.deepEqual(got.messages(), [{ x: { y: [1, 2] } }, 'text']);
+    assert.equal(got.list[0][1], s);
+    assert.deepEqual(errors.map((e) => [e.code, e.data]), [['ERR_INVALID_JSON', 'not json']]);
+  });
+
+  test('every binary type goes out as one binary frame of exactly its bytes, in order', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const ws = await backend.connection();
+    const cases = binaryCases();
+    for (const [, value] of cases) assert.equal(s.send(value), true);
+    s.send('last');
+    await until(() => ws.received.length === cases.length + 1);
+    cases.forEach(([name, , bytes], i) => {
+      assert.equal(ws.received[i].isBinary, true, name);
+      assert.deepEqual(ws.received[i].data, bytes, name);
+    });
+    assert.equal(ws.received[cases.length].data.toString(), '"last"');
+  });
+
+  test('binary arrives as an ArrayBuffer, or a Blob with binaryType: blob', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    for (const [binaryType, check] of [
+      [undefined, (m) => m instanceof ArrayBuffer],
+      ['blob', (m) => m instanceof Blob]
+    ]) {
+      const s = await openSocket(t, backend.url, { binaryType });
+      const got = record(s.messages);
+      backend.conns.at(-1).send(Buffer.from([0, 1, 254, 255]));
+      await got.count(1);
+      const [message] = got.messages();
+      assert.ok(check(message), `${binaryType}: ${Object.prototype.toString.call(message)}`);
+      const bytes = message instanceof Blob ? await message.arrayBuffer() : message;
+      assert.deepEqual([...new Uint8Array(bytes)], [0, 1, 254, 255]);
+      s.close();
+    }
+  });
+
+  test('protocols are offered and socket.protocol is the one the server picked', TIMEOUT, async (t) => {
+    let offered = null;
+    const backend = await wsServer(t, {
+      handleProtocols: (protocols) => {
+        offered = [...protocols];
+        return 'b';
+      }
+    });
+    const s = await openSocket(t, backend.url, { protocols: ['a', 'b'] });
+    assert.deepEqual(offered, ['a', 'b']);
+    assert.equal(s.protocol, 'b');
+  });
+
+  test('json: false sends and receives raw strings', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, { json: false });
+    const got = record(s.messages);
+    const ws = await backend.connection();
+    s.send('raw {');
+    assert.throws(() => s.send({ a: 1 }), TypeError);
+    await until(() => ws.received.length === 1);
+    assert.deepEqual(backend.texts(ws), ['raw {']);
+    ws.send('back {');
+    await got.count(1);
+    assert.deepEqual(got.messages(), ['back {']);
+  });
+});
+
+describe('browser Socket against our Server', () => {
+  test('JSON and binary go both ways', TIMEOUT, async (t) => {
+    const backend = await ourServer(t);
+    const s = await openSocket(t, backend.url);
+    const got = record(s.messages);
+    const conn = await backend.connection();
+
+    s.send({ a: [1, 'two'] });
+    s.send(Uint8Array.from([1, 2, 3]));
+    s.send(new Blob(['blob']));
+    await backend.received.count(3);
+    const [json, bytes, blob] = backend.received.messages();
+    assert.deepEqual(json, { a: [1, 'two'] });
+    assert.deepEqual(bytes, Buffer.from([1, 2, 3]));
+    assert.deepEqual(blob, Buffer.from('blob'));
+
+    conn.send({ b: null });
+    conn.send(Buffer.from([4, 5]));
+    await got.count(2);
+    const [text, binary] = got.messages();
+    assert.deepEqual(text, { b: null });
+    assert.ok(binary instanceof ArrayBuffer);
+    assert.deepEqual([...new Uint8Array(binary)], [4, 5]);
+  });
+
+  test('a connection the Server closes is reconnected, and offline messages follow in order', TIMEOUT, async (t) => {
+    const backend = await ourServer(t);
+    const s = await openSocket(t, backend.url, FAST);
+    s.on('close', (e) => {
+      if (e.willReconnect) for (let i = 0; i < 3; i++) s.send({ offline: i });
+    });
+    const reopened = next(s, 'open');
+    (await backend.connection(0)).close(4000, 'bye');
+    await reopened;
+    await backend.received.count(3);
+    assert.deepEqual(backend.received.messages(), [{ offline: 0 }, { offline: 1 }, { offline: 2 }]);
+  });
+});
+
+describe('Node Socket with the WebSocket option', () => {
+  test('runs over the given WebSocket; binary arrives as a Buffer; headers throw', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = socketOf(NodeSocket)(t, backend.url, { WebSocket, binaryType: 'blob' });
+    const got = record(s.messages);
+    s.send(new Blob(['blob']));
+    s.send('after');
+    await next(s, 'open');
+    const ws = await backend.connection();
+    await until(() => ws.received.length === 2);
+    assert.deepEqual(backend.texts(ws), ['blob', '"after"']);
+    ws.send(Buffer.from([7, 8]));
+    await got.count(1);
+    assert.ok(Buffer.isBuffer(got.messages()[0]));
+    assert.deepEqual(got.messages()[0], Buffer.from([7, 8]));
+
+    assert.throws(() => new NodeSocket(backend.url, { WebSocket, headers: { A: 'b' } }), {
+      code: 'ERR_INVALID_OPTION'
+    });
+  });
+});
