@@ -13,6 +13,7 @@ class NativeTransport {
   #handlers;
   #url;
   #urlSource;
+  #urlFailure = null;
 
   /**
    * @param {(String|Function)} url The URL, or a function giving one
@@ -98,7 +99,9 @@ class NativeTransport {
         break;
       case 'Error': {
         const { code, message, status } = detail;
-        events.error(code, message, status === undefined ? { cause: new Error(message) } : { status });
+        if (status !== undefined) events.error(code, message, { status });
+        else events.error(code, message, { cause: this.#urlFailure ?? new Error(message) });
+        this.#urlFailure = null;
         break;
       }
       case 'Reconnecting':
@@ -122,6 +125,8 @@ class NativeTransport {
       if (!/^wss?:\/\//i.test(url)) problem = `The url function gave ${JSON.stringify(url)}, not a ws:// or wss:// URL`;
     } catch (err) {
       problem = `The url function failed: ${err?.message ?? err}`;
+      // Becomes the cause of the ERR_INVALID_URL the addon reports next.
+      this.#urlFailure = err;
     }
     if (problem === null) {
       this.#url = url;

@@ -34,6 +34,15 @@ const TYPES = {
     (v) => typeof v === 'object' && v !== null && isPem(v.cert) && isPem(v.key),
     'an object with PEM "cert" and "key" (strings or Buffers)'
   ],
+  clientTls: [
+    (v) =>
+      typeof v === 'object' &&
+      v !== null &&
+      Object.keys(v).every((key) => key === 'ca' || key === 'rejectUnauthorized') &&
+      (v.ca === undefined || [v.ca].flat().every(isPem)) &&
+      (v.rejectUnauthorized === undefined || typeof v.rejectUnauthorized === 'boolean'),
+    'an object with "ca" (PEM strings or Buffers) and "rejectUnauthorized" (a boolean)'
+  ],
   binaryType: [(v) => v === 'arraybuffer' || v === 'blob', "'arraybuffer' or 'blob'"],
   false: [(v) => v === false, 'false']
 };

@@ -18,7 +18,7 @@ const SOCKET_OPTIONS = Object.freeze({
   binaryType: ['binaryType', 'arraybuffer'],
   maxPayload: ['bytes', 16 * 1024 * 1024],
   headers: ['headers', {}],
-  tls: ['object', {}],
+  tls: ['clientTls', {}],
   heartbeatInterval: ['milliseconds', 30000]
 });
 

@@ -61,8 +61,8 @@ pub enum Termination {
 /// The bounds `send` enforces.
 #[derive(Clone, Copy)]
 pub struct Limits {
-  /// Data messages waiting in the queue (a client's `maxEnqueuedMessages`);
-  /// over it `send` refuses the message.
+  /// Data messages waiting in the queue while no connection is open (a
+  /// client's `maxEnqueuedMessages`); over it `send` refuses the message.
   pub max_queued: usize,
   /// Unsent bytes (a server's `maxBackpressure`); over it the connection is
   /// dropped and reported with 1008.
@@ -129,7 +129,9 @@ impl Peer {
 
   /// Queues a data frame; false once closing or over `limits`.
   pub fn send(&self, message: Message, limits: Limits) -> bool {
-    if self.is_closing() || self.queued.load(Ordering::Relaxed) >= limits.max_queued {
+    let queue_full =
+      !self.is_connected() && self.queued.load(Ordering::Relaxed) >= limits.max_queued;
+    if self.is_closing() || queue_full {
       return false;
     }
     let length = payload_len(&message);

@@ -3,11 +3,15 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{verify_server_name, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::server::ParsedCertificate;
+use rustls::{
+  CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
+  SignatureScheme,
+};
 
 fn provider() -> Arc<CryptoProvider> {
   Arc::new(rustls::crypto::ring::default_provider())
@@ -24,13 +28,17 @@ pub fn client_config(
     .with_safe_default_protocol_versions()
     .map_err(|error| error.to_string())?;
   let config = if reject_unauthorized {
-    let roots = Arc::new(trusted_roots(ca)?);
-    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
+    let extra = extra_certificates(ca)?;
+    let mut roots = RootCertStore::empty();
+    // Unreadable system certificates are skipped, as Node skips them.
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    for certificate in &extra {
+      roots.add(certificate.clone()).map_err(|error| format!("tls.ca: {error}"))?;
+    }
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
       .build()
-      .map_err(|e| e.to_string())?;
-    let pinned =
-      ca.iter().flat_map(|pem| CertificateDer::pem_slice_iter(pem.as_bytes()).flatten()).collect();
-    let verifier = Arc::new(RootsOrPinned { webpki, pinned });
+      .map_err(|error| error.to_string())?;
+    let verifier = Arc::new(RootsOrPinned { webpki, pinned: extra });
     builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
   } else {
     let verifier = Arc::new(AcceptAnyCertificate { provider: provider() });
@@ -39,33 +47,30 @@ pub fn client_config(
   Ok(Arc::new(config))
 }
 
-fn trusted_roots(ca: &[String]) -> Result<RootCertStore, String> {
-  let mut roots = RootCertStore::empty();
-  // Unreadable system certificates are skipped, as Node skips them.
-  let system = rustls_native_certs::load_native_certs();
-  roots.add_parsable_certificates(system.certs);
+/// The certificates trusted beyond the system's: the file named by
+/// `NODE_EXTRA_CA_CERTS`, then `tls.ca`.
+fn extra_certificates(ca: &[String]) -> Result<Vec<CertificateDer<'static>>, String> {
+  let mut pems = Vec::new();
   if let Some(path) = std::env::var_os("NODE_EXTRA_CA_CERTS") {
     let pem =
       std::fs::read(&path).map_err(|error| format!("NODE_EXTRA_CA_CERTS ({path:?}): {error}"))?;
-    add_pem(&mut roots, &pem)?;
+    pems.push(pem);
   }
-  for pem in ca {
-    add_pem(&mut roots, pem.as_bytes())?;
+  pems.extend(ca.iter().map(|pem| pem.as_bytes().to_vec()));
+  let mut certificates = Vec::new();
+  for pem in pems {
+    for certificate in CertificateDer::pem_slice_iter(&pem) {
+      certificates.push(certificate.map_err(|error| format!("tls.ca: {error}"))?);
+    }
   }
-  Ok(roots)
-}
-
-fn add_pem(roots: &mut RootCertStore, pem: &[u8]) -> Result<(), String> {
-  for certificate in CertificateDer::pem_slice_iter(pem) {
-    let certificate = certificate.map_err(|error| format!("tls.ca: {error}"))?;
-    roots.add(certificate).map_err(|error| format!("tls.ca: {error}"))?;
-  }
-  Ok(())
+  Ok(certificates)
 }
 
 /// The usual chain check, plus: a server presenting exactly a certificate
-/// given in `tls.ca` is trusted even when that certificate is a CA (what
-/// `openssl req -x509` makes for self-signed servers), as Node trusts it.
+/// we were told to trust is accepted even though that certificate is a CA
+/// (what `openssl req -x509` makes for self-signed servers), as Node
+/// accepts it. Its dates were checked before webpki found it to be a CA;
+/// its name is checked here.
 #[derive(Debug)]
 struct RootsOrPinned {
   webpki: Arc<WebPkiServerVerifier>,
@@ -81,9 +86,11 @@ impl ServerCertVerifier for RootsOrPinned {
     ocsp_response: &[u8],
     now: UnixTime,
   ) -> Result<ServerCertVerified, rustls::Error> {
-    match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    {
-      Err(_) if self.pinned.iter().any(|pinned| pinned.as_ref() == end_entity.as_ref()) => {
+    let verdict =
+      self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+    match verdict {
+      Err(error) if is_ca_used_as_end_entity(&error) && self.pinned.contains(end_entity) => {
+        verify_server_name(&ParsedCertificate::try_from(end_entity)?, server_name)?;
         Ok(ServerCertVerified::assertion())
       }
       verdict => verdict,
@@ -110,6 +117,15 @@ impl ServerCertVerifier for RootsOrPinned {
 
   fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
     self.webpki.supported_verify_schemes()
+  }
+}
+
+fn is_ca_used_as_end_entity(error: &rustls::Error) -> bool {
+  match error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+      matches!(other.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity))
+    }
+    _ => false,
   }
 }
 

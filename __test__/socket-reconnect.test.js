@@ -1,0 +1,887 @@
+'use strict';
+
+// The Node Socket (native, Rust transport): options, url functions, the
+// reconnection policy, the offline queue, handshake headers and `debug`.
+// SPEC section 4 (and 6, 7); issue 3 items 1, 2, 3, 6 and 8.
+
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const net = require('node:net');
+const path = require('node:path');
+const { describe, test } = require('node:test');
+
+const SOCKET_OPTIONS = require('../lib/socket-options');
+const {
+  Socket,
+  defer,
+  until,
+  next,
+  lifecycle,
+  wsServer,
+  socket,
+  openSocket,
+  closedPort,
+  delay
+} = require('./fixtures/socket-kit');
+
+const TIMEOUT = { timeout: 10000 };
+const FIXTURES = path.join(__dirname, 'fixtures');
+
+/**
+ * A TCP server that accepts connections and never answers: an upgrade
+ * request sent to it waits forever. `sockets` lists the accepted sockets,
+ * each with `ended` (a Promise that resolves when the client drops it).
+ */
+async function silentServer(t) {
+  const sockets = [];
+  const srv = net.createServer((sock) => {
+    sock.ended = new Promise((resolve) => sock.on('close', resolve));
+    sock.on('error', () => {});
+    sock.resume(); // read, so that the client's FIN is seen
+    sock.acceptedAt = performance.now();
+    sockets.push(sock);
+  });
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  defer(t, async () => {
+    for (const sock of sockets) sock.destroy();
+    await new Promise((resolve) => srv.close(resolve));
+  });
+  return { sockets, url: `ws://127.0.0.1:${srv.address().port}` };
+}
+
+/**
+ * A ws server that answers the upgrade with 401 while `gate.refuse` is true
+ * (a failed attempt, ERR_HANDSHAKE) and accepts it otherwise.
+ */
+async function gatedServer(t, refuse = true) {
+  const gate = { refuse };
+  const backend = await wsServer(t, { verifyClient: () => !gate.refuse });
+  return Object.assign(backend, { gate });
+}
+
+/** Run `node <script> ...args`; resolves with `{ code, signal, stdout, stderr }`. */
+function run(script, args = [], { env = {}, ms = 8000 } = {}) {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [script, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe']
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------
+
+describe('Socket options (SPEC 4): validated at construction', () => {
+  // SPEC section 4's option table, with its defaults.
+  const SPEC_DEFAULTS = {
+    protocols: undefined,
+    WebSocket: undefined,
+    minReconnectionDelay: 1500,
+    reconnectionDelayGrowFactor: 1.3,
+    maxReconnectionDelay: 10000,
+    jitter: 0.25,
+    connectionTimeout: 4000,
+    maxRetries: Infinity,
+    minUptime: 5000,
+    maxEnqueuedMessages: Infinity,
+    startClosed: false,
+    debug: false,
+    json: true,
+    binaryType: 'arraybuffer',
+    maxPayload: 16 * 1024 * 1024,
+    headers: {},
+    tls: {},
+    heartbeatInterval: 30000
+  };
+
+  // For each option: wrong values, and how the message must describe the
+  // expected type.
+  const WRONG = {
+    protocols: [[5, {}, ['a', 1]], /string or an array of strings/],
+    WebSocket: [['ws', {}], /function/],
+    minReconnectionDelay: [['10', -1, NaN, null], /non-negative number/],
+    reconnectionDelayGrowFactor: [[0.5, '2', Infinity], /number >= 1/],
+    maxReconnectionDelay: [['x', -5], /non-negative number/],
+    jitter: [[-0.1, 1.5, '0'], /number from 0 to 1/],
+    connectionTimeout: [[-1, '4000'], /non-negative number/],
+    maxRetries: [[-1, 1.5, '3'], /non-negative integer or Infinity/],
+    minUptime: [[-1, true], /non-negative number/],
+    maxEnqueuedMessages: [[-1, 0.5, '1'], /non-negative integer or Infinity/],
+    startClosed: [['yes', 1], /boolean/],
+    debug: [[1, 'true'], /boolean/],
+    json: [['true', 0], /boolean/],
+    binaryType: [['nodebuffer', 1], /'arraybuffer' or 'blob'/],
+    maxPayload: [[-1, 1.5, '1'], /integer/],
+    headers: [['x', { Authorization: 5 }], /object of string values/],
+    tls: [['x', 5], /object/],
+    heartbeatInterval: [[-1, '30'], /non-negative number/]
+  };
+
+  test('the option table is exactly SPEC section 4, with its defaults', () => {
+    assert.deepEqual(Object.keys(SOCKET_OPTIONS).sort(), Object.keys(SPEC_DEFAULTS).sort());
+    for (const [name, [, fallback]] of Object.entries(SOCKET_OPTIONS)) {
+      assert.deepEqual(fallback, SPEC_DEFAULTS[name], `default of ${name}`);
+    }
+    // Every option has a wrong-type case below.
+    assert.deepEqual(Object.keys(WRONG).sort(), Object.keys(SOCKET_OPTIONS).sort());
+  });
+
+  for (const [name, [values, expected]] of Object.entries(WRONG)) {
+    test(`a wrong type for "${name}" throws TypeError ERR_INVALID_OPTION naming it and ${expected.source}`, () => {
+      for (const value of values) {
+        assert.throws(
+          () => new Socket('ws://127.0.0.1:1', { startClosed: true, [name]: value }),
+          (err) => {
+            assert.ok(err instanceof TypeError, 'a TypeError');
+            assert.equal(err.code, 'ERR_INVALID_OPTION');
+            assert.ok(err.message.includes(`"${name}"`), `names "${name}": ${err.message}`);
+            assert.match(err.message, expected);
+            return true;
+          },
+          `${name}: ${String(value)}`
+        );
+      }
+    });
+  }
+
+  test('a wrong type throws at construction, before any connection attempt', async (t) => {
+    const backend = await wsServer(t);
+    assert.throws(() => new Socket(backend.url, { minReconnectionDelay: 'soon' }), {
+      code: 'ERR_INVALID_OPTION'
+    });
+    await delay(200);
+    assert.equal(backend.conns.length, 0, 'nothing connected');
+  });
+
+  test('an unknown option throws TypeError ERR_INVALID_OPTION naming it', () => {
+    for (const name of ['reconnectDelay', 'maxReconnectAttempts', 'minReconnectDelay']) {
+      assert.throws(
+        () => new Socket('ws://127.0.0.1:1', { startClosed: true, [name]: 5 }),
+        (err) => {
+          assert.ok(err instanceof TypeError);
+          assert.equal(err.code, 'ERR_INVALID_OPTION');
+          assert.ok(err.message.includes(name), `names ${name}: ${err.message}`);
+          return true;
+        }
+      );
+    }
+  });
+
+  test('tls.ca and tls.rejectUnauthorized of a wrong type throw TypeError ERR_INVALID_OPTION naming them', () => {
+    for (const [tls, name] of [
+      [{ rejectUnauthorized: 'no' }, 'rejectUnauthorized'],
+      [{ rejectUnauthorized: 0 }, 'rejectUnauthorized'],
+      [{ ca: 5 }, 'ca'],
+      [{ ca: { pem: 'x' } }, 'ca']
+    ]) {
+      assert.throws(
+        () => new Socket('wss://127.0.0.1:1', { startClosed: true, tls }),
+        (err) => {
+          assert.ok(err instanceof TypeError, 'a TypeError');
+          assert.equal(err.code, 'ERR_INVALID_OPTION', `code for ${JSON.stringify(tls)}: ${err.code} ${err.message}`);
+          assert.match(err.message, new RegExp(name));
+          return true;
+        },
+        JSON.stringify(tls)
+      );
+    }
+  });
+
+  // SPEC 7: no bad input aborts the process from Rust. A number option of
+  // Infinity (or one too large for a Duration) is either refused with
+  // ERR_INVALID_OPTION or works: the socket runs and close() ends it.
+  const EXTREMES = [
+    ['heartbeatInterval=Infinity'],
+    ['heartbeatInterval=1e300'],
+    ['connectionTimeout=Infinity'],
+    ['connectionTimeout=1e300'],
+    ['minReconnectionDelay=Infinity'],
+    ['maxReconnectionDelay=Infinity'],
+    ['minReconnectionDelay=Infinity', 'maxReconnectionDelay=Infinity'],
+    ['minReconnectionDelay=1e300', 'maxReconnectionDelay=1e300'],
+    ['minUptime=Infinity'],
+    // A connection that opens and ends, for minUptime.
+    ['server', 'minUptime=Infinity'],
+    ['server', 'minUptime=1e300']
+  ];
+  test('a duration option of Infinity or 1e300 is refused with ERR_INVALID_OPTION or works; it never aborts or wedges the socket', { timeout: 15000 }, async () => {
+    const port = await closedPort();
+    const results = await Promise.all(
+      EXTREMES.map((pairs) =>
+        run(
+          path.join(FIXTURES, 'option-extreme.js'),
+          pairs[0] === 'server' ? pairs : [String(port), ...pairs],
+          { ms: 5000 }
+        )
+      )
+    );
+    const failures = [];
+    results.forEach(({ code, signal, stdout, stderr }, i) => {
+      const options = EXTREMES[i].join(', ');
+      const line = stdout.trim().split('\n').pop() || '{}';
+      let result = {};
+      try {
+        result = JSON.parse(line);
+      } catch {}
+      const ok =
+        code === 0 &&
+        signal === null &&
+        (result.closed === true || (result.threw === 'ERR_INVALID_OPTION' && result.name === 'TypeError'));
+      if (!ok) {
+        const why = stderr.split('\n').find((l) => /panic|fatal|Error/.test(l)) ?? '';
+        failures.push(`${options} -> exit ${code ?? signal}, stdout ${JSON.stringify(stdout.trim())}, ${why.trim()}`);
+      }
+    });
+    assert.deepEqual(failures, []);
+  });
+});
+
+describe('Socket url (SPEC 4): a string, a function or an async function', () => {
+  test('socket.url reads as the URL given, and id is mytosis-websocket: + url', async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url + '/x?y=1');
+    assert.equal(s.url, backend.url + '/x?y=1');
+    assert.equal(s.id, 'mytosis-websocket:' + backend.url + '/x?y=1');
+  });
+
+  test('a url function is called before every attempt, failed ones and reconnects included; socket.url is the current attempt\'s URL', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const refused = `ws://127.0.0.1:${await closedPort()}/refused`;
+    let calls = 0;
+    const urlFn = () => (++calls <= 2 ? refused : backend.url + '/up');
+    const s = socket(t, urlFn, { jitter: 0, minReconnectionDelay: 20 });
+    assert.match(s.id, /^mytosis-websocket:[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    const urlsAtError = [];
+    s.on('error', () => urlsAtError.push(s.url));
+    await next(s, 'open');
+    assert.equal(calls, 3, 'two refused attempts and one that opened');
+    assert.deepEqual(urlsAtError, [refused, refused]);
+    assert.equal(s.url, backend.url + '/up');
+    assert.equal(backend.conns[0].req.url, '/up');
+
+    // A reconnect after a drop calls it again.
+    const reopened = next(s, 'open');
+    backend.conns[0].close(4000);
+    await reopened;
+    assert.equal(calls, 4, 'called again for the reconnection');
+    assert.equal(backend.conns.length, 2);
+  });
+
+  test('an async url function is awaited before every attempt', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    let calls = 0;
+    const s = socket(
+      t,
+      async () => {
+        calls++;
+        await delay(30);
+        return `${backend.url}/attempt-${calls}`;
+      },
+      { jitter: 0, minReconnectionDelay: 20 }
+    );
+    await next(s, 'open');
+    assert.equal(calls, 1);
+    assert.equal(s.url, `${backend.url}/attempt-1`);
+    const reopened = next(s, 'open');
+    backend.conns[0].close(4000);
+    await reopened;
+    assert.equal(calls, 2);
+    assert.equal(s.url, `${backend.url}/attempt-2`);
+    assert.deepEqual(backend.conns.map((ws) => ws.req.url), ['/attempt-1', '/attempt-2']);
+  });
+
+  for (const [name, make] of [
+    ['rejects', () => async () => Promise.reject(new Error('no url today'))],
+    ['throws', () => () => {
+      throw new Error('no url today');
+    }],
+    ['returns an http:// URL', () => () => 'http://x'],
+    ['returns a non-string', () => async () => 42]
+  ]) {
+    test(`a url function that ${name} emits 'error' ERR_INVALID_URL and counts as a failed attempt ('reconnecting' follows)`, TIMEOUT, async (t) => {
+      const backend = await wsServer(t);
+      let calls = 0;
+      const bad = make();
+      const s = socket(t, (...args) => (++calls === 1 ? bad(...args) : backend.url), {
+        jitter: 0,
+        minReconnectionDelay: 30
+      });
+      const events = lifecycle(s);
+      await next(s, 'open');
+      assert.deepEqual(events.names(), ['error', 'reconnecting', 'open']);
+      assert.equal(events.list[0].value, 'ERR_INVALID_URL');
+      assert.deepEqual(events.list[1].value, { attempt: 1, delay: 30 });
+      assert.equal(calls, 2);
+      assert.equal(backend.conns.length, 1);
+    });
+  }
+
+  test("the url function's ERR_INVALID_URL 'error' is a TypeError naming the bad URL (SPEC 6)", TIMEOUT, async (t) => {
+    const s = socket(t, () => 'http://bad.example/', { jitter: 0, minReconnectionDelay: 1000 });
+    const err = await next(s, 'error');
+    assert.equal(err.code, 'ERR_INVALID_URL');
+    assert.match(err.message, /http:\/\/bad\.example\//);
+    assert.ok(err instanceof TypeError, `a TypeError, got ${err.constructor.name}`);
+  });
+
+  test('bad url results count towards maxRetries: the socket gives up', TIMEOUT, async (t) => {
+    let calls = 0;
+    const s = socket(t, () => (calls++, 'http://x'), { jitter: 0, minReconnectionDelay: 10, maxRetries: 2 });
+    const events = lifecycle(s);
+    const final = await next(s, 'close');
+    assert.equal(final.willReconnect, false);
+    assert.equal(calls, 3);
+    assert.deepEqual(events.names(), ['error', 'reconnecting', 'error', 'reconnecting', 'error', 'close']);
+    assert.ok(events.of('error').every((e) => e.value === 'ERR_INVALID_URL'));
+    assert.equal(s.readyState, Socket.CLOSED);
+  });
+
+  test('connectionTimeout includes the time to resolve the url: one that never resolves gives ERR_TIMEOUT and a retry', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    let calls = 0;
+    const s = socket(t, () => (++calls === 1 ? new Promise(() => {}) : backend.url), {
+      connectionTimeout: 200,
+      jitter: 0,
+      minReconnectionDelay: 20
+    });
+    const started = performance.now();
+    const events = lifecycle(s);
+    await next(s, 'open');
+    const timedOutAfter = events.list[0].at - started;
+    assert.deepEqual(events.names(), ['error', 'reconnecting', 'open']);
+    assert.equal(events.list[0].value, 'ERR_TIMEOUT');
+    assert.ok(timedOutAfter >= 180 && timedOutAfter < 600, `timed out after ${timedOutAfter} ms`);
+    assert.equal(calls, 2);
+  });
+});
+
+describe('Reconnection policy (SPEC 4)', () => {
+  test('the first attempt is immediate, whatever minReconnectionDelay', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const started = performance.now();
+    socket(t, backend.url, { minReconnectionDelay: 5000 });
+    const ws = await backend.connection(0, 1000);
+    assert.ok(ws.openedAt - started < 300, `connected after ${ws.openedAt - started} ms`);
+
+    const refused = socket(t, `ws://127.0.0.1:${await closedPort()}`, { minReconnectionDelay: 5000, jitter: 0 });
+    const t0 = performance.now();
+    const reconnecting = next(refused, 'reconnecting', () => true, 1000);
+    const err = await next(refused, 'error', () => true, 1000);
+    assert.equal(err.code, 'ERR_CONNECT');
+    assert.ok(err.cause instanceof Error, 'ERR_CONNECT carries a cause');
+    assert.ok(performance.now() - t0 < 300);
+    assert.deepEqual(await reconnecting, { attempt: 1, delay: 5000 });
+  });
+
+  test("with jitter 0 the waits follow the formula (min 20, factor 2: 20, 40, 80), then after maxRetries 3 a final 'close' with willReconnect false and readyState 3", TIMEOUT, async (t) => {
+    const s = socket(t, `ws://127.0.0.1:${await closedPort()}`, {
+      maxRetries: 3,
+      minReconnectionDelay: 20,
+      reconnectionDelayGrowFactor: 2,
+      jitter: 0
+    });
+    const events = lifecycle(s);
+    const retryCounts = [];
+    s.on('reconnecting', () => retryCounts.push(s.retryCount));
+    const final = await next(s, 'close');
+    await delay(150);
+
+    assert.deepEqual(
+      events.list.map((e) => [e.name, e.value]),
+      [
+        ['error', 'ERR_CONNECT'],
+        ['reconnecting', { attempt: 1, delay: 20 }],
+        ['error', 'ERR_CONNECT'],
+        ['reconnecting', { attempt: 2, delay: 40 }],
+        ['error', 'ERR_CONNECT'],
+        ['reconnecting', { attempt: 3, delay: 80 }],
+        ['error', 'ERR_CONNECT'],
+        ['close', final]
+      ]
+    );
+    assert.equal(final.willReconnect, false);
+    assert.equal(final.wasClean, false);
+    assert.equal(s.readyState, Socket.CLOSED);
+    assert.equal(s.offline, true);
+    assert.deepEqual(retryCounts, [1, 2, 3]);
+    for (const e of events.of('reconnecting')) assert.equal(e.readyState, Socket.CONNECTING);
+
+    // Each wait really lasted its delay (from 'reconnecting' to the next
+    // attempt's 'error').
+    const list = events.list;
+    for (let i = 1; i < list.length - 1; i += 2) {
+      const waited = list[i + 1].at - list[i].at;
+      const { delay: expected } = list[i].value;
+      assert.ok(waited >= expected - 8, `retry ${list[i].value.attempt}: waited ${waited} ms, expected ${expected}`);
+      assert.ok(waited < expected + 250, `retry ${list[i].value.attempt}: waited ${waited} ms, expected ${expected}`);
+    }
+  });
+
+  test('the wait is capped at maxReconnectionDelay (min 20, factor 3, max 50: 20, 50, 50, 50)', TIMEOUT, async (t) => {
+    const s = socket(t, `ws://127.0.0.1:${await closedPort()}`, {
+      maxRetries: 4,
+      minReconnectionDelay: 20,
+      reconnectionDelayGrowFactor: 3,
+      maxReconnectionDelay: 50,
+      jitter: 0
+    });
+    const delays = [];
+    s.on('reconnecting', ({ delay: d }) => delays.push(d));
+    s.on('error', () => {});
+    await next(s, 'close');
+    assert.deepEqual(delays, [20, 50, 50, 50]);
+  });
+
+  test('jitter shortens each wait by a random fraction of at most jitter', TIMEOUT, async (t) => {
+    const s = socket(t, `ws://127.0.0.1:${await closedPort()}`, {
+      maxRetries: 12,
+      minReconnectionDelay: 30,
+      reconnectionDelayGrowFactor: 1,
+      jitter: 0.5
+    });
+    const delays = [];
+    s.on('reconnecting', ({ delay: d }) => delays.push(d));
+    s.on('error', () => {});
+    await next(s, 'close');
+    assert.equal(delays.length, 12);
+    for (const d of delays) assert.ok(d >= 15 && d <= 30, `delay ${d} in [15, 30]`);
+    assert.ok(new Set(delays).size > 1, `random, not constant: ${delays}`);
+  });
+
+  test('the defaults are minReconnectionDelay 1500, reconnectionDelayGrowFactor 1.3 and jitter 0.25', { timeout: 10000 }, async (t) => {
+    const url = `ws://127.0.0.1:${await closedPort()}`;
+    const exact = socket(t, url, { jitter: 0 });
+    const jittered = socket(t, url);
+    exact.on('error', () => {});
+    jittered.on('error', () => {});
+    const first = next(exact, 'reconnecting', (e) => e.attempt === 1);
+    const second = next(exact, 'reconnecting', (e) => e.attempt === 2, 4000);
+    const jitteredDelay = (await next(jittered, 'reconnecting')).delay;
+    assert.ok(jitteredDelay >= 1125 && jitteredDelay <= 1500, `default jitter: ${jitteredDelay}`);
+    assert.deepEqual(await first, { attempt: 1, delay: 1500 });
+    const { delay: secondDelay } = await second;
+    assert.ok(Math.abs(secondDelay - 1950) < 1e-9, `1500 * 1.3 = 1950, got ${secondDelay}`);
+  });
+
+  test('the retry count resets only after a connection stayed open minUptime', TIMEOUT, async (t) => {
+    // The server accepts, then closes every connection after 100 ms.
+    const backend = await wsServer(t, {}, (ws) => setTimeout(() => ws.close(4000), 100));
+    const options = { jitter: 0, minReconnectionDelay: 20, reconnectionDelayGrowFactor: 2 };
+
+    const short = socket(t, backend.url, { ...options, minUptime: 500 });
+    const long = socket(t, backend.url, { ...options, minUptime: 40 });
+    const shortRetries = [];
+    const longRetries = [];
+    short.on('reconnecting', (e) => shortRetries.push(e));
+    long.on('reconnecting', (e) => longRetries.push(e));
+    await until(() => shortRetries.length >= 3 && longRetries.length >= 3, '3 reconnections each', 5000);
+
+    assert.deepEqual(
+      shortRetries.slice(0, 3),
+      [{ attempt: 1, delay: 20 }, { attempt: 2, delay: 40 }, { attempt: 3, delay: 80 }],
+      'up 100 ms < minUptime 500: the delays keep growing'
+    );
+    assert.deepEqual(
+      longRetries.slice(0, 3),
+      [{ attempt: 1, delay: 20 }, { attempt: 1, delay: 20 }, { attempt: 1, delay: 20 }],
+      'up 100 ms > minUptime 40: each retry starts again at min'
+    );
+  });
+
+  test('connectionTimeout: a server that accepts TCP but never answers the upgrade gives ERR_TIMEOUT within about connectionTimeout, drops that attempt and retries', TIMEOUT, async (t) => {
+    const silent = await silentServer(t);
+    const started = performance.now();
+    const s = socket(t, silent.url, { connectionTimeout: 300, jitter: 0, minReconnectionDelay: 50 });
+    const events = lifecycle(s);
+    const reconnecting = next(s, 'reconnecting', () => true, 2000);
+    const err = await next(s, 'error', () => true, 2000);
+    const elapsed = performance.now() - started;
+    assert.equal(err.code, 'ERR_TIMEOUT');
+    assert.match(err.message, /300 ms/);
+    assert.ok(elapsed >= 280 && elapsed < 800, `ERR_TIMEOUT after ${elapsed} ms`);
+    assert.deepEqual(await reconnecting, { attempt: 1, delay: 50 });
+    await until(() => silent.sockets.length >= 2, 'the retry to reach the server', 2000);
+    await Promise.race([
+      silent.sockets[0].ended,
+      delay(1000).then(() => assert.fail('the abandoned attempt was not dropped'))
+    ]);
+    assert.equal(events.count('open'), 0);
+    assert.equal(events.count('close'), 0, "a failed attempt never emits 'close'");
+  });
+
+  test("maxRetries 0: a refused attempt is not retried; one final 'close'", TIMEOUT, async (t) => {
+    const s = socket(t, `ws://127.0.0.1:${await closedPort()}`, { maxRetries: 0 });
+    const events = lifecycle(s);
+    await next(s, 'close');
+    await delay(100);
+    assert.deepEqual(events.list.map((e) => [e.name, e.name === 'close' ? e.value.willReconnect : e.value]), [
+      ['error', 'ERR_CONNECT'],
+      ['close', false]
+    ]);
+    assert.equal(s.readyState, Socket.CLOSED);
+  });
+
+  test("maxRetries 0: a dropped connection is not retried; its 'close' says willReconnect false", TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, { maxRetries: 0 });
+    const events = lifecycle(s);
+    (await backend.connection()).close(4000, 'bye');
+    await next(s, 'close');
+    await delay(150);
+    assert.deepEqual(events.list.map((e) => [e.name, e.value]), [
+      ['close', { code: 4000, reason: 'bye', wasClean: true, willReconnect: false }]
+    ]);
+    assert.equal(s.readyState, Socket.CLOSED);
+    assert.equal(backend.conns.length, 1);
+  });
+
+  test('reconnect() works after giving up, and sends made meanwhile are kept for it', TIMEOUT, async (t) => {
+    const backend = await gatedServer(t, true);
+    const s = socket(t, backend.url, { maxRetries: 1, jitter: 0, minReconnectionDelay: 10 });
+    const errors = [];
+    s.on('error', (err) => errors.push(err.code));
+    const final = await next(s, 'close');
+    assert.equal(final.willReconnect, false);
+    assert.equal(s.readyState, Socket.CLOSED);
+    assert.deepEqual(errors, ['ERR_HANDSHAKE', 'ERR_HANDSHAKE']);
+
+    assert.equal(s.send('kept'), true, 'a socket that gave up keeps queueing');
+    backend.gate.refuse = false;
+    s.reconnect();
+    assert.equal(s.readyState, Socket.CONNECTING);
+    await next(s, 'open');
+    const ws = await backend.connection();
+    await until(() => ws.received.length === 1);
+    assert.deepEqual(backend.texts(ws), ['"kept"']);
+  });
+
+  test('reconnect() works after close(): the socket opens again and sends again', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const closed = next(s, 'close');
+    s.close();
+    assert.equal((await closed).willReconnect, false);
+    assert.throws(() => s.send('x'), { code: 'ERR_CLOSED' });
+
+    s.reconnect();
+    assert.equal(s.readyState, Socket.CONNECTING);
+    await next(s, 'open');
+    assert.equal(s.readyState, Socket.OPEN);
+    assert.equal(s.send('again'), true);
+    const ws = await backend.connection(1);
+    await until(() => ws.received.length === 1);
+    assert.deepEqual(backend.texts(ws), ['"again"']);
+  });
+
+  test("reconnect() while open ends the connection with 1000 and connects again at once, with no 'reconnecting' wait", TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, { minReconnectionDelay: 5000, jitter: 0 });
+    const events = lifecycle(s);
+    const started = performance.now();
+    s.reconnect();
+    await next(s, 'open');
+    const elapsed = performance.now() - started;
+    assert.deepEqual((await backend.conns[0].closed).code, 1000);
+    assert.ok(elapsed < 1000, `open again after ${elapsed} ms (minReconnectionDelay is 5000)`);
+    assert.equal(events.count('reconnecting'), 0);
+    assert.deepEqual(events.names(), ['close', 'open']);
+    assert.equal(events.list[0].value.willReconnect, true);
+    assert.equal(backend.conns.length, 2);
+  });
+
+  test('reconnect(code, reason) while open closes the connection with that code and reason', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, { minReconnectionDelay: 5000 });
+    s.reconnect(4321, 'again please');
+    assert.deepEqual(await backend.conns[0].closed, { code: 4321, reason: 'again please' });
+    await next(s, 'open');
+    assert.throws(() => s.reconnect(1001), { name: 'RangeError' });
+  });
+
+  test('reconnect() during a retry wait connects at once and resets the retry count', TIMEOUT, async (t) => {
+    const s = socket(t, `ws://127.0.0.1:${await closedPort()}`, {
+      minReconnectionDelay: 5000,
+      jitter: 0
+    });
+    const events = lifecycle(s);
+    await next(s, 'reconnecting');
+    await delay(50);
+    const started = performance.now();
+    const reconnecting = next(s, 'reconnecting', () => true, 2000);
+    s.reconnect();
+    await next(s, 'error', () => true, 2000);
+    assert.ok(performance.now() - started < 500, 'the attempt came at once, not after 5000 ms');
+    assert.deepEqual(await reconnecting, { attempt: 1, delay: 5000 });
+    assert.equal(s.retryCount, 1);
+    assert.deepEqual(events.names(), ['error', 'reconnecting', 'error', 'reconnecting']);
+  });
+
+  test('reconnect() during a hanging attempt drops it and starts a new one at once', TIMEOUT, async (t) => {
+    const silent = await silentServer(t);
+    const s = socket(t, silent.url, { connectionTimeout: 5000 });
+    await until(() => silent.sockets.length === 1, 'the first attempt', 2000);
+    s.reconnect();
+    await until(() => silent.sockets.length === 2, 'a second attempt at once', 1000);
+    await Promise.race([
+      silent.sockets[0].ended,
+      delay(1000).then(() => assert.fail('the first attempt was not dropped'))
+    ]);
+  });
+
+  test('startClosed: no attempt until reconnect(); readyState 3; sends made meanwhile go out first', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = socket(t, backend.url, { startClosed: true });
+    const events = lifecycle(s);
+    assert.equal(s.readyState, Socket.CLOSED);
+    assert.equal(s.offline, true);
+    assert.equal(s.send('early'), true);
+    await delay(300);
+    assert.equal(backend.conns.length, 0);
+    assert.deepEqual(events.list, []);
+
+    s.reconnect();
+    s.on('open', () => s.send('in open'));
+    await next(s, 'open');
+    const ws = await backend.connection();
+    await until(() => ws.received.length === 2);
+    assert.deepEqual(backend.texts(ws), ['"early"', '"in open"']);
+  });
+});
+
+describe('Offline queue (SPEC 4)', () => {
+  test('sends while offline are kept up to maxEnqueuedMessages and flushed in order before anything sent later', TIMEOUT, async (t) => {
+    // The server closes the first connection; the socket is offline for
+    // 300 ms before its retry.
+    const backend = await wsServer(t, {}, (ws) => {
+      if (backend.conns.length === 1) setTimeout(() => ws.close(4000), 100);
+    });
+    const s = await openSocket(t, backend.url, {
+      jitter: 0,
+      minReconnectionDelay: 300,
+      maxEnqueuedMessages: 3
+    });
+    const errors = [];
+    s.on('error', (err) => errors.push(err));
+    const results = [];
+    s.on('close', (e) => {
+      if (!e.willReconnect) return;
+      assert.equal(s.offline, true);
+      for (let i = 1; i <= 5; i++) {
+        const before = errors.length;
+        results.push(s.send(i));
+        // ERR_QUEUE_FULL is emitted during the send that is refused.
+        if (i > 3) assert.equal(errors.length, before + 1, `'error' during send #${i}`);
+      }
+    });
+    s.on('open', () => s.send('later'));
+    await until(() => backend.conns.length === 2, 'the reconnection', 3000);
+    const ws = backend.conns[1];
+    await until(() => ws.received.length >= 4, 'the flushed queue and the later message');
+    await delay(50);
+
+    assert.deepEqual(results, [true, true, true, false, false]);
+    assert.deepEqual(errors.map((e) => e.code), ['ERR_QUEUE_FULL', 'ERR_QUEUE_FULL']);
+    assert.match(errors[0].message, /maxEnqueuedMessages/);
+    assert.deepEqual(backend.texts(ws), ['1', '2', '3', '"later"']);
+  });
+
+  test('with startClosed the bound holds too: the 4th of maxEnqueuedMessages 3 returns false and emits ERR_QUEUE_FULL', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = socket(t, backend.url, { startClosed: true, maxEnqueuedMessages: 3 });
+    const errors = [];
+    s.on('error', (err) => errors.push(err.code));
+    assert.deepEqual(['a', 'b', 'c', 'd'].map((m) => s.send(m)), [true, true, true, false]);
+    assert.deepEqual(errors, ['ERR_QUEUE_FULL']);
+    s.reconnect();
+    await next(s, 'open');
+    s.send('e');
+    const ws = await backend.connection();
+    await until(() => ws.received.length === 4);
+    assert.deepEqual(backend.texts(ws), ['"a"', '"b"', '"c"', '"e"']);
+  });
+
+  test('maxEnqueuedMessages bounds only the offline queue: a burst of sends while open is all accepted and delivered', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, { maxEnqueuedMessages: 1 });
+    const errors = [];
+    s.on('error', (err) => errors.push(err.code));
+    const results = Array.from({ length: 100 }, (_, i) => s.send(i));
+    const ws = await backend.connection();
+    await until(() => ws.received.length >= 100, '100 messages', 2000).catch(() => {});
+    assert.equal(results.filter((r) => r === false).length, 0, `refused ${results.filter((r) => !r).length} of 100 while open`);
+    assert.deepEqual(errors, []);
+    assert.equal(ws.received.length, 100);
+  });
+
+  test('bufferedAmount counts the bytes queued offline and drops to 0 once they are sent', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = socket(t, backend.url, { startClosed: true });
+    assert.equal(s.bufferedAmount, 0);
+    s.send('abc'); // "abc" with its quotes: 5 bytes
+    s.send(Buffer.alloc(10));
+    assert.equal(s.bufferedAmount, 15);
+    s.reconnect();
+    await next(s, 'open');
+    const ws = await backend.connection();
+    await until(() => ws.received.length === 2);
+    await until(() => s.bufferedAmount === 0, 'bufferedAmount 0', 1000);
+  });
+
+  test('after close(), send throws ERR_CLOSED, also when closed while offline', TIMEOUT, async (t) => {
+    const s = socket(t, `ws://127.0.0.1:${await closedPort()}`, { minReconnectionDelay: 5000 });
+    s.on('error', () => {});
+    await next(s, 'reconnecting');
+    s.close();
+    assert.throws(() => s.send('x'), (err) => {
+      assert.equal(err.code, 'ERR_CLOSED');
+      assert.match(err.message, /reconnect\(\)/);
+      return true;
+    });
+  });
+
+  test("close() while offline with queued messages emits one 'error' ERR_CLOSED with err.dropped, and they are never sent", TIMEOUT, async (t) => {
+    const backend = await gatedServer(t, true);
+    const s = socket(t, backend.url, { minReconnectionDelay: 5000, jitter: 0 });
+    const errors = [];
+    s.on('error', (err) => errors.push(err));
+    await next(s, 'reconnecting');
+    for (let i = 0; i < 4; i++) assert.equal(s.send(i), true);
+    const final = next(s, 'close');
+    s.close();
+    assert.equal((await final).willReconnect, false);
+    await delay(100);
+    const closedErrors = errors.filter((e) => e.code === 'ERR_CLOSED');
+    assert.equal(closedErrors.length, 1, 'one ERR_CLOSED');
+    assert.equal(closedErrors[0].dropped, 4);
+    assert.equal(s.readyState, Socket.CLOSED);
+
+    // They are gone: a later reconnect() does not send them.
+    backend.gate.refuse = false;
+    s.reconnect();
+    await next(s, 'open');
+    s.send('new');
+    const ws = await backend.connection();
+    await until(() => ws.received.length >= 1);
+    await delay(50);
+    assert.deepEqual(backend.texts(ws), ['"new"']);
+  });
+
+  test("close() on a startClosed socket with queued messages emits ERR_CLOSED with err.dropped, and they are never sent", TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = socket(t, backend.url, { startClosed: true });
+    const errors = [];
+    s.on('error', (err) => errors.push(err));
+    s.send('a');
+    s.send('b');
+    s.close();
+    await delay(200);
+    assert.deepEqual(errors.map((e) => [e.code, e.dropped]), [['ERR_CLOSED', 2]]);
+
+    s.reconnect();
+    await next(s, 'open');
+    s.send('new');
+    const ws = await backend.connection();
+    await until(() => ws.received.length >= 1);
+    await delay(50);
+    assert.deepEqual(backend.texts(ws), ['"new"'], 'the dropped messages were not sent');
+  });
+
+  test("close() after giving up, with messages queued meanwhile, emits ERR_CLOSED with err.dropped, and they are never sent", TIMEOUT, async (t) => {
+    const backend = await gatedServer(t, true);
+    const s = socket(t, backend.url, { maxRetries: 0 });
+    const errors = [];
+    s.on('error', (err) => errors.push(err));
+    await next(s, 'close');
+    s.send('a');
+    s.send('b');
+    s.send('c');
+    s.close();
+    await delay(200);
+    assert.deepEqual(errors.filter((e) => e.code === 'ERR_CLOSED').map((e) => e.dropped), [3]);
+
+    backend.gate.refuse = false;
+    s.reconnect();
+    await next(s, 'open');
+    s.send('new');
+    const ws = await backend.connection();
+    await until(() => ws.received.length >= 1);
+    await delay(50);
+    assert.deepEqual(backend.texts(ws), ['"new"'], 'the dropped messages were not sent');
+  });
+
+  test('close() while open drops nothing: no ERR_CLOSED, everything sent arrives', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url);
+    const errors = [];
+    s.on('error', (err) => errors.push(err));
+    for (let i = 0; i < 20; i++) s.send(i);
+    const closed = next(s, 'close');
+    s.close();
+    await closed;
+    const ws = await backend.connection();
+    assert.equal((await ws.closed).code, 1000);
+    assert.equal(ws.received.length, 20);
+    assert.deepEqual(errors, []);
+  });
+});
+
+describe('Handshake headers (SPEC 4)', () => {
+  test('headers go out in the handshake of every attempt', TIMEOUT, async (t) => {
+    const backend = await wsServer(t);
+    const s = await openSocket(t, backend.url, {
+      headers: { Authorization: 'Bearer x', 'X-Custom-Header': 'custom value' },
+      jitter: 0,
+      minReconnectionDelay: 20
+    });
+    const reopened = next(s, 'open');
+    backend.conns[0].close(4000);
+    await reopened;
+    assert.equal(backend.conns.length, 2);
+    for (const ws of backend.conns) {
+      assert.equal(ws.req.headers.authorization, 'Bearer x');
+      assert.equal(ws.req.headers['x-custom-header'], 'custom value');
+    }
+  });
+});
+
+describe('debug (SPEC 4, issue 3 item 8)', () => {
+  test("debug: true logs every life-cycle step to stderr: connecting to the URL, the error, 'retry N in M ms', open, close with code and reason, giving up", TIMEOUT, async () => {
+    const { code, signal, stdout, stderr } = await run(path.join(FIXTURES, 'debug-socket.js'));
+    assert.equal(signal, null, `the child was killed; stderr:\n${stderr}`);
+    assert.equal(code, 0, `exit code; stderr:\n${stderr}`);
+    const { url } = JSON.parse(stdout.split('\n')[0]);
+    const steps = [
+      ['connecting to the URL', `connecting to ${url}`],
+      ['the refused attempt', 'ERR_CONNECT'],
+      ['the first retry', 'retry 1 in 200 ms'],
+      ['open', `open ${url}`],
+      ['the close with code and reason', "close 4000 'bye'"],
+      ['the second retry', 'retry 2 in 400 ms'],
+      ['giving up', 'giving up']
+    ];
+    let from = 0;
+    for (const [what, text] of steps) {
+      const at = stderr.indexOf(text, from);
+      assert.ok(at >= 0, `stderr mentions ${what} (${JSON.stringify(text)}) in order:\n${stderr}`);
+      from = at + text.length;
+    }
+    for (const line of stderr.trim().split('\n')) {
+      assert.match(line, /^mytosis-websocket: /, 'every line is prefixed');
+    }
+  });
+
+  test('debug off (the default) writes nothing to stderr', TIMEOUT, async () => {
+    const { code, stderr } = await run(path.join(FIXTURES, 'debug-socket.js'), [], { env: { DEBUG_OFF: '1' } });
+    assert.equal(code, 0);
+    assert.equal(stderr, '');
+  });
+});
