@@ -44,7 +44,7 @@ const TYPES = {
     'an object with "ca" (PEM strings or Buffers) and "rejectUnauthorized" (a boolean)'
   ],
   binaryType: [(v) => v === 'arraybuffer' || v === 'blob', "'arraybuffer' or 'blob'"],
-  false: [(v) => v === false, 'false']
+  noCompression: [(v) => v === false, 'false: compression is never negotiated']
 };
 
 /**

@@ -34,7 +34,7 @@ const SERVER_OPTIONS = {
   maxBackpressure: ['limit', 16 * 1024 * 1024],
   reusePort: ['boolean', false],
   handshakeTimeout: ['milliseconds', 10000],
-  perMessageDeflate: ['false', false]
+  perMessageDeflate: ['noCompression', false]
 };
 
 // Options that make no sense with `server`: that server is already bound.
@@ -229,6 +229,8 @@ class Server extends ConnectionGroup {
       this.#holdProcess();
       this.#detach?.();
       this.#core.outbox.flush();
+      // From the call on, every connection is offline (SPEC section 5).
+      for (const connection of this.#connections.values()) connection[kClosing]();
       this.#core.native.close();
     }
     return this.#closing;

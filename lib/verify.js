@@ -31,7 +31,8 @@ async function decideUpgrade(options, info, protocols, onThrow) {
       const chosen = await options.handleProtocols(protocols, info);
       protocol = protocols.includes(chosen) ? chosen : '';
     }
-    return { accept: true, status: 101, reason: '', headers: [], protocol, context: verdict };
+    const context = options.verifyClient === undefined ? undefined : verdict;
+    return { accept: true, status: 101, reason: '', headers: [], protocol, context };
   } catch (err) {
     onThrow(err);
     return refusal(500, 'Internal Server Error');

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -44,18 +44,28 @@ pub enum Outgoing {
   /// A close frame for the connection of this generation; a frame meant for
   /// a connection that has meanwhile ended is dropped.
   Close(CloseFrame, u32),
-  /// Drop the connection without a closing handshake.
-  Terminate(Termination),
 }
 
+/// Why a connection is dropped without a closing handshake. These do not
+/// wait in the queue: a peer that reads nothing stalls the queue, and is
+/// exactly the peer to drop.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Termination {
-  Requested,
-  /// The peer of the connection of this generation sent nothing for two
-  /// heartbeat intervals.
-  Heartbeat(u32),
+  Requested = 1,
+  /// The peer sent nothing for two heartbeat intervals.
+  Heartbeat = 2,
   /// The peer reads too slowly: its unsent bytes passed `maxBackpressure`.
-  Backpressure,
+  Backpressure = 3,
+}
+
+impl Termination {
+  fn from_code(code: u64) -> Termination {
+    match code {
+      2 => Termination::Heartbeat,
+      3 => Termination::Backpressure,
+      _ => Termination::Requested,
+    }
+  }
 }
 
 /// The bounds `send` enforces.
@@ -107,6 +117,14 @@ pub struct Peer {
   queued: AtomicUsize,
   /// `now_ms()` when the last frame arrived, for the heartbeat.
   last_seen: AtomicU64,
+  /// Wakes the driving task for what cannot wait behind queued frames: a
+  /// termination, or the start of the close timeout.
+  urgent: Notify,
+  /// A termination for connection `kill >> 8`, reason `kill & 0xff`; 0 for
+  /// none.
+  kill: AtomicU64,
+  /// The generation whose close was requested, for its 5-s timeout.
+  close_requested: AtomicU32,
 }
 
 pub type Inbox = mpsc::UnboundedReceiver<Outgoing>;
@@ -123,6 +141,9 @@ impl Peer {
       buffered: AtomicUsize::new(0),
       queued: AtomicUsize::new(0),
       last_seen: AtomicU64::new(now_ms()),
+      urgent: Notify::new(),
+      kill: AtomicU64::new(0),
+      close_requested: AtomicU32::new(0),
     };
     (peer, inbox)
   }
@@ -139,7 +160,7 @@ impl Peer {
     if buffered > limits.max_buffered {
       // A slow reader must not exhaust memory: drop it, with what it holds.
       self.closing.store(true, Ordering::Release);
-      let _ = self.queue.send(Outgoing::Terminate(Termination::Backpressure));
+      self.kill(self.generation.load(Ordering::Acquire), Termination::Backpressure);
       return false;
     }
     self.queued.fetch_add(1, Ordering::Relaxed);
@@ -162,12 +183,27 @@ impl Peer {
     let generation = self.generation.load(Ordering::Acquire);
     // An error means the task has ended, which closed the connection.
     let _ = self.queue.send(Outgoing::Close(frame, generation));
+    // The timeout runs from now, even while the frame waits behind others.
+    self.close_requested.store(generation, Ordering::Release);
+    self.urgent.notify_one();
   }
 
   /// Drops the connection without a closing handshake and refuses sends.
   pub fn terminate(&self) {
     self.closing.store(true, Ordering::Release);
-    let _ = self.queue.send(Outgoing::Terminate(Termination::Requested));
+    self.kill(self.generation.load(Ordering::Acquire), Termination::Requested);
+  }
+
+  fn kill(&self, generation: u32, why: Termination) {
+    self.kill.store(u64::from(generation) << 8 | why as u64, Ordering::Release);
+    self.urgent.notify_one();
+  }
+
+  /// The termination asked for the connection of `generation`, if any;
+  /// one meant for an earlier connection is discarded.
+  fn take_kill(&self, generation: u32) -> Option<Termination> {
+    let kill = self.kill.swap(0, Ordering::AcqRel);
+    (kill != 0 && (kill >> 8) as u32 == generation).then(|| Termination::from_code(kill & 0xff))
   }
 
   /// For the heartbeat: drops the open connection if its peer has been
@@ -180,7 +216,7 @@ impl Peer {
     let generation = self.generation.load(Ordering::Acquire);
     // Once per connection: the next tick finds it no longer connected.
     if self.connected.swap(false, Ordering::AcqRel) {
-      let _ = self.queue.send(Outgoing::Terminate(Termination::Heartbeat(generation)));
+      self.kill(generation, Termination::Heartbeat);
     }
     true
   }
@@ -303,10 +339,21 @@ where
   let mut sent_close = false;
   let mut received_close: Option<Option<CloseFrame>> = None;
   let mut close_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+  let mut urgent = Box::pin(peer.urgent.notified());
 
   let stop = poll_fn(|cx| {
     for _ in 0..ROUNDS_PER_POLL {
       let mut progressed = false;
+
+      while urgent.as_mut().poll(cx).is_ready() {
+        urgent.set(peer.urgent.notified());
+        if let Some(why) = peer.take_kill(generation) {
+          return Poll::Ready(Stop::Terminated(why));
+        }
+        if close_deadline.is_none() && peer.close_requested.load(Ordering::Acquire) == generation {
+          close_deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
+        }
+      }
 
       // Feed every queued frame to tungstenite's write buffer.
       while !sent_close && received_close.is_none() {
@@ -323,7 +370,7 @@ where
               Outgoing::Message(message)
             }
             Poll::Ready(Some(item)) => item,
-            Poll::Ready(None) => Outgoing::Terminate(Termination::Requested),
+            Poll::Ready(None) => return Poll::Ready(Stop::Terminated(Termination::Requested)),
             Poll::Pending => break,
           },
         };
@@ -335,18 +382,14 @@ where
             }
             message
           }
-          Outgoing::Close(_, meant_for)
-          | Outgoing::Terminate(Termination::Heartbeat(meant_for))
-            if meant_for != generation =>
-          {
-            continue
-          }
+          Outgoing::Close(_, meant_for) if meant_for != generation => continue,
           Outgoing::Close(frame, _) => {
             sent_close = true;
-            close_deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
+            if close_deadline.is_none() {
+              close_deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
+            }
             Message::Close(Some(frame))
           }
-          Outgoing::Terminate(why) => return Poll::Ready(Stop::Terminated(why)),
         };
         if let Err(error) = ws.start_send_unpin(message) {
           return Poll::Ready(Stop::Failed(error));
@@ -433,7 +476,7 @@ where
       heartbeat_lost: false,
     },
     Stop::Terminated(why) => {
-      Ended { heartbeat_lost: matches!(why, Termination::Heartbeat(_)), ..Ended::abnormal() }
+      Ended { heartbeat_lost: why == Termination::Heartbeat, ..Ended::abnormal() }
     }
     Stop::CloseTimedOut => Ended::abnormal(),
     Stop::Failed(error) => match close_code_for(&error) {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::{Buffer, Uint32Array};
 use napi::{Error, Result, Status};
 use napi_derive::napi;
+use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixStream};
 use tokio::sync::oneshot;
@@ -120,6 +121,8 @@ impl From<SocketAddr> for Remote {
 
 struct Shared {
   clients: Mutex<HashMap<u32, Arc<Client>>>,
+  /// The listening socket, so that `close()` can stop it at once.
+  listener: Mutex<Option<Arc<TcpListener>>>,
   next_handle: AtomicU32,
   /// Upgrades waiting for JS's verdict, by connection handle.
   verdicts: Mutex<HashMap<u32, oneshot::Sender<Verdict>>>,
@@ -137,13 +140,20 @@ struct Shared {
   heartbeat_interval: Duration,
 }
 
+/// Locks a mutex of the server's state. A panic while holding one cannot
+/// leave the state half-changed in a way worse than losing the process, so
+/// poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+  mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Shared {
   fn clients(&self) -> MutexGuard<'_, HashMap<u32, Arc<Client>>> {
-    self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock(&self.clients)
   }
 
   fn verdicts(&self) -> MutexGuard<'_, HashMap<u32, oneshot::Sender<Verdict>>> {
-    self.verdicts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock(&self.verdicts)
   }
 
   fn client(&self, handle: u32) -> Option<Arc<Client>> {
@@ -199,6 +209,7 @@ impl NativeServer {
     };
     let shared = Shared {
       clients: Mutex::new(HashMap::new()),
+      listener: Mutex::new(None),
       next_handle: AtomicU32::new(1),
       verdicts: Mutex::new(HashMap::new()),
       events: EventQueue::start(on_events)?,
@@ -231,6 +242,8 @@ impl NativeServer {
     })
     .map_err(os_error)?;
     let local = listener.local_addr().map_err(os_error)?;
+    let listener = Arc::new(listener);
+    *lock(&self.shared.listener) = Some(Arc::clone(&listener));
     let accepting = accept_loop(Arc::clone(&self.shared), listener);
     napi::bindgen_prelude::spawn(self.shared.tasks.track_future(accepting));
     Ok(AddressInfo {
@@ -371,6 +384,12 @@ impl NativeServer {
     if shared.shutdown.is_cancelled() {
       return;
     }
+    // New connections are refused from now on: shutting down a listening
+    // socket's read side stops it listening (Linux), before the accept task
+    // has even woken up to drop it.
+    if let Some(listener) = lock(&shared.listener).take() {
+      let _ = SockRef::from(&*listener).shutdown(std::net::Shutdown::Read);
+    }
     // Cancel before closing the registered clients: a connection that
     // registers afterwards sees the cancellation and closes itself.
     shared.shutdown.cancel();
@@ -470,7 +489,7 @@ fn adopted_response(request: &AdoptedRequest) -> Result<(Vec<u8>, Box<str>)> {
   Ok((response, handshake::raw_headers(&parsed)))
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
   loop {
     let accepted = tokio::select! {
       _ = shared.shutdown.cancelled() => return,
