@@ -35,6 +35,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long we try to deliver a close frame after a protocol error.
 const ERROR_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Generations number a peer's connections from 1; these two are markers.
+const NO_CONNECTION: u32 = 0;
+const ANY_CONNECTION: u32 = u32::MAX;
+
 /// Rounds of read-and-write one poll may run before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 32;
 
@@ -137,13 +141,13 @@ impl Peer {
       observed: AtomicBool::new(false),
       closing: AtomicBool::new(false),
       connected: AtomicBool::new(false),
-      generation: AtomicU32::new(0),
+      generation: AtomicU32::new(NO_CONNECTION),
       buffered: AtomicUsize::new(0),
       queued: AtomicUsize::new(0),
       last_seen: AtomicU64::new(now_ms()),
       urgent: Notify::new(),
       kill: AtomicU64::new(0),
-      close_requested: AtomicU32::new(0),
+      close_requested: AtomicU32::new(NO_CONNECTION),
     };
     (peer, inbox)
   }
@@ -160,27 +164,31 @@ impl Peer {
     if buffered > limits.max_buffered {
       // A slow reader must not exhaust memory: drop it, with what it holds.
       self.closing.store(true, Ordering::Release);
-      self.kill(self.generation.load(Ordering::Acquire), Termination::Backpressure);
+      self.kill(ANY_CONNECTION, Termination::Backpressure);
       return false;
     }
     self.queued.fetch_add(1, Ordering::Relaxed);
     self.queue.send(Outgoing::Message(message)).is_ok()
   }
 
-  /// Queues a close frame behind everything sent before, for the current
-  /// connection; false if already closing.
+  /// Queues a close frame behind everything sent before, for whichever
+  /// connection takes it (one that has not started yet included); false if
+  /// already closing.
   pub fn close(&self, frame: CloseFrame) -> bool {
     if self.closing.swap(true, Ordering::AcqRel) {
       return false;
     }
-    self.close_connection(frame);
+    self.queue_close(frame, ANY_CONNECTION);
     true
   }
 
   /// Queues a close frame for the current connection only, without refusing
   /// later sends: a client then reconnects.
   pub fn close_connection(&self, frame: CloseFrame) {
-    let generation = self.generation.load(Ordering::Acquire);
+    self.queue_close(frame, self.generation.load(Ordering::Acquire));
+  }
+
+  fn queue_close(&self, frame: CloseFrame, generation: u32) {
     // An error means the task has ended, which closed the connection.
     let _ = self.queue.send(Outgoing::Close(frame, generation));
     // The timeout runs from now, even while the frame waits behind others.
@@ -188,10 +196,11 @@ impl Peer {
     self.urgent.notify_one();
   }
 
-  /// Drops the connection without a closing handshake and refuses sends.
+  /// Drops the connection (even one not started yet) without a closing
+  /// handshake and refuses sends.
   pub fn terminate(&self) {
     self.closing.store(true, Ordering::Release);
-    self.kill(self.generation.load(Ordering::Acquire), Termination::Requested);
+    self.kill(ANY_CONNECTION, Termination::Requested);
   }
 
   fn kill(&self, generation: u32, why: Termination) {
@@ -203,7 +212,15 @@ impl Peer {
   /// one meant for an earlier connection is discarded.
   fn take_kill(&self, generation: u32) -> Option<Termination> {
     let kill = self.kill.swap(0, Ordering::AcqRel);
-    (kill != 0 && (kill >> 8) as u32 == generation).then(|| Termination::from_code(kill & 0xff))
+    let meant_for = (kill >> 8) as u32;
+    let applies = kill != 0 && (meant_for == generation || meant_for == ANY_CONNECTION);
+    applies.then(|| Termination::from_code(kill & 0xff))
+  }
+
+  /// Whether a close was requested for the connection of `generation`.
+  fn close_requested_for(&self, generation: u32) -> bool {
+    let requested = self.close_requested.load(Ordering::Acquire);
+    requested == generation || requested == ANY_CONNECTION
   }
 
   /// For the heartbeat: drops the open connection if its peer has been
@@ -223,6 +240,7 @@ impl Peer {
 
   /// Accepts sends again after `close()`, for a client's `reconnect()`.
   pub fn reopen(&self) {
+    self.close_requested.store(NO_CONNECTION, Ordering::Release);
     self.closing.store(false, Ordering::Release);
   }
 
@@ -330,7 +348,7 @@ where
   S: AsyncRead + AsyncWrite + Unpin,
 {
   let Queues { inbox, backlog } = queues;
-  let generation = peer.generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+  let generation = peer.generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1) % ANY_CONNECTION;
   peer.last_seen.store(now_ms(), Ordering::Relaxed);
   peer.connected.store(true, Ordering::Release);
 
@@ -350,7 +368,7 @@ where
         if let Some(why) = peer.take_kill(generation) {
           return Poll::Ready(Stop::Terminated(why));
         }
-        if close_deadline.is_none() && peer.close_requested.load(Ordering::Acquire) == generation {
+        if close_deadline.is_none() && peer.close_requested_for(generation) {
           close_deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
         }
       }
@@ -382,7 +400,11 @@ where
             }
             message
           }
-          Outgoing::Close(_, meant_for) if meant_for != generation => continue,
+          Outgoing::Close(_, meant_for)
+            if meant_for != generation && meant_for != ANY_CONNECTION =>
+          {
+            continue
+          }
           Outgoing::Close(frame, _) => {
             sent_close = true;
             if close_deadline.is_none() {

@@ -384,15 +384,16 @@ impl NativeServer {
     if shared.shutdown.is_cancelled() {
       return;
     }
+    // Cancel first: the accept task then reads the listener's failure below
+    // as the end. A connection that registers after this sees the
+    // cancellation and closes itself.
+    shared.shutdown.cancel();
     // New connections are refused from now on: shutting down a listening
     // socket's read side stops it listening (Linux), before the accept task
     // has even woken up to drop it.
     if let Some(listener) = lock(&shared.listener).take() {
       let _ = SockRef::from(&*listener).shutdown(std::net::Shutdown::Read);
     }
-    // Cancel before closing the registered clients: a connection that
-    // registers afterwards sees the cancellation and closes itself.
-    shared.shutdown.cancel();
     for client in shared.clients().values() {
       client.peer.close(going_away());
     }
@@ -492,6 +493,7 @@ fn adopted_response(request: &AdoptedRequest) -> Result<(Vec<u8>, Box<str>)> {
 async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
   loop {
     let accepted = tokio::select! {
+      biased;
       _ = shared.shutdown.cancelled() => return,
       accepted = listener.accept() => accepted,
     };
@@ -514,6 +516,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
           shared.tasks.clone().spawn(serve(shared, stream, remote, handle));
         }
       }
+      // `close()` shut the listener down.
+      Err(_) if shared.shutdown.is_cancelled() => return,
       // Out of descriptors or memory: wait instead of spinning; the
       // listener stays open and serves again once resources return.
       Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,

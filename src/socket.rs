@@ -255,8 +255,13 @@ impl Task {
         Wake::Exit => return,
         Wake::Stop => {
           self.stop();
-          wake = self.idle(&mut commands).await;
+          wake = self.after_stop(&mut commands).await;
           retries = 0;
+          continue;
+        }
+        // close() was called while this attempt was due.
+        Wake::Attempt if self.peer.is_closing() => {
+          wake = Wake::Stop;
           continue;
         }
         Wake::Attempt => {}
@@ -274,6 +279,13 @@ impl Task {
 
       let will_retry = |retries: u32| f64::from(retries + 1) <= self.options.max_retries;
       match attempt {
+        Ok(Ok((mut ws, _))) if self.peer.is_closing() => {
+          // close() came while the handshake finished: this connection
+          // was never announced, so it ends quietly.
+          let _ = timeout(Duration::from_secs(1), ws.close(None)).await;
+          wake = Wake::Stop;
+          continue;
+        }
         Ok(Ok((mut ws, protocol))) => {
           let remote = match ws.get_ref() {
             MaybeTlsStream::Plain(tcp) => tcp.peer_addr().ok(),
@@ -358,6 +370,19 @@ impl Task {
         Some(Command::Reconnect) => return Wake::Attempt,
         Some(Command::Stop) => self.stop(),
         None => return Wake::Exit,
+      }
+    }
+  }
+
+  /// After stopping: close() also sent a `Stop` command, which may still
+  /// wait; a `reconnect()` behind it starts again.
+  async fn after_stop(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Wake {
+    loop {
+      match commands.try_recv() {
+        Ok(Command::Stop) => continue,
+        Ok(Command::Reconnect) => return Wake::Attempt,
+        Err(mpsc::error::TryRecvError::Empty) => return self.idle(commands).await,
+        Err(mpsc::error::TryRecvError::Disconnected) => return Wake::Exit,
       }
     }
   }

@@ -1,0 +1,260 @@
+'use strict';
+
+// Helpers for the Server production tests (server-*.test.js): cleanups that
+// run last-registered-first, raw TCP clients that do the WebSocket handshake
+// by hand (and then misbehave), plain-HTTP upgrade requests to read refusals,
+// http servers to attach to, and a self-signed certificate made with openssl.
+// The general helpers (ws clients, waits) are in ./helpers.js.
+
+const { execFileSync } = require('node:child_process');
+const { randomBytes } = require('node:crypto');
+const fs = require('node:fs');
+const http = require('node:http');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const { Server } = require('..');
+const { within } = require('./helpers');
+
+const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Run `fn` when the test ends, last registered first: misbehaving clients
+ * are destroyed before the server they hold open is closed (a client that
+ * never answers the close frame would otherwise hold `close()` for 5 s).
+ */
+const cleanups = new WeakMap();
+function defer(t, fn) {
+  let stack = cleanups.get(t);
+  if (stack === undefined) {
+    stack = [];
+    cleanups.set(t, stack);
+    t.after(async () => {
+      while (stack.length > 0) await stack.pop()();
+    });
+  }
+  stack.push(fn);
+}
+
+/** A standalone Server on 127.0.0.1, port from the OS; closed after the test. */
+async function serve(t, options = {}) {
+  const server = new Server({ port: 0, host: '127.0.0.1', ...options });
+  defer(t, () => within(server.close(), 7000, 'server.close()'));
+  await server.ready;
+  return server;
+}
+
+/** Resolve with `check()`'s first truthy result; reject after `ms`. */
+async function until(check, what = 'condition', ms = 5000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await delay(5);
+  }
+}
+
+/**
+ * Listen on 127.0.0.1 with a port from the OS; closed (with all its
+ * connections) after the test.
+ */
+async function listenOn(t, httpServer) {
+  defer(t, () => {
+    httpServer.closeAllConnections?.();
+    return new Promise((resolve) => httpServer.close(() => resolve()));
+  });
+  await new Promise((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(0, '127.0.0.1', () => {
+      httpServer.off('error', reject);
+      resolve();
+    });
+  });
+  return httpServer;
+}
+
+/** The headers of a WebSocket upgrade request. */
+function upgradeHeaders(port, extra = {}) {
+  return {
+    Host: `127.0.0.1:${port}`,
+    Connection: 'Upgrade',
+    Upgrade: 'websocket',
+    'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
+    'Sec-WebSocket-Version': '13',
+    ...extra
+  };
+}
+
+/**
+ * Send a WebSocket upgrade request with Node's http client and report the
+ * answer: `{ status, headers, body }`; for a 101 the socket is destroyed and
+ * `body` is ''. Rejects after `ms`.
+ */
+function upgradeRequest(port, requestPath = '/', extraHeaders = {}, ms = 3000) {
+  const answer = new Promise((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1',
+      port,
+      path: requestPath,
+      headers: upgradeHeaders(port, extraHeaders),
+      agent: false
+    });
+    req.on('upgrade', (res, socket) => {
+      socket.destroy();
+      resolve({ status: res.statusCode, headers: res.headers, body: '' });
+    });
+    req.on('response', (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  return within(answer, ms, `an answer to the upgrade of ${requestPath}`);
+}
+
+/** A plain GET with Node's http client: `{ status, headers, body }`. */
+function httpGet(port, requestPath) {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port, path: requestPath, agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk) => (body += chunk));
+        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }));
+      })
+      .on('error', reject);
+  });
+}
+
+/**
+ * A raw TCP client that does the WebSocket handshake by hand and then does
+ * nothing at all: it reads no more (the socket is paused, so once Node's
+ * small buffer is full the kernel's fills and the server's writes stall),
+ * answers no ping and no close frame. Destroyed after the test.
+ *
+ * @return {Promise<Object>} `{ socket, response }`: `response` is the
+ *     server's answer head
+ */
+async function rawWebSocket(t, port, { path: requestPath = '/', ms = 3000 } = {}) {
+  const socket = net.connect({ host: '127.0.0.1', port });
+  defer(t, () => socket.destroy());
+  socket.on('error', () => {});
+  const response = await within(
+    new Promise((resolve, reject) => {
+      let received = Buffer.alloc(0);
+      const onData = (chunk) => {
+        received = Buffer.concat([received, chunk]);
+        const end = received.indexOf('\r\n\r\n');
+        if (end === -1) return;
+        socket.off('data', onData);
+        socket.pause();
+        // Anything past the head (frames already sent) stays readable.
+        if (end + 4 < received.length) socket.unshift(received.subarray(end + 4));
+        resolve(received.subarray(0, end).toString('latin1'));
+      };
+      socket.on('data', onData);
+      socket.on('close', () => reject(new Error('closed during the handshake')));
+      socket.on('connect', () => {
+        const headers = upgradeHeaders(port);
+        let head = `GET ${requestPath} HTTP/1.1\r\n`;
+        for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`;
+        socket.write(`${head}\r\n`);
+      });
+    }),
+    ms,
+    'the 101 answer to a raw client'
+  );
+  if (!response.startsWith('HTTP/1.1 101')) throw new Error(`not upgraded: ${response}`);
+  return { socket, response };
+}
+
+/**
+ * Read the frames a server sent to a raw client (unmasked, as servers
+ * send them): `[{ opcode, payload }]`. Stops at an incomplete frame.
+ */
+function parseFrames(bytes) {
+  const frames = [];
+  let at = 0;
+  while (at + 2 <= bytes.length) {
+    const opcode = bytes[at] & 0x0f;
+    let length = bytes[at + 1] & 0x7f;
+    let start = at + 2;
+    if (length === 126) {
+      if (start + 2 > bytes.length) break;
+      length = bytes.readUInt16BE(start);
+      start += 2;
+    } else if (length === 127) {
+      if (start + 8 > bytes.length) break;
+      length = Number(bytes.readBigUInt64BE(start));
+      start += 8;
+    }
+    if (start + length > bytes.length) break;
+    frames.push({ opcode, payload: bytes.subarray(start, start + length) });
+    at = start + length;
+  }
+  return frames;
+}
+
+/** Everything a (paused) raw socket still has to read, until it ends. */
+function drain(socket, ms = 3000) {
+  const chunks = [];
+  const ended = new Promise((resolve) => {
+    socket.on('data', (chunk) => chunks.push(chunk));
+    socket.on('close', () => resolve(Buffer.concat(chunks)));
+    socket.resume();
+  });
+  return within(ended, ms, 'the raw socket to end');
+}
+
+let certificate = null;
+
+/**
+ * A self-signed certificate for localhost and 127.0.0.1, made once per
+ * process with openssl: `{ cert, key }` as PEM strings.
+ */
+function makeCertificate() {
+  if (certificate !== null) return certificate;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mytosis-ws-tls-'));
+  try {
+    const keyFile = path.join(dir, 'k');
+    const certFile = path.join(dir, 'c');
+    execFileSync(
+      'openssl',
+      [
+        'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+        '-keyout', keyFile, '-out', certFile, '-days', '1',
+        '-subj', '/CN=localhost',
+        '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'
+      ],
+      { stdio: 'ignore' }
+    );
+    certificate = {
+      cert: fs.readFileSync(certFile, 'utf8'),
+      key: fs.readFileSync(keyFile, 'utf8')
+    };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return certificate;
+}
+
+module.exports = {
+  delay,
+  defer,
+  serve,
+  until,
+  listenOn,
+  upgradeHeaders,
+  upgradeRequest,
+  httpGet,
+  rawWebSocket,
+  parseFrames,
+  drain,
+  makeCertificate
+};
