@@ -89,6 +89,10 @@ impl JsonObj {
     }
     self
   }
+  /// CPU % (of one core) of everything else on the machine.
+  pub fn others(self, window: &CpuWindow, server: &CpuDelta, own: &CpuDelta, secs: f64) -> JsonObj {
+    self.float("others_cpu_pct", window.others_ms(server, own) as f64 / 10.0 / secs)
+  }
   pub fn cpu(self, prefix: &str, delta: &CpuDelta) -> JsonObj {
     self
       .num(&format!("{prefix}_cpu_ns"), delta.ns)
@@ -158,11 +162,22 @@ impl CpuSnapshot {
   }
 }
 
+/// Busy time of the whole machine, all cores, in milliseconds (/proc/stat:
+/// user, nice, system, irq, softirq, steal).
+pub fn machine_busy_ms() -> u64 {
+  let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+  let Some(line) = stat.lines().next() else { return 0 };
+  let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+  let get = |i: usize| f.get(i).copied().unwrap_or(0);
+  (get(0) + get(1) + get(2) + get(5) + get(6) + get(7)) * MS_PER_TICK
+}
+
 /// CPU of the server (`--cpu-pid`, if given) and of this process together.
 pub struct CpuWindow {
   server_pid: Option<u32>,
   server: CpuSnapshot,
   own: CpuSnapshot,
+  busy_ms: u64,
 }
 
 impl CpuWindow {
@@ -171,6 +186,7 @@ impl CpuWindow {
       server_pid,
       server: server_pid.map(cpu_snapshot).unwrap_or_default(),
       own: cpu_snapshot(std::process::id()),
+      busy_ms: machine_busy_ms(),
     }
   }
 
@@ -181,6 +197,14 @@ impl CpuWindow {
       None => CpuDelta::default(),
     };
     (server, self.own.until(&cpu_snapshot(std::process::id())))
+  }
+
+  /// CPU time, in ms, that the machine spent on anything but the server and
+  /// this process since `start` (10 ms resolution): other processes and
+  /// interrupts not charged to either.
+  pub fn others_ms(&self, server: &CpuDelta, own: &CpuDelta) -> i64 {
+    let busy = machine_busy_ms().saturating_sub(self.busy_ms) as i64;
+    busy - (server.ns / 1_000_000) as i64 - (own.ns / 1_000_000) as i64
   }
 }
 
@@ -239,10 +263,20 @@ pub fn watch_stdin(exit_on_eof: bool) -> Stdin {
   let stop2 = stop.clone();
   std::thread::spawn(move || {
     let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-      match line {
-        Ok(line) if line.trim() == "stop" => stop2.notify_one(),
+    let mut stdin = stdin.lock();
+    let mut line = String::new();
+    loop {
+      line.clear();
+      match stdin.read_line(&mut line) {
+        Ok(0) => break,
+        Ok(_) if line.trim() == "stop" => stop2.notify_one(),
         Ok(_) => {}
+        // A pipe shared with a Node process may have been made
+        // non-blocking by it.
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+          std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
         Err(_) => break,
       }
     }

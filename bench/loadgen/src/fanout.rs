@@ -119,6 +119,7 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
     .float("server_us_per_delivery", server_cpu.ns as f64 / 1000.0 / delivered as f64)
     .cpu("server", &server_cpu)
     .cpu("loadgen", &own_cpu)
+    .others(&cpu, &server_cpu, &own_cpu, elapsed)
     .float("server_cpu_pct", server_cpu.ns as f64 / 1e7 / elapsed)
     .float("loadgen_cpu_pct", own_cpu.ns as f64 / 1e7 / elapsed)
     .emit();
