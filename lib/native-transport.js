@@ -14,6 +14,11 @@ class NativeTransport {
   #url;
   #urlSource;
   #urlFailure = null;
+  #open = false;
+  // Sends made while open, handed to the addon in one call per batch of
+  // events (or at the next microtask), as the Server does.
+  #pending = [];
+  #flushSoon = () => this.#flush();
 
   /**
    * @param {(String|Function)} url The URL, or a function giving one
@@ -49,9 +54,11 @@ class NativeTransport {
         tlsRejectUnauthorized: options.tls.rejectUnauthorized ?? true
       },
       // Weakly held: the Socket owns this transport, the addon must not.
-      batchCallback(handlers, (target, records, bytes, details) =>
-        readBatch(records, bytes, details, target)
-      )
+      batchCallback(handlers, (target, records, bytes, details) => {
+        readBatch(records, bytes, details, target);
+        // The replies of this batch's handlers cross in one call.
+        this.#flush();
+      })
     );
     // The callback holds `handlers` weakly; the transport keeps it alive.
     this.#handlers = handlers;
@@ -62,19 +69,35 @@ class NativeTransport {
   }
 
   get bufferedAmount() {
+    this.#flush();
     return this.#native.bufferedAmount();
   }
 
   send(payload) {
-    return this.#native.send(payload);
+    // Offline, maxEnqueuedMessages applies: the addon answers at once.
+    if (!this.#open) {
+      this.#flush();
+      return this.#native.send(payload);
+    }
+    if (this.#pending.push(payload) === 1) queueMicrotask(this.#flushSoon);
+    return true;
   }
 
   close(code, reason) {
+    this.#flush();
     this.#native.close(code, reason);
   }
 
   reconnect(code, reason) {
+    this.#flush();
     this.#native.reconnect(code, reason);
+  }
+
+  #flush() {
+    if (this.#pending.length === 0) return;
+    const payloads = this.#pending;
+    this.#pending = [];
+    this.#native.sendBatch(payloads);
   }
 
   observe(on) {
@@ -92,9 +115,11 @@ class NativeTransport {
         }
         break;
       case 'Open':
+        this.#open = true;
         events.open(detail.protocol);
         break;
       case 'Close':
+        this.#open = false;
         events.close(detail);
         break;
       case 'Error': {

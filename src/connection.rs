@@ -11,14 +11,14 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -102,9 +102,14 @@ pub fn now_ms() -> u64 {
 }
 
 /// The part of a connection that JS calls reach: its send queue and state
-/// flags. The driving task holds the receiving end of the queue.
+/// flags, shared with the task that drives the connection.
 pub struct Peer {
-  queue: mpsc::UnboundedSender<Outgoing>,
+  /// Frames waiting for the task. A plain deque: it allocates only while
+  /// frames wait (a channel would hold a block of slots per idle peer), and
+  /// the task takes it whole.
+  queue: Mutex<VecDeque<Outgoing>>,
+  /// The driving task, woken by anything that concerns it.
+  task: AtomicWaker,
   /// Whether JS observes this connection's messages; when it does not, they
   /// are dropped in Rust instead of being carried to JS.
   pub observed: AtomicBool,
@@ -121,23 +126,19 @@ pub struct Peer {
   queued: AtomicUsize,
   /// `now_ms()` when the last frame arrived, for the heartbeat.
   last_seen: AtomicU64,
-  /// Wakes the driving task for what cannot wait behind queued frames: a
-  /// termination, or the start of the close timeout.
-  urgent: Notify,
   /// A termination for connection `kill >> 8`, reason `kill & 0xff`; 0 for
-  /// none.
+  /// none. It does not wait in the queue: a peer that reads nothing stalls
+  /// the queue, and is exactly the peer to drop.
   kill: AtomicU64,
   /// The generation whose close was requested, for its 5-s timeout.
   close_requested: AtomicU32,
 }
 
-pub type Inbox = mpsc::UnboundedReceiver<Outgoing>;
-
 impl Peer {
-  pub fn new() -> (Peer, Inbox) {
-    let (queue, inbox) = mpsc::unbounded_channel();
-    let peer = Peer {
-      queue,
+  pub fn new() -> Peer {
+    Peer {
+      queue: Mutex::new(VecDeque::new()),
+      task: AtomicWaker::new(),
       observed: AtomicBool::new(false),
       closing: AtomicBool::new(false),
       connected: AtomicBool::new(false),
@@ -145,11 +146,19 @@ impl Peer {
       buffered: AtomicUsize::new(0),
       queued: AtomicUsize::new(0),
       last_seen: AtomicU64::new(now_ms()),
-      urgent: Notify::new(),
       kill: AtomicU64::new(0),
       close_requested: AtomicU32::new(NO_CONNECTION),
-    };
-    (peer, inbox)
+    }
+  }
+
+  fn push(&self, item: Outgoing) {
+    self.queued_frames().push_back(item);
+    self.task.wake();
+  }
+
+  fn queued_frames(&self) -> MutexGuard<'_, VecDeque<Outgoing>> {
+    // A panic while holding the lock leaves a deque, not a broken one.
+    self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
   }
 
   /// Queues a data frame; false once closing or over `limits`.
@@ -168,7 +177,8 @@ impl Peer {
       return false;
     }
     self.queued.fetch_add(1, Ordering::Relaxed);
-    self.queue.send(Outgoing::Message(message)).is_ok()
+    self.push(Outgoing::Message(message));
+    true
   }
 
   /// Queues a close frame behind everything sent before, for whichever
@@ -189,11 +199,9 @@ impl Peer {
   }
 
   fn queue_close(&self, frame: CloseFrame, generation: u32) {
-    // An error means the task has ended, which closed the connection.
-    let _ = self.queue.send(Outgoing::Close(frame, generation));
     // The timeout runs from now, even while the frame waits behind others.
     self.close_requested.store(generation, Ordering::Release);
-    self.urgent.notify_one();
+    self.push(Outgoing::Close(frame, generation));
   }
 
   /// Drops the connection (even one not started yet) without a closing
@@ -205,7 +213,7 @@ impl Peer {
 
   fn kill(&self, generation: u32, why: Termination) {
     self.kill.store(u64::from(generation) << 8 | why as u64, Ordering::Release);
-    self.urgent.notify_one();
+    self.task.wake();
   }
 
   /// The termination asked for the connection of `generation`, if any;
@@ -248,7 +256,7 @@ impl Peer {
   /// counted as queued or buffered.
   pub fn ping(&self) {
     if self.is_connected() {
-      let _ = self.queue.send(Outgoing::Message(Message::Ping(Bytes::new())));
+      self.push(Outgoing::Message(Message::Ping(Bytes::new())));
     }
   }
 
@@ -266,10 +274,10 @@ impl Peer {
 
   /// Drops every message still queued (a client's `close()` while
   /// offline) and returns how many there were.
-  pub fn discard(&self, inbox: &mut Inbox, backlog: &mut VecDeque<Message>) -> u32 {
+  pub fn discard(&self, backlog: &mut VecDeque<Message>) -> u32 {
     let mut dropped = backlog.len() as u32;
-    backlog.clear();
-    while let Ok(item) = inbox.try_recv() {
+    *backlog = VecDeque::new();
+    for item in std::mem::take(&mut *self.queued_frames()) {
       if matches!(item, Outgoing::Message(ref message) if !is_ping(message)) {
         dropped += 1;
       }
@@ -314,15 +322,6 @@ enum Stop {
   Failed(WsError),
 }
 
-/// The queues one connection writes from.
-pub struct Queues<'a> {
-  pub inbox: &'a mut Inbox,
-  /// Messages to send before anything in `inbox`: a client's messages that
-  /// an earlier connection took but never handed to the kernel. A server
-  /// connection leaves it empty.
-  pub backlog: &'a mut VecDeque<Message>,
-}
-
 /// What a connection hands its owner as it reads.
 pub enum Incoming {
   /// A data frame: `(is_binary, payload)`.
@@ -331,15 +330,17 @@ pub enum Incoming {
   Closing,
 }
 
-/// Runs one connection until it ends: writes what arrives on the queues,
+/// Runs one connection until it ends: writes what is queued on `peer`,
 /// hands every data frame and the peer's close frame to `deliver`.
 ///
-/// For a client, messages fed to tungstenite but not yet flushed to the
-/// kernel when the connection fails go back to the head of `backlog`, for
-/// the next connection.
+/// `backlog` holds messages to send before anything queued: a client's
+/// messages that an earlier connection took but never handed to the kernel
+/// (a server connection passes an empty one). For a client, messages taken
+/// but not yet flushed to the kernel when this connection fails go back to
+/// its head, for the next connection.
 pub async fn drive<S>(
   ws: &mut WebSocketStream<S>,
-  queues: Queues<'_>,
+  backlog: &mut VecDeque<Message>,
   peer: &Peer,
   role: Role,
   mut deliver: impl FnMut(Incoming),
@@ -347,7 +348,6 @@ pub async fn drive<S>(
 where
   S: AsyncRead + AsyncWrite + Unpin,
 {
-  let Queues { inbox, backlog } = queues;
   let generation = peer.generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1) % ANY_CONNECTION;
   peer.last_seen.store(now_ms(), Ordering::Relaxed);
   peer.connected.store(true, Ordering::Release);
@@ -357,20 +357,20 @@ where
   let mut sent_close = false;
   let mut received_close: Option<Option<CloseFrame>> = None;
   let mut close_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
-  let mut urgent = Box::pin(peer.urgent.notified());
+  // Frames taken from the peer's queue and not yet fed to tungstenite.
+  let mut taken: VecDeque<Outgoing> = VecDeque::new();
 
   let stop = poll_fn(|cx| {
     for _ in 0..ROUNDS_PER_POLL {
       let mut progressed = false;
 
-      while urgent.as_mut().poll(cx).is_ready() {
-        urgent.set(peer.urgent.notified());
-        if let Some(why) = peer.take_kill(generation) {
-          return Poll::Ready(Stop::Terminated(why));
-        }
-        if close_deadline.is_none() && peer.close_requested_for(generation) {
-          close_deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
-        }
+      // Registered before anything is checked, so that no wake is missed.
+      peer.task.register(cx.waker());
+      if let Some(why) = peer.take_kill(generation) {
+        return Poll::Ready(Stop::Terminated(why));
+      }
+      if close_deadline.is_none() && peer.close_requested_for(generation) {
+        close_deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
       }
 
       // Feed every queued frame to tungstenite's write buffer.
@@ -380,16 +380,18 @@ where
           Poll::Ready(Err(error)) => return Poll::Ready(Stop::Failed(error)),
           Poll::Pending => break,
         }
+        if backlog.is_empty() && taken.is_empty() {
+          taken = std::mem::take(&mut *peer.queued_frames());
+        }
         let item = match backlog.pop_front() {
           Some(message) => Outgoing::Message(message),
-          None => match inbox.poll_recv(cx) {
-            Poll::Ready(Some(Outgoing::Message(message))) => {
+          None => match taken.pop_front() {
+            Some(Outgoing::Message(message)) => {
               peer.took_from_queue(&message);
               Outgoing::Message(message)
             }
-            Poll::Ready(Some(item)) => item,
-            Poll::Ready(None) => return Poll::Ready(Stop::Terminated(Termination::Requested)),
-            Poll::Pending => break,
+            Some(item) => item,
+            None => break,
           },
         };
         let message = match item {
@@ -470,12 +472,19 @@ where
   .await;
 
   peer.connected.store(false, Ordering::Release);
-  // What never reached the kernel goes first on the next connection. On a
-  // clean close nothing is left: the close frame went after everything.
+  // What never reached the kernel goes first on the next connection, then
+  // what was taken from the queue but not fed. On a clean close nothing is
+  // left: the close frame went after everything.
   peer.buffered.fetch_sub(unflushed_bytes, Ordering::Relaxed);
-  for message in unflushed.into_iter().rev() {
-    peer.buffered.fetch_add(payload_len(&message), Ordering::Relaxed);
-    backlog.push_front(message);
+  if role == Role::Client {
+    for message in unflushed.into_iter().rev() {
+      peer.buffered.fetch_add(payload_len(&message), Ordering::Relaxed);
+      backlog.push_front(message);
+    }
+    backlog.extend(taken.into_iter().filter_map(|item| match item {
+      Outgoing::Message(message) if !is_ping(&message) => Some(message),
+      _ => None,
+    }));
   }
 
   match stop {

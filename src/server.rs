@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::buffers::{to_message, Payload};
-use crate::connection::{drive, Incoming, Limits, Peer, Queues, Role};
+use crate::connection::{drive, Incoming, Limits, Peer, Role};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::handshake::{self, Refusal, Upgrade};
 use crate::{heartbeat, tls};
@@ -530,11 +530,13 @@ async fn serve<S>(shared: Arc<Shared>, stream: S, remote: Remote, handle: u32)
 where
   S: AsyncRead + AsyncWrite + Unpin,
 {
+  // Boxed: the handshake's buffers would otherwise stay part of this
+  // task's size for the connection's whole life.
+  let upgrading =
+    Box::pin(timeout(shared.handshake_timeout, upgrade(&shared, stream, &remote, handle)));
   let upgraded = tokio::select! {
     _ = shared.shutdown.cancelled() => None,
-    upgraded = timeout(shared.handshake_timeout, upgrade(&shared, stream, &remote, handle)) => {
-      upgraded.ok().flatten()
-    }
+    upgraded = upgrading => upgraded.ok().flatten(),
   };
   let Some((ws, raw_headers, protocol)) = upgraded else {
     // Too slow, refused or gone: nothing was reported as a connection yet.
@@ -630,8 +632,7 @@ async fn run_connection<S>(
 ) where
   S: AsyncRead + AsyncWrite + Unpin,
 {
-  let (peer, mut inbox) = Peer::new();
-  let client = Arc::new(Client { peer, raw_headers });
+  let client = Arc::new(Client { peer: Peer::new(), raw_headers });
   shared.clients().insert(handle, Arc::clone(&client));
   let events = &shared.events;
   let open =
@@ -641,18 +642,19 @@ async fn run_connection<S>(
     client.peer.close(going_away());
   }
 
-  let queues = Queues { inbox: &mut inbox, backlog: &mut VecDeque::new() };
-  let ended = drive(&mut ws, queues, &client.peer, Role::Server, |incoming| match incoming {
-    Incoming::Data(binary, payload) => {
-      if client.peer.observed.load(Ordering::Relaxed) || shared.observe_all.load(Ordering::Relaxed)
-      {
-        events.message(handle, binary, payload);
+  let ended =
+    drive(&mut ws, &mut VecDeque::new(), &client.peer, Role::Server, |incoming| match incoming {
+      Incoming::Data(binary, payload) => {
+        if client.peer.observed.load(Ordering::Relaxed)
+          || shared.observe_all.load(Ordering::Relaxed)
+        {
+          events.message(handle, binary, payload);
+        }
       }
-    }
-    // JS marks the connection offline; its 'remove' follows.
-    Incoming::Closing => events.detail(handle, EventDetail::Closing {}),
-  })
-  .await;
+      // JS marks the connection offline; its 'remove' follows.
+      Incoming::Closing => events.detail(handle, EventDetail::Closing {}),
+    })
+    .await;
 
   shared.clients().remove(&handle);
   let detail = EventDetail::Close {

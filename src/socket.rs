@@ -23,7 +23,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{to_message, Payload};
-use crate::connection::{drive, Inbox, Incoming, Limits, Peer, Queues, Role};
+use crate::connection::{drive, Incoming, Limits, Peer, Role};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::{heartbeat, tls};
 
@@ -103,8 +103,7 @@ impl NativeSocket {
   #[napi(constructor)]
   pub fn new(options: NativeSocketOptions, on_events: EventCallback) -> Result<Self> {
     let events = EventQueue::start(on_events)?;
-    let (peer, inbox) = Peer::new();
-    let peer = Arc::new(peer);
+    let peer = Arc::new(Peer::new());
     let (commands, command_inbox) = mpsc::unbounded_channel();
     let (urls, url_inbox) = mpsc::unbounded_channel();
     if !options.start_closed {
@@ -131,7 +130,6 @@ impl NativeSocket {
       options,
       peer: Arc::clone(&peer),
       events: Arc::clone(&events),
-      inbox,
       backlog: VecDeque::new(),
       urls: url_inbox,
       tls: None,
@@ -146,6 +144,16 @@ impl NativeSocket {
   pub fn send(&self, payload: Payload) -> bool {
     let limits = Limits { max_queued: self.queue_limit, ..Limits::NONE };
     self.peer.send(to_message(payload), limits)
+  }
+
+  /// Queues several messages at once, in order: the sends JS made while a
+  /// connection was open, gathered into one crossing.
+  #[napi]
+  pub fn send_batch(&self, payloads: Vec<Payload>) {
+    let limits = Limits { max_queued: self.queue_limit, ..Limits::NONE };
+    for payload in payloads {
+      self.peer.send(to_message(payload), limits);
+    }
   }
 
   /// Closes for good: messages already sent go out before the close frame
@@ -227,7 +235,6 @@ struct Task {
   options: NativeSocketOptions,
   peer: Arc<Peer>,
   events: Arc<EventQueue>,
-  inbox: Inbox,
   /// Messages a dropped connection never handed to the kernel; they go
   /// first on the next one.
   backlog: VecDeque<Message>,
@@ -302,8 +309,7 @@ impl Task {
           );
           let opened = Instant::now();
           let (peer, events) = (&self.peer, &self.events);
-          let queues = Queues { inbox: &mut self.inbox, backlog: &mut self.backlog };
-          let ended = drive(&mut ws, queues, peer, Role::Client, |incoming| {
+          let ended = drive(&mut ws, &mut self.backlog, peer, Role::Client, |incoming| {
             if let Incoming::Data(binary, payload) = incoming {
               if peer.observed.load(Ordering::Relaxed) {
                 events.message(0, binary, payload);
@@ -389,7 +395,7 @@ impl Task {
 
   /// Discards what waits in the queue and reports the socket stopped.
   fn stop(&mut self) {
-    let dropped = self.peer.discard(&mut self.inbox, &mut self.backlog);
+    let dropped = self.peer.discard(&mut self.backlog);
     self.events.detail(0, EventDetail::Stopped { dropped });
   }
 
