@@ -12,7 +12,8 @@ const DETAIL = 3;
  * connections their events.
  *
  * Binary payloads are copied out of the batch so that a kept message does
- * not pin the whole batch in memory; large ones arrive as their own Buffer.
+ * not pin the whole batch in memory; large ones arrive as their own memory,
+ * not copied.
  *
  * @param {Uint32Array} records `[tag, connection, byteLength]` triples
  * @param {Buffer} bytes The payloads of text and small binary messages
@@ -31,7 +32,8 @@ function readBatch(records, bytes, details, handlers) {
       if (tag === DETAIL) {
         const detail = details[nextDetail++];
         if (detail.type === 'LargeBinary') {
-          handlers.message(connection, detail.data, true);
+          const { buffer, byteOffset, byteLength } = detail.data;
+          handlers.message(connection, Buffer.from(buffer, byteOffset, byteLength), true);
         } else {
           handlers.detail(connection, detail);
         }

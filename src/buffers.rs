@@ -1,7 +1,7 @@
 //! Payloads crossing between JS and Rust.
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{Buffer, Either};
+use napi::bindgen_prelude::{Buffer, Either, Uint8Array};
 use tokio_tungstenite::tungstenite::Message;
 
 /// What `send` accepts from JS: a string for a text frame, a Buffer for a
@@ -26,4 +26,16 @@ pub fn payload_len(message: &Message) -> usize {
     Message::Binary(bytes) => bytes.len(),
     _ => 0,
   }
+}
+
+/// Hands a received payload to JS without copying it: the array is a view
+/// of the frame's own memory, kept alive by the array's finalizer.
+pub fn to_js_array(bytes: Bytes) -> Uint8Array {
+  let (data, length) = (bytes.as_ptr().cast_mut(), bytes.len());
+  // SAFETY: `data..data + length` is the memory of `bytes`, which the
+  // finalizer owns, so it lives as long as the array. Nothing writes to it:
+  // `Bytes` is immutable and JS gets this one view of it. Every frame is a
+  // region of its own, so V8 is never given one pointer twice (it aborts
+  // on that, nodejs/node#32463).
+  unsafe { Uint8Array::with_external_data(data, length, move |_, _| drop(bytes)) }
 }

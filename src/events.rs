@@ -12,12 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{Buffer, FnArgs, Function, Uint32Array};
+use napi::bindgen_prelude::{Buffer, FnArgs, Function, Uint32Array, Uint8Array};
 use napi::threadsafe_function::{
   ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode,
 };
 use napi::Status;
 use napi_derive::napi;
+
+use crate::buffers::to_js_array;
 use tokio::sync::Notify;
 
 /// Record tags; lib/dispatch.js uses the same numbers.
@@ -55,8 +57,9 @@ pub enum EventDetail {
     will_reconnect: bool,
     raw_headers: Option<String>,
   },
-  /// A binary message too large to copy into the packed batch.
-  LargeBinary { data: Buffer },
+  /// A binary message too large to copy into the packed batch, handed over
+  /// without a copy.
+  LargeBinary { data: Uint8Array },
   /// Something failed; `code` is one of the stable `ERR_*` codes.
   Error { code: String, message: String, status: Option<u32> },
   /// The socket starts attempt `attempt` to `url`; with an empty `url`, JS
@@ -126,8 +129,7 @@ impl EventQueue {
   /// Queues a text or binary message received on connection `conn`.
   pub fn message(&self, conn: u32, binary: bool, payload: Bytes) {
     if binary && payload.len() >= LARGE_BINARY {
-      let data = Buffer::from(Vec::<u8>::from(payload));
-      return self.detail(conn, EventDetail::LargeBinary { data });
+      return self.detail(conn, EventDetail::LargeBinary { data: to_js_array(payload) });
     }
     let tag = if binary { TAG_BINARY } else { TAG_TEXT };
     let mut batch = self.lock();

@@ -7,6 +7,7 @@ mod connection;
 mod events;
 mod handshake;
 mod heartbeat;
+mod read_ahead;
 mod server;
 mod socket;
 mod tls;

@@ -30,6 +30,7 @@ use crate::buffers::{to_message, Payload};
 use crate::connection::{drive, Incoming, Limits, Peer, Role};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::handshake::{self, Refusal, Upgrade};
+use crate::read_ahead::ReadAhead;
 use crate::{heartbeat, tls};
 
 /// Connections still open this long after the server's close frames are
@@ -188,7 +189,8 @@ impl NativeServer {
     let max_payload = Some(options.max_payload as usize);
     let config = WebSocketConfig::default()
       // tungstenite allocates the read buffer up front for every connection:
-      // 128 KiB by default, far too much for thousands of idle peers.
+      // 128 KiB by default, far too much for thousands of idle peers. Large
+      // messages are still read in large chunks (see read_ahead.rs).
       .read_buffer_size(4096)
       // Frames are gathered up to this size before a write; a flush after
       // each drained queue writes the rest.
@@ -269,7 +271,7 @@ impl NativeServer {
       napi::bindgen_prelude::within_runtime_if_available(|| TcpStream::from_std(std_stream))
         .map_err(os_error)?;
     let _ = stream.set_nodelay(true);
-    Ok(self.serve_adopted(stream, head, response, raw_headers, request))
+    Ok(self.serve_adopted(ReadAhead::new(stream), head, response, raw_headers, request))
   }
 
   /// Like `adopt` for a socket whose bytes Node must keep handling (TLS
@@ -282,7 +284,7 @@ impl NativeServer {
     ours.set_nonblocking(true).map_err(os_error)?;
     let stream = napi::bindgen_prelude::within_runtime_if_available(|| UnixStream::from_std(ours))
       .map_err(os_error)?;
-    let handle = self.serve_adopted(stream, head, response, raw_headers, request);
+    let handle = self.serve_adopted(ReadAhead::new(stream), head, response, raw_headers, request);
     Ok(Relay { handle, fd: theirs.into_raw_fd() })
   }
 
@@ -501,6 +503,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
       Ok((stream, address)) => {
         // Best effort: without it small frames may wait for Nagle's timer.
         let _ = stream.set_nodelay(true);
+        let stream = ReadAhead::new(stream);
         let handle = shared.new_handle();
         let shared = Arc::clone(&shared);
         let remote = Remote::from(address);

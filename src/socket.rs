@@ -421,9 +421,11 @@ impl Task {
       None
     };
     let max_payload = Some(self.options.max_payload as usize);
+    // One connection per socket: large buffers cost little and save system
+    // calls on large messages.
     let config = WebSocketConfig::default()
-      .read_buffer_size(16 * 1024)
-      .write_buffer_size(16 * 1024)
+      .read_buffer_size(64 * 1024)
+      .write_buffer_size(64 * 1024)
       .max_message_size(max_payload)
       .max_frame_size(max_payload);
     let (ws, response) =
