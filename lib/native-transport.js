@@ -15,6 +15,7 @@ class NativeTransport {
   #urlSource;
   #urlFailure = null;
   #open = false;
+  #json;
   // Sends made while open, handed to the addon in one call per batch of
   // events (or at the next microtask), as the Server does.
   #pending = [];
@@ -26,6 +27,7 @@ class NativeTransport {
    * @param {Object} events The Socket's transport event handlers
    */
   constructor(url, options, events) {
+    this.#json = options.json;
     this.#url = typeof url === 'function' ? '' : url;
     this.#urlSource = typeof url === 'function' ? url : null;
     const handlers = {
@@ -97,7 +99,13 @@ class NativeTransport {
     if (this.#pending.length === 0) return;
     const payloads = this.#pending;
     this.#pending = [];
-    this.#native.sendBatch(payloads);
+    // JSON texts never hold a raw line break: joined, they cross as one
+    // string (see lib/outbox.js).
+    if (this.#json && payloads.every((payload) => typeof payload === 'string')) {
+      this.#native.sendJsonBatch(payloads.join('\n'));
+    } else {
+      this.#native.sendBatch(payloads);
+    }
   }
 
   observe(on) {

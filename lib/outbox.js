@@ -9,11 +9,17 @@
  *
  * Every other operation on the connections (broadcast, close, terminate)
  * calls `flush()` first, so frames leave in the order of the JS calls.
+ *
+ * With `json`, a batch of nothing but texts crosses as one string joined
+ * with line breaks, which `JSON.stringify` never writes: one string
+ * conversion instead of one per message.
  */
 class Outbox {
   #native;
+  #json;
   #handles = [];
   #payloads = [];
+  #allText = true;
   #scheduled = false;
   #flushSoon = () => {
     this.#scheduled = false;
@@ -22,9 +28,11 @@ class Outbox {
 
   /**
    * @param {Object} native The NativeServer
+   * @param {Boolean} json Whether texts are JSON (the Server's `json`)
    */
-  constructor(native) {
+  constructor(native, json) {
     this.#native = native;
+    this.#json = json;
   }
 
   /**
@@ -34,6 +42,7 @@ class Outbox {
   push(handle, payload) {
     this.#handles.push(handle);
     this.#payloads.push(payload);
+    if (typeof payload !== 'string') this.#allText = false;
     if (!this.#scheduled) {
       this.#scheduled = true;
       queueMicrotask(this.#flushSoon);
@@ -47,9 +56,12 @@ class Outbox {
     if (this.#handles.length === 0) return;
     const handles = Uint32Array.from(this.#handles);
     const payloads = this.#payloads;
+    const joinable = this.#json && this.#allText;
     this.#handles = [];
     this.#payloads = [];
-    this.#native.sendBatch(handles, payloads);
+    this.#allText = true;
+    if (joinable) this.#native.sendJsonBatch(handles, payloads.join('\n'));
+    else this.#native.sendBatch(handles, payloads);
   }
 }
 

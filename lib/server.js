@@ -135,7 +135,7 @@ class Server extends ConnectionGroup {
     this.#core = {
       server: this,
       native,
-      outbox: new Outbox(native),
+      outbox: new Outbox(native, options.json),
       json: options.json,
       order: new SendOrder((err) => reportUserError(this, blobReadError(err))),
       sendTo: (connections, message) => this.#sendTo(connections, message)

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use napi::bindgen_prelude::{Buffer, Either, Uint8Array};
+use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What `send` accepts from JS: a string for a text frame, a Buffer for a
@@ -17,6 +18,24 @@ pub fn to_message(payload: Payload) -> Message {
     Either::A(text) => Message::text(text),
     Either::B(buffer) => Message::Binary(Bytes::from_owner(buffer)),
   }
+}
+
+/// The text frames of JSON texts that JS joined with line breaks (which
+/// `JSON.stringify` never writes), sharing the joined string's memory.
+pub fn json_lines(joined: String) -> impl Iterator<Item = Message> {
+  let all = Bytes::from(joined);
+  let mut start = 0;
+  std::iter::from_fn(move || {
+    if start > all.len() {
+      return None;
+    }
+    let end =
+      all[start..].iter().position(|&byte| byte == b'\n').map_or(all.len(), |at| start + at);
+    let line = all.slice(start..end);
+    start = end + 1;
+    // Splitting valid UTF-8 at a line break leaves valid UTF-8.
+    Utf8Bytes::try_from(line).ok().map(Message::Text)
+  })
 }
 
 /// The payload bytes of a data frame, as `bufferedAmount` counts them.

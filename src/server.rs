@@ -26,7 +26,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::buffers::{to_message, Payload};
+use crate::buffers::{json_lines, to_message, Payload};
 use crate::connection::{drive, Incoming, Limits, Peer, Role};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::handshake::{self, Refusal, Upgrade};
@@ -307,6 +307,19 @@ impl NativeServer {
     for (handle, payload) in handles.iter().zip(payloads) {
       if let Some(client) = clients.get(handle) {
         client.peer.send(to_message(payload), limits);
+      }
+    }
+  }
+
+  /// `sendBatch` for JSON texts, joined with line breaks: line i goes to
+  /// connection `handles[i]`.
+  #[napi]
+  pub fn send_json_batch(&self, handles: Uint32Array, joined: String) {
+    let limits = self.shared.limits;
+    let clients = self.shared.clients();
+    for (handle, message) in handles.iter().zip(json_lines(joined)) {
+      if let Some(client) = clients.get(handle) {
+        client.peer.send(message, limits);
       }
     }
   }

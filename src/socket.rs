@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::buffers::{to_message, Payload};
+use crate::buffers::{json_lines, to_message, Payload};
 use crate::connection::{drive, Incoming, Limits, Peer, Role};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::{heartbeat, tls};
@@ -153,6 +153,15 @@ impl NativeSocket {
     let limits = Limits { max_queued: self.queue_limit, ..Limits::NONE };
     for payload in payloads {
       self.peer.send(to_message(payload), limits);
+    }
+  }
+
+  /// `sendBatch` for JSON texts, joined with line breaks.
+  #[napi]
+  pub fn send_json_batch(&self, joined: String) {
+    let limits = Limits { max_queued: self.queue_limit, ..Limits::NONE };
+    for message in json_lines(joined) {
+      self.peer.send(message, limits);
     }
   }
 
