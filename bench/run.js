@@ -1,0 +1,1096 @@
+#!/usr/bin/env node
+'use strict';
+
+// `npm run bench`: mytosis-websocket against ws (with and without
+// bufferutil) and uWebSockets.js, interleaved, with a Rust load generator on
+// its own core. See bench/README.md.
+
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { execFileSync, spawnSync } = require('node:child_process');
+
+const { Child, canPin } = require('./lib/child');
+const { machineInfo, addonInfo, root } = require('./lib/machine');
+const report = require('./lib/report');
+
+const BENCH = __dirname;
+const LOADGEN_DIR = path.join(BENCH, 'loadgen');
+const LOADGEN = path.join(LOADGEN_DIR, 'target', 'release', 'loadgen');
+const SERVER_CORE = 0;
+const LOAD_CORE = 1;
+const NOFILE = 65536;
+
+// ---------------------------------------------------------------- options
+
+const FULL = {
+  rounds: 3,
+  scenarios: 'echo,fanout,idle,big,client,leak',
+  peers: 'ours,ws,ws+bufferutil,uWS.js,rust-echo',
+  clients: 'ours,ws,ws+bufferutil,undici',
+  echoConnections: 100,
+  echoInflight: 16,
+  echoWarmup: 1,
+  echoSeconds: 10,
+  fanoutReceivers: 1000,
+  fanoutMessages: 2000,
+  idleConnections: 10000,
+  idleSettle: 2,
+  bigConnections: 1,
+  bigInflight: 2,
+  bigSize: 1048576,
+  bigWarmup: 1,
+  bigSeconds: 5,
+  clientConnections: 1,
+  clientInflight: 64,
+  clientWarmup: 1,
+  clientSeconds: 5,
+  leakSeconds: 60,
+  leakEarly: 10,
+  perf: false,
+  perfSeconds: 5,
+  oursDir: root,
+  output: 'results',
+  pin: true,
+  install: true,
+  build: 'auto',
+  note: '',
+  waitIdle: 900,
+  busyLimit: 15,
+  retryBusy: 2,
+  verbose: false
+};
+
+const QUICK = {
+  rounds: 1,
+  scenarios: 'echo,fanout,idle,big,client',
+  echoWarmup: 0.5,
+  echoSeconds: 2,
+  fanoutReceivers: 200,
+  fanoutMessages: 500,
+  idleConnections: 2000,
+  idleSettle: 0.5,
+  bigWarmup: 0.5,
+  bigSeconds: 2,
+  clientWarmup: 0.5,
+  clientSeconds: 2,
+  leakSeconds: 20,
+  leakEarly: 5,
+  output: 'results-quick'
+};
+
+const HELP = `usage: node bench/run.js [options]       (npm run bench -- [options])
+
+  --quick               a smoke run under a minute: 1 round, short scenarios,
+                        written to bench/results-quick.{md,svg}
+  --leak                only the leak check: JSON echo against our server for
+                        --leak-seconds (60), RSS at --leak-early (10) s and at the end
+  --no-leak             skip the leak check (part of a full run)
+  --perf                also profile our server (perf record) in an extra,
+                        unmeasured run of echo, fanout and big; top frames go
+                        into results.md
+  --rounds N            rounds, interleaved A B A B ... (3)
+  --scenarios LIST      echo,fanout,idle,big,client,leak
+  --peers LIST          servers: ours,ws,ws+bufferutil,uWS.js,rust-echo (the last
+                        is a reference without JS, in echo and big only)
+  --clients LIST        clients: ours,ws,ws+bufferutil,undici
+  --echo-seconds S, --echo-connections N, --echo-inflight K, --echo-warmup S
+  --fanout-receivers R, --fanout-messages M
+  --idle-connections N, --idle-settle S
+  --big-seconds S, --big-connections N, --big-inflight K, --big-size BYTES
+  --client-seconds S, --client-connections N, --client-inflight K
+  --ours-dir DIR        the mytosis-websocket checkout to measure (the package root)
+  --output NAME         write bench/NAME.md, NAME.svg, NAME.json (results)
+  --no-pin              do not pin processes to cores
+  --no-install          do not install the optional uWebSockets.js package
+  --no-build            never build the load generator
+  --build               rebuild the load generator first
+  --wait-idle S         wait up to S seconds for a running cargo/rustc to end
+                        before each run (900; 0: do not wait)
+  --busy-limit P        a run during which other processes used over P% of a
+                        core (15) is measured again, up to --retry-busy (2) times,
+                        then kept with a warning
+  --verbose             show the children's output
+  --note TEXT           a note for the top of results.md (how ours was built, say)
+  --render FILE.json    only write the report (NAME.md, NAME.svg) of an earlier run again
+                        (with --note TEXT to add or replace the note)
+
+Every option can also be set as BENCH_<NAME> in the environment, e.g.
+BENCH_ROUNDS=5 or BENCH_ECHO_SECONDS=20.`;
+
+function camel(flag) {
+  return flag.replace(/-([a-z])/g, (_, c) => c.toUpperCase());
+}
+
+function snake(key) {
+  return key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase();
+}
+
+function coerce(key, value) {
+  const def = FULL[key];
+  if (typeof def === 'number') {
+    const n = Number(value);
+    if (!Number.isFinite(n)) throw new Error(`--${key}: not a number: ${value}`);
+    return n;
+  }
+  if (typeof def === 'boolean') return value === true || value === 'true' || value === '1';
+  return String(value);
+}
+
+function parseOptions(argv) {
+  const flags = {};
+  const quick = argv.includes('--quick') || process.env.BENCH_QUICK === '1';
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--help' || arg === '-h') {
+      console.log(HELP);
+      process.exit(0);
+    }
+    if (!arg.startsWith('--')) throw new Error(`unexpected argument ${arg}\n\n${HELP}`);
+    let [name, value] = arg.slice(2).split(/=(.*)/s, 2);
+    if (name === 'quick') continue;
+    if (name === 'leak') {
+      flags.scenarios = 'leak';
+      continue;
+    }
+    if (name === 'no-leak') {
+      flags.noLeak = true;
+      continue;
+    }
+    if (name === 'build') {
+      flags.build = 'always';
+      continue;
+    }
+    if (name.startsWith('no-')) {
+      const key = camel(name.slice(3));
+      if (!(key in FULL)) throw new Error(`unknown option --${name}\n\n${HELP}`);
+      flags[key] = key === 'build' ? 'never' : typeof FULL[key] === 'number' ? 0 : false;
+      continue;
+    }
+    const key = camel(name);
+    if (!(key in FULL)) throw new Error(`unknown option --${name}\n\n${HELP}`);
+    if (value === undefined) {
+      if (typeof FULL[key] === 'boolean') value = true;
+      else value = argv[++i];
+      if (value === undefined) throw new Error(`--${name} needs a value`);
+    }
+    flags[key] = coerce(key, value);
+  }
+  const options = { ...FULL, ...(quick ? QUICK : {}) };
+  for (const key of Object.keys(FULL)) {
+    const env = process.env[`BENCH_${snake(key)}`];
+    if (env !== undefined && env !== '') options[key] = coerce(key, env);
+  }
+  Object.assign(options, flags);
+  if (flags.noLeak) {
+    options.scenarios = options.scenarios
+      .split(',')
+      .filter((s) => s !== 'leak')
+      .join(',');
+  }
+  delete options.noLeak;
+  options.quick = quick;
+  options.list = (key) => options[key].split(',').map((s) => s.trim()).filter(Boolean);
+  return options;
+}
+
+// --------------------------------------------------------------- helpers
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const log = (...args) => console.log(...args);
+const warnings = [];
+function warn(message) {
+  warnings.push(message);
+  console.log(`\n!! ${message}\n`);
+}
+
+function cargoRunning() {
+  const r = spawnSync('pgrep', ['-x', 'cargo|rustc|cc1|cc1plus|ld'], { encoding: 'utf8' });
+  return r.stdout
+    .split('\n')
+    .map((s) => s.trim())
+    .filter((pid) => pid && Number(pid) !== process.pid);
+}
+
+/** Waits while a compiler runs: it would take a core from the measurement. */
+async function waitForIdleMachine(options) {
+  if (!options.waitIdle) return;
+  let pids = cargoRunning();
+  if (pids.length === 0) return;
+  log(`   (a build is running, pids ${pids.join(' ')}: waiting up to ${options.waitIdle} s for it to end)`);
+  const deadline = Date.now() + options.waitIdle * 1000;
+  while (pids.length > 0 && Date.now() < deadline) {
+    await sleep(2000);
+    pids = cargoRunning();
+  }
+  if (pids.length > 0) warn(`a build (pids ${pids.join(' ')}) was still running during a measurement`);
+  else await sleep(1000);
+}
+
+function loadgenSources() {
+  const files = [path.join(LOADGEN_DIR, 'Cargo.toml'), path.join(LOADGEN_DIR, 'Cargo.lock')];
+  for (const f of fs.readdirSync(path.join(LOADGEN_DIR, 'src'))) files.push(path.join(LOADGEN_DIR, 'src', f));
+  return files.filter((f) => fs.existsSync(f));
+}
+
+async function ensureLoadgen(options) {
+  const buildCmd = `cargo build --release --manifest-path ${path.relative(process.cwd(), path.join(LOADGEN_DIR, 'Cargo.toml'))}`;
+  const exists = fs.existsSync(LOADGEN);
+  const stale =
+    exists && loadgenSources().some((f) => fs.statSync(f).mtimeMs > fs.statSync(LOADGEN).mtimeMs);
+  const mayBuild =
+    options.build === 'always' ||
+    (options.build === 'auto' && process.env.npm_lifecycle_event === 'bench');
+  if (exists && !stale && options.build !== 'always') return;
+  if (!mayBuild) {
+    if (exists) {
+      warn(`the load generator is older than its sources; rebuild it with: ${buildCmd}`);
+      return;
+    }
+    throw new Error(
+      `the load generator is not built (${path.relative(process.cwd(), LOADGEN)} is missing).\n` +
+        `Build it with:\n\n    ${buildCmd}\n\n` +
+        'or run `npm run bench` (or `node bench/run.js --build`), which builds it first.'
+    );
+  }
+  let pids = cargoRunning();
+  if (pids.length > 0) {
+    log(`Another build is running (pids ${pids.join(' ')}); waiting for it before building the load generator...`);
+    while (pids.length > 0) {
+      await sleep(2000);
+      pids = cargoRunning();
+    }
+  }
+  log(`Building the load generator: ${buildCmd}`);
+  const r = spawnSync('cargo', ['build', '--release', '--manifest-path', path.join(LOADGEN_DIR, 'Cargo.toml')], {
+    stdio: 'inherit',
+    timeout: 20 * 60 * 1000
+  });
+  if (r.status !== 0 || !fs.existsSync(LOADGEN)) {
+    throw new Error(`building the load generator failed (${r.error ? r.error.message : `exit ${r.status}`})`);
+  }
+}
+
+/** The optional uWebSockets.js package: installed into bench/node_modules. */
+function uwsAvailability(options) {
+  const probe = () =>
+    spawnSync(
+      process.execPath,
+      ['-e', "require('uwebsockets'); console.log(require('uwebsockets/package.json').version)"],
+      { cwd: BENCH, encoding: 'utf8', timeout: 20000 }
+    );
+  let r = probe();
+  if (r.status !== 0 && options.install) {
+    const missing = /Cannot find module 'uwebsockets/.test(r.stderr);
+    if (missing) {
+      log('Installing the optional uWebSockets.js package into bench/node_modules (npm install in bench/)...');
+      const npm = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--no-save'], {
+        cwd: BENCH,
+        encoding: 'utf8',
+        timeout: 180000
+      });
+      if (npm.status !== 0) {
+        return { ok: false, reason: `npm install in bench/ failed: ${(npm.stderr || '').trim().split('\n').slice(-3).join(' ')}` };
+      }
+      r = probe();
+    }
+  }
+  if (r.status !== 0) {
+    const reason = (r.stderr || '').trim().split('\n').find((l) => /Error/.test(l)) || `exit ${r.status}`;
+    return { ok: false, reason };
+  }
+  return { ok: true };
+}
+
+/** Whether the addon is a debug build: debug assertions leave their names. */
+function addonBuildType(dir) {
+  const file = fs.readdirSync(dir).find((f) => f.endsWith('.node'));
+  if (!file) return { type: 'missing' };
+  const data = fs.readFileSync(path.join(dir, file));
+  // core's UB checks (`precondition_check`) exist only with debug
+  // assertions; a release build with symbols kept has none.
+  const debug = data.indexOf('precondition_check') !== -1;
+  return { type: debug ? 'debug' : 'release', file: path.join(dir, file), bytes: data.length };
+}
+
+// ----------------------------------------------------------------- peers
+
+const SERVER_PEERS = {
+  ours: { script: 'ours.js', env: {} },
+  ws: {
+    script: 'ws.js',
+    env: { WS_NO_BUFFER_UTIL: '1' },
+    check: (info) => {
+      if (info.bufferutil) throw new Error('bufferutil is active although WS_NO_BUFFER_UTIL=1');
+    }
+  },
+  'ws+bufferutil': {
+    script: 'ws.js',
+    env: { WS_NO_BUFFER_UTIL: null },
+    check: (info) => {
+      if (!info.bufferutil) {
+        throw new Error('bufferutil is not in use by ws: install the devDependencies (npm install at the package root)');
+      }
+    }
+  },
+  'uWS.js': { script: 'uws.js', env: {} },
+  // A reference, not a peer: tokio-tungstenite alone (the load generator's
+  // echo server, frames echoed as they came, no JS). Only where the work is
+  // an echo.
+  'rust-echo': { rust: true, scenarios: ['echo', 'big'] }
+};
+
+const CLIENT_PEERS = {
+  ours: { script: 'ours.js', env: {} },
+  ws: { script: 'ws.js', env: { WS_NO_BUFFER_UTIL: '1' } },
+  'ws+bufferutil': { script: 'ws.js', env: { WS_NO_BUFFER_UTIL: null } },
+  undici: { script: 'undici.js', env: {} }
+};
+
+let runCounter = 0;
+
+async function startServer(options, peer, scenario, { gc = false, perfMap = false } = {}) {
+  const spec = SERVER_PEERS[peer];
+  if (spec.rust) {
+    const child = new Child(`${peer} server`, [LOADGEN, 'client-echo', '--timeout', '3600'], {
+      core: options.pin ? SERVER_CORE : null,
+      nofile: NOFILE,
+      verbose: options.verbose
+    });
+    try {
+      const info = await child.waitFor('listening', 30000);
+      child.info = { ...info, peer };
+      child.url = `ws://127.0.0.1:${info.port}/`;
+      return child;
+    } catch (err) {
+      await child.stop();
+      throw err;
+    }
+  }
+  const nodeArgs = [];
+  if (gc) nodeArgs.push('--expose-gc');
+  if (perfMap) nodeArgs.push('--perf-basic-prof-only-functions');
+  const child = new Child(`${peer} server`, ['node', ...nodeArgs, path.join(BENCH, 'servers', spec.script)], {
+    core: options.pin ? SERVER_CORE : null,
+    nofile: NOFILE,
+    // V8 may leave logs in the working directory.
+    cwd: os.tmpdir(),
+    env: { ...spec.env, BENCH_SCENARIO: scenario, BENCH_OURS_DIR: options.oursDir },
+    verbose: options.verbose
+  });
+  try {
+    const info = await child.waitFor('listening', 30000);
+    if (spec.check) spec.check(info);
+    child.info = info;
+    child.url = `ws://127.0.0.1:${info.port}/`;
+    return child;
+  } catch (err) {
+    await child.stop();
+    throw err;
+  }
+}
+
+function startLoadgen(options, args, timeoutS) {
+  return new Child(`loadgen ${args[0]}`, [LOADGEN, ...args.map(String), '--timeout', String(Math.ceil(timeoutS))], {
+    core: options.pin ? LOAD_CORE : null,
+    nofile: NOFILE,
+    verbose: options.verbose
+  });
+}
+
+async function stats(server, gc) {
+  const reply = server.waitFor('stats', 20000, { fresh: true });
+  server.send(gc ? 'stats gc' : 'stats');
+  return reply;
+}
+
+// ------------------------------------------------------------- scenarios
+
+async function withServer(options, peer, scenario, fn, serverOpts) {
+  await waitForIdleMachine(options);
+  const server = await startServer(options, peer, scenario, serverOpts);
+  const children = [server];
+  try {
+    const result = await fn(server, (child) => {
+      children.push(child);
+      return child;
+    });
+    return { ...result, serverInfo: server.info };
+  } finally {
+    for (const child of children.reverse()) await child.stop();
+    // Let the kernel settle closed sockets between runs.
+    await sleep(300);
+  }
+}
+
+async function profile(options, server, seconds) {
+  const data = path.join(os.tmpdir(), `mytosis-bench-perf-${process.pid}-${++runCounter}.data`);
+  const rec = spawnSync(
+    'perf',
+    ['record', '-F', '499', '-g', '-p', String(server.pid), '-o', data, '--', 'sleep', String(seconds)],
+    { encoding: 'utf8', timeout: (seconds + 30) * 1000 }
+  );
+  if (rec.status !== 0) return { error: (rec.stderr || rec.error?.message || 'perf record failed').trim().slice(0, 300) };
+  const rep = spawnSync(
+    'perf',
+    ['report', '-i', data, '--stdio', '--no-children', '--sort', 'dso,sym', '-g', 'none', '--percent-limit', '0.7'],
+    { encoding: 'utf8', timeout: 120000, maxBuffer: 64 * 1024 * 1024 }
+  );
+  fs.rmSync(data, { force: true });
+  const lines = (rep.stdout || '')
+    .split('\n')
+    .filter((l) => /^\s+\d+\.\d+%/.test(l))
+    .slice(0, 30)
+    .map((l) => l.replace(/\s+$/, ''));
+  return { lines };
+}
+
+const SCENARIOS = {
+  echo: {
+    title: 'JSON echo',
+    kind: 'server',
+    describe: (o) =>
+      `${o.echoConnections} connections x ${o.echoInflight} messages in flight, ~45-byte JSON texts ({"type":"ping","seq":N,"t":T}), ` +
+      `the server parses and re-stringifies each one in JS (rust-echo: echoed as is); ${o.echoWarmup} s warm-up, ${o.echoSeconds} s measured`,
+    metrics: [
+      { key: 'msgs_per_sec', label: 'msgs/s', short: 'msgs/s', better: 'higher' },
+      { key: 'server_us_per_msg', label: 'server CPU us/msg', short: 'CPU/msg', better: 'lower', digits: 2 },
+      { key: 'p50_us', label: 'p50 us', better: 'lower' },
+      { key: 'p99_us', label: 'p99 us', better: 'lower' },
+      { key: 'server_cpu_pct', label: 'server CPU %', digits: 0 },
+      { key: 'loadgen_cpu_pct', label: 'loadgen CPU %', digits: 0 }
+    ],
+    ratios: ['msgs_per_sec', 'server_us_per_msg'],
+    chart: [
+      { key: 'msgs_per_sec', label: 'JSON echo\nmsgs/s', better: 'higher' },
+      { key: 'server_us_per_msg', label: 'JSON echo\nCPU per msg', better: 'lower' }
+    ],
+    async run(options, peer, { perf } = {}) {
+      return withServer(
+        options,
+        peer,
+        'echo',
+        async (server, track) => {
+          const seconds = perf ? Math.max(options.echoSeconds, options.perfSeconds + 2) : options.echoSeconds;
+          const lg = track(
+            startLoadgen(
+              options,
+              ['echo', '--url', server.url, '--connections', options.echoConnections, '--inflight', options.echoInflight,
+                '--warmup', options.echoWarmup, '--duration', seconds, '--cpu-pid', server.pid],
+              seconds + options.echoWarmup + 120
+            )
+          );
+          let prof;
+          if (perf) {
+            await lg.waitFor('start', 120000);
+            prof = profile(options, server, options.perfSeconds);
+          }
+          const result = await lg.waitFor('result', (seconds + options.echoWarmup + 120) * 1000);
+          return { ...result, profile: prof ? await prof : undefined };
+        },
+        { perfMap: perf }
+      );
+    }
+  },
+
+  fanout: {
+    title: 'Fan-out',
+    kind: 'server',
+    describe: (o) =>
+      `${o.fanoutReceivers} receivers; one sender sends ${o.fanoutMessages} small JSON texts as fast as it can, ` +
+      'the server parses each and broadcasts it to every other client; from the first send to the last delivery',
+    metrics: [
+      { key: 'delivered_per_sec', label: 'deliveries/s', short: 'deliveries/s', better: 'higher' },
+      { key: 'last_delivery_ms', label: 'last delivery ms', better: 'lower' },
+      { key: 'server_us_per_delivery', label: 'server CPU us/delivery', better: 'lower', digits: 3 },
+      { key: 'server_cpu_pct', label: 'server CPU %', digits: 0 },
+      { key: 'loadgen_cpu_pct', label: 'loadgen CPU %', digits: 0 }
+    ],
+    ratios: ['delivered_per_sec'],
+    chart: [{ key: 'delivered_per_sec', label: 'fan-out\ndeliveries/s', better: 'higher' }],
+    async run(options, peer, { perf } = {}) {
+      return withServer(
+        options,
+        peer,
+        'fanout',
+        async (server, track) => {
+          const lg = track(
+            startLoadgen(
+              options,
+              ['fanout', '--url', server.url, '--receivers', options.fanoutReceivers,
+                // A profile needs a longer burst than the measurement.
+                '--messages', perf ? options.fanoutMessages * 10 : options.fanoutMessages,
+                '--cpu-pid', server.pid, '--deliver-timeout', 240],
+              360
+            )
+          );
+          let prof;
+          if (perf) {
+            // perf starts during the sync phase, before the burst.
+            await lg.waitFor('ready', 120000);
+            prof = profile(options, server, options.perfSeconds);
+          }
+          const result = await lg.waitFor('result', 360 * 1000);
+          return { ...result, profile: prof ? await prof : undefined };
+        },
+        { perfMap: perf }
+      );
+    }
+  },
+
+  idle: {
+    title: 'Idle connections',
+    kind: 'server',
+    describe: (o) =>
+      `${o.idleConnections} connections opened and held; server RSS after a full GC, ` +
+      `(RSS with them - RSS before) / ${o.idleConnections}`,
+    metrics: [
+      { key: 'bytes_per_conn', label: 'RSS bytes/conn', short: 'bytes/conn', better: 'lower' },
+      { key: 'heap_per_conn', label: 'JS heap bytes/conn', better: 'lower' },
+      { key: 'rss_before_mb', label: 'RSS before MB', digits: 1 },
+      { key: 'rss_after_mb', label: 'RSS after MB', digits: 1 },
+      { key: 'open_seconds', label: 'open s', digits: 2 }
+    ],
+    ratios: ['bytes_per_conn'],
+    chart: [{ key: 'bytes_per_conn', label: 'idle\nmemory/conn', better: 'lower' }],
+    async run(options, peer) {
+      const n = options.idleConnections;
+      return withServer(
+        options,
+        peer,
+        'idle',
+        async (server, track) => {
+          await sleep(500);
+          const before = await stats(server, true);
+          const lg = track(startLoadgen(options, ['idle', '--url', server.url, '--connections', n], 600));
+          const open = await lg.waitFor('open', 300000);
+          const deadline = Date.now() + 60000;
+          let seen = await stats(server, false);
+          while (seen.connections !== null && seen.connections < n && Date.now() < deadline) {
+            await sleep(250);
+            seen = await stats(server, false);
+          }
+          if (seen.connections !== null && seen.connections < n) {
+            throw new Error(`the server counts ${seen.connections} of ${n} connections after 60 s`);
+          }
+          await sleep(options.idleSettle * 1000);
+          const after = await stats(server, true);
+          lg.send('stop');
+          return {
+            connections: n,
+            server_connections: after.connections,
+            bytes_per_conn: (after.rss - before.rss) / n,
+            heap_per_conn: (after.heapUsed - before.heapUsed) / n,
+            rss_before_mb: before.rss / 2 ** 20,
+            rss_after_mb: after.rss / 2 ** 20,
+            open_seconds: open.seconds
+          };
+        },
+        { gc: true }
+      );
+    }
+  },
+
+  big: {
+    title: '1 MiB binary echo',
+    kind: 'server',
+    describe: (o) =>
+      `${o.bigConnections} connection(s) x ${o.bigInflight} binary messages of ${o.bigSize} bytes in flight, echoed; ` +
+      `MB/s = 10^6 bytes of echoed payload per second, one direction; ${o.bigWarmup} s warm-up, ${o.bigSeconds} s measured`,
+    metrics: [
+      { key: 'mb_per_sec', label: 'MB/s', short: 'MB/s', better: 'higher' },
+      { key: 'server_us_per_mb', label: 'server CPU us/MB', better: 'lower' },
+      { key: 'server_cpu_pct', label: 'server CPU %', digits: 0 },
+      { key: 'loadgen_cpu_pct', label: 'loadgen CPU %', digits: 0 }
+    ],
+    ratios: ['mb_per_sec'],
+    chart: [{ key: 'mb_per_sec', label: '1 MiB echo\nMB/s', better: 'higher' }],
+    async run(options, peer, { perf } = {}) {
+      return withServer(
+        options,
+        peer,
+        'big',
+        async (server, track) => {
+          const seconds = perf ? Math.max(options.bigSeconds, options.perfSeconds + 2) : options.bigSeconds;
+          const lg = track(
+            startLoadgen(
+              options,
+              ['big', '--url', server.url, '--connections', options.bigConnections, '--inflight', options.bigInflight,
+                '--size', options.bigSize, '--warmup', options.bigWarmup, '--duration', seconds, '--cpu-pid', server.pid],
+              seconds + options.bigWarmup + 120
+            )
+          );
+          let prof;
+          if (perf) {
+            await lg.waitFor('start', 120000);
+            prof = profile(options, server, options.perfSeconds);
+          }
+          const result = await lg.waitFor('result', (seconds + options.bigWarmup + 120) * 1000);
+          return { ...result, profile: prof ? await prof : undefined };
+        },
+        { perfMap: perf }
+      );
+    }
+  },
+
+  client: {
+    title: 'Client',
+    kind: 'client',
+    describe: (o) =>
+      `each client in Node against the same Rust echo server (tokio-tungstenite, on the other core): ` +
+      `${o.clientConnections} connection(s) x ${o.clientInflight} messages in flight, each reply parsed and answered ` +
+      `by a new JSON message; ${o.clientWarmup} s warm-up, ${o.clientSeconds} s measured`,
+    metrics: [
+      { key: 'msgs_per_sec', label: 'msgs/s', short: 'msgs/s', better: 'higher' },
+      { key: 'client_us_per_msg', label: 'client CPU us/msg', better: 'lower', digits: 2 },
+      { key: 'client_cpu_pct', label: 'client CPU %', digits: 0 },
+      { key: 'echo_cpu_pct', label: 'echo server CPU %', digits: 0 }
+    ],
+    ratios: ['msgs_per_sec'],
+    chart: [{ key: 'msgs_per_sec', label: 'client\nmsgs/s', better: 'higher' }],
+    async run(options, peer, { perf } = {}) {
+      await waitForIdleMachine(options);
+      const spec = CLIENT_PEERS[peer];
+      const seconds = perf ? Math.max(options.clientSeconds, options.perfSeconds + 2) : options.clientSeconds;
+      const echo = new Child('echo server', [LOADGEN, 'client-echo', '--timeout', String(options.clientSeconds + 300)], {
+        core: options.pin ? LOAD_CORE : null,
+        nofile: NOFILE,
+        verbose: options.verbose
+      });
+      let client;
+      try {
+        const info = await echo.waitFor('listening', 20000);
+        const nodeArgs = perf ? ['--perf-basic-prof-only-functions'] : [];
+        client = new Child(`${peer} client`, ['node', ...nodeArgs, path.join(BENCH, 'clients', spec.script)], {
+          core: options.pin ? SERVER_CORE : null,
+          nofile: NOFILE,
+          cwd: os.tmpdir(),
+          env: {
+            ...spec.env,
+            BENCH_URL: `ws://127.0.0.1:${info.port}/`,
+            BENCH_CONNS: options.clientConnections,
+            BENCH_INFLIGHT: options.clientInflight,
+            BENCH_WARMUP: options.clientWarmup,
+            BENCH_DURATION: seconds,
+            BENCH_ECHO_PID: echo.pid,
+            BENCH_OURS_DIR: options.oursDir
+          },
+          verbose: options.verbose
+        });
+        let prof;
+        if (perf) {
+          await client.waitFor('ready', 60000);
+          await sleep(options.clientWarmup * 1000);
+          prof = profile(options, client, options.perfSeconds);
+        }
+        const result = await client.waitFor('result', (options.clientWarmup + seconds + 60) * 1000);
+        if (prof) result.profile = await prof;
+        if (peer === 'ws' && result.bufferutil) throw new Error('bufferutil is active although WS_NO_BUFFER_UTIL=1');
+        if (peer === 'ws+bufferutil' && !result.bufferutil) throw new Error('bufferutil is not in use by the ws client');
+        return result;
+      } finally {
+        if (client) await client.stop();
+        await echo.stop();
+        await sleep(300);
+      }
+    }
+  },
+
+  leak: {
+    title: 'Leak check',
+    kind: 'leak',
+    async run(options) {
+      return withServer(options, 'ours', 'echo', async (server, track) => {
+        const seconds = options.leakSeconds;
+        const samples = [];
+        const lg = track(
+          startLoadgen(
+            options,
+            ['echo', '--url', server.url, '--connections', options.echoConnections, '--inflight', options.echoInflight,
+              '--warmup', 0, '--duration', seconds, '--cpu-pid', server.pid, '--rss-every', 1],
+            seconds + 120
+          )
+        );
+        lg.on('line', (l) => {
+          if (l.event === 'rss') {
+            samples.push({ t: l.t, rss: l.rss });
+            if (Math.round(l.t) % 10 === 0) log(`   t=${Math.round(l.t)} s  RSS ${(l.rss / 2 ** 20).toFixed(1)} MiB`);
+          }
+        });
+        const result = await lg.waitFor('result', (seconds + 120) * 1000);
+        const at = (t) => samples.reduce((best, s) => (Math.abs(s.t - t) < Math.abs(best.t - t) ? s : best), samples[0]);
+        const early = at(options.leakEarly);
+        const late = samples[samples.length - 1];
+        return {
+          msgs_per_sec: result.msgs_per_sec,
+          messages: result.messages,
+          early_t: early.t,
+          early_rss: early.rss,
+          late_t: late.t,
+          late_rss: late.rss,
+          ratio: late.rss / early.rss,
+          samples
+        };
+      });
+    }
+  }
+};
+
+// ------------------------------------------------------------------ main
+
+function summarize(scenarioId, result) {
+  const f = report.fmt;
+  switch (scenarioId) {
+    case 'echo':
+      return `${f(result.msgs_per_sec)} msgs/s, ${f(result.server_us_per_msg, 2)} us server CPU/msg, p50 ${f(result.p50_us)} us, p99 ${f(result.p99_us)} us (CPU: server ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)`;
+    case 'fanout':
+      return `${f(result.delivered_per_sec)} deliveries/s, last after ${f(result.last_delivery_ms)} ms, ${f(result.server_us_per_delivery, 3)} us/delivery (CPU: server ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)`;
+    case 'idle':
+      return `${f(result.bytes_per_conn)} bytes/conn (RSS ${f(result.rss_before_mb, 1)} -> ${f(result.rss_after_mb, 1)} MiB, opened in ${f(result.open_seconds, 2)} s)`;
+    case 'big':
+      return `${f(result.mb_per_sec)} MB/s (CPU: server ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)`;
+    case 'client':
+      return `${f(result.msgs_per_sec)} msgs/s, ${f(result.client_us_per_msg, 2)} us client CPU/msg (CPU: client ${f(result.client_cpu_pct)}%, echo server ${f(result.echo_cpu_pct)}%)`;
+    case 'leak':
+      return `RSS ${f(result.early_rss / 2 ** 20, 1)} MiB at ${f(result.early_t)} s, ${f(result.late_rss / 2 ** 20, 1)} MiB at ${f(result.late_t)} s: ${result.ratio.toFixed(3)}x (${f(result.msgs_per_sec)} msgs/s)`;
+    default:
+      return JSON.stringify(result);
+  }
+}
+
+/** `--render FILE.json`: write the report of an earlier run again. */
+function rerender(file) {
+  const saved = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const options = { ...FULL, ...saved.options };
+  const noteAt = process.argv.indexOf('--note');
+  if (noteAt !== -1) options.note = process.argv[noteAt + 1];
+  warnings.push(...(saved.warnings || []));
+  const addon = { type: saved.machine.addon.type, file: saved.machine.addon.file, bytes: saved.machine.addon.bytes };
+  const label = addon.type === 'debug' ? 'ours [debug addon]' : 'ours';
+  const out = render(options, saved.machine, saved.uws, addon, saved.results, saved.profiles || {}, saved.elapsed || 0, label);
+  const base = path.join(BENCH, options.output);
+  fs.writeFileSync(`${base}.md`, out.markdown);
+  if (out.svg) fs.writeFileSync(`${base}.svg`, out.svg);
+  log(`${out.text}\n\nwrote ${base}.md and .svg`);
+}
+
+async function main() {
+  const renderAt = process.argv.indexOf('--render');
+  if (renderAt !== -1) return rerender(process.argv[renderAt + 1]);
+  const options = parseOptions(process.argv.slice(2));
+  const started = Date.now();
+  const scenarios = options.list('scenarios');
+  for (const s of scenarios) if (!SCENARIOS[s]) throw new Error(`unknown scenario ${s}`);
+
+  await ensureLoadgen(options);
+  if (!canPin()) {
+    options.pin = false;
+    warn('taskset cannot pin to cores 0 and 1 here: processes are not pinned');
+  }
+
+  if (scenarios.includes('idle')) {
+    const hard = Number(spawnSync('bash', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).stdout.trim());
+    if (Number.isFinite(hard) && hard < options.idleConnections + 200) {
+      warn(`the open-file limit is ${hard}: the idle scenario needs ${options.idleConnections + 200} (fewer with --idle-connections)`);
+    }
+  }
+  const machine = machineInfo(options.oursDir);
+  const addon = addonBuildType(options.oursDir);
+  machine.addon = { ...(addonInfo(options.oursDir) || {}), type: addon.type, dir: options.oursDir };
+  let oursLabel = 'ours';
+  if (addon.type === 'missing') throw new Error(`no .node addon in ${options.oursDir}: run \`npm run build\` there`);
+  if (addon.type === 'debug') {
+    warn(
+      `the addon ${addon.file} is a DEBUG build (${(addon.bytes / 2 ** 20).toFixed(0)} MiB, debug assertions on): ` +
+        'our numbers are not representative. Build a release addon with `npm run build`.'
+    );
+    oursLabel = 'ours [debug addon]';
+  }
+
+  let serverPeers = options.list('peers');
+  let clientPeers = options.list('clients');
+  for (const p of serverPeers) if (!SERVER_PEERS[p]) throw new Error(`unknown server peer ${p}`);
+  for (const p of clientPeers) if (!CLIENT_PEERS[p]) throw new Error(`unknown client ${p}`);
+
+  const uws = { ok: false, reason: 'not requested' };
+  if (serverPeers.includes('uWS.js') && scenarios.some((s) => SCENARIOS[s].kind === 'server')) {
+    Object.assign(uws, uwsAvailability(options));
+    if (!uws.ok) {
+      warn(`uWebSockets.js is not available (${uws.reason}): it is left out`);
+      serverPeers = serverPeers.filter((p) => p !== 'uWS.js');
+    }
+  }
+
+  log(`mytosis-websocket bench: ${options.quick ? 'QUICK mode (not representative)' : 'full run'}, ${options.rounds} round(s), scenarios ${scenarios.join(', ')}`);
+  log(`machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}; pinning: ${options.pin ? `servers and Node clients on core ${SERVER_CORE}, load generator on core ${LOAD_CORE}` : 'off'}`);
+  log(`ours: ${options.oursDir} (${machine.addon.file}, ${addon.type} build, sha256 ${machine.addon.sha256}, built ${machine.addon.built}${machine.commit ? `, commit ${machine.commit}` : ''})`);
+
+  const results = {};
+  let lastAddon = machine.addon.sha256;
+  for (const id of scenarios) {
+    const scenario = SCENARIOS[id];
+    const peers =
+      scenario.kind === 'client'
+        ? clientPeers
+        : scenario.kind === 'leak'
+          ? ['ours']
+          : serverPeers.filter((p) => !SERVER_PEERS[p].scenarios || SERVER_PEERS[p].scenarios.includes(id));
+    const rounds = scenario.kind === 'leak' ? 1 : options.rounds;
+    const data = (results[id] = { peers, runs: {}, errors: {} });
+    log(`\n== ${scenario.title}${scenario.describe ? `: ${scenario.describe(options)}` : ''}`);
+    for (let round = 1; round <= rounds; round++) {
+      for (const peer of peers) {
+        const label = `[${id} ${round}/${rounds}] ${peer}`;
+        try {
+          let result = await scenario.run(options, peer);
+          // Another process took a core from the measurement: measure again.
+          for (let retry = 1; retry <= options.retryBusy && result.others_cpu_pct > options.busyLimit; retry++) {
+            log(`   (${label}: other processes used ${Math.round(result.others_cpu_pct)}% of a core; measuring again in 5 s)`);
+            await sleep(5000);
+            result = await scenario.run(options, peer);
+          }
+          const sha = peer === 'ours' ? addonInfo(options.oursDir)?.sha256 : lastAddon;
+          if (sha !== lastAddon) {
+            warn(`the addon was rebuilt during the bench (sha256 ${lastAddon}... became ${sha}... by ${label}): runs of "ours" mix builds`);
+            lastAddon = sha;
+          }
+          if (result.others_cpu_pct > options.busyLimit) {
+            warn(`${label}: other processes used ${Math.round(result.others_cpu_pct)}% of a core during the measured window`);
+          }
+          (data.runs[peer] ||= []).push(result);
+          if (peer === 'uWS.js' && result.serverInfo?.uws) uws.build = result.serverInfo.uws;
+          log(`${label}: ${summarize(id, result)}`);
+        } catch (err) {
+          (data.errors[peer] ||= []).push(err.message);
+          log(`${label}: FAILED: ${err.message}`);
+        }
+      }
+    }
+  }
+
+  const profiles = {};
+  if (options.perf) {
+    for (const id of ['echo', 'fanout', 'big', 'client']) {
+      if (!scenarios.includes(id)) continue;
+      log(`\n== perf profile of our ${id === 'client' ? 'Socket' : 'server'}: ${id} (extra run, not counted)`);
+      try {
+        const result = await SCENARIOS[id].run(options, 'ours', { perf: true });
+        profiles[id] = result.profile;
+        if (result.profile?.error) log(`   perf failed: ${result.profile.error}`);
+        else log(result.profile.lines.slice(0, 15).join('\n'));
+      } catch (err) {
+        profiles[id] = { error: err.message };
+        log(`   FAILED: ${err.message}`);
+      }
+    }
+  }
+
+  const elapsed = (Date.now() - started) / 1000;
+  const out = render(options, machine, uws, addon, results, profiles, elapsed, oursLabel);
+  log(`\n${out.text}`);
+  const base = path.join(BENCH, options.output);
+  fs.writeFileSync(`${base}.md`, out.markdown);
+  if (out.svg) fs.writeFileSync(`${base}.svg`, out.svg);
+  fs.writeFileSync(
+    `${base}.json`,
+    JSON.stringify({ options: { ...options, list: undefined }, machine, uws, results, profiles, warnings, elapsed }, null, 1)
+  );
+  log(`\nwrote ${path.relative(process.cwd(), `${base}.md`)}${out.svg ? `, ${path.relative(process.cwd(), `${base}.svg`)}` : ''} and ${path.relative(process.cwd(), `${base}.json`)} (${Math.round(elapsed)} s)`);
+  const failures = Object.values(results).reduce((n, d) => n + Object.values(d.errors).flat().length, 0);
+  if (failures > 0) {
+    log(`${failures} run(s) failed`);
+    process.exitCode = 1;
+  }
+}
+
+// ---------------------------------------------------------------- report
+
+const TARGETS = [
+  {
+    what: 'JSON echo: server CPU per message no more than uWebSockets.js',
+    need: ['echo', 'ours', 'uWS.js'],
+    eval: (m) => {
+      const ours = m.echo.ours.server_us_per_msg;
+      const uws = m.echo['uWS.js'].server_us_per_msg;
+      return { measured: `${ours.toFixed(2)} us vs ${uws.toFixed(2)} us`, ok: ours <= uws, by: `${(ours / uws).toFixed(2)}x the CPU of uWS.js` };
+    }
+  },
+  {
+    what: 'fan-out: at least 1.5x uWebSockets.js',
+    need: ['fanout', 'ours', 'uWS.js'],
+    eval: (m) => {
+      const r = m.fanout.ours.delivered_per_sec / m.fanout['uWS.js'].delivered_per_sec;
+      return { measured: `${r.toFixed(2)}x uWS.js`, ok: r >= 1.5, by: `${(1.5 / r).toFixed(2)}x short of 1.5x` };
+    }
+  },
+  {
+    what: 'idle: at most 1,000 bytes per connection',
+    need: ['idle', 'ours'],
+    eval: (m) => {
+      const b = m.idle.ours.bytes_per_conn;
+      return { measured: `${report.fmt(b)} bytes`, ok: b <= 1000, by: `${(b / 1000).toFixed(1)}x the target` };
+    }
+  },
+  {
+    what: '1 MiB echo: at least 1,500 MB/s',
+    need: ['big', 'ours'],
+    eval: (m) => {
+      const v = m.big.ours.mb_per_sec;
+      return { measured: `${report.fmt(v)} MB/s`, ok: v >= 1500, by: `${(1500 / v).toFixed(2)}x short` };
+    }
+  },
+  {
+    what: 'client: at least 3x the ws client',
+    need: ['client', 'ours', 'ws'],
+    eval: (m) => {
+      const r = m.client.ours.msgs_per_sec / m.client.ws.msgs_per_sec;
+      return { measured: `${r.toFixed(2)}x ws`, ok: r >= 3, by: `${(3 / r).toFixed(2)}x short of 3x` };
+    }
+  },
+  {
+    what: 'no leak: RSS after 60 s of JSON echo within 10% of RSS at 10 s',
+    need: ['leak', 'ours'],
+    eval: (m) => {
+      const r = m.leak.ours.ratio;
+      return { measured: `${r.toFixed(3)}x`, ok: r <= 1.1, by: `+${((r - 1.1) * 100).toFixed(1)} points over +10%` };
+    }
+  }
+];
+
+function render(options, machine, uws, addon, results, profiles, elapsed, oursLabel) {
+  const text = [];
+  const md = [];
+  const medians = {};
+  const chartGroups = [];
+  const mode = options.quick ? 'quick mode (1 round, short scenarios: a smoke test, not representative)' : `${options.rounds} rounds, peers interleaved`;
+
+  md.push('# mytosis-websocket benchmark', '');
+  md.push(`Written by \`npm run bench\` (bench/run.js) on ${machine.date}: ${mode}, ${Math.round(elapsed)} s in all.`);
+  md.push('Medians over the rounds; ratios are the peer\'s median divided by the baseline\'s (for "us/msg" and "bytes", lower is better).', '');
+  if (options.note) md.push(`> Note: ${options.note}`, '');
+  if (addon.type === 'debug') {
+    md.push(`> **Warning: our addon was a DEBUG build** (${path.basename(addon.file)}, ${(addon.bytes / 2 ** 20).toFixed(0)} MiB). Our numbers are not representative: build it with \`npm run build\` and run the bench again.`, '');
+  }
+  for (const w of warnings) md.push(`> Warning: ${w}`, '');
+
+  md.push('## Machine and builds', '');
+  md.push(`- machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.kernel}`);
+  md.push(`- pinning: ${options.pin ? `every server and every Node client on core ${SERVER_CORE}, the load generator (and the client scenario's echo server) on core ${LOAD_CORE} (taskset)` : 'none'}`);
+  md.push(`- Node.js ${machine.node}; ${machine.rustc || 'rustc ?'}`);
+  md.push(`- ours: mytosis-websocket from ${options.oursDir === root ? 'this checkout' : options.oursDir}${machine.commit ? ` at ${machine.commit}` : ''}, addon ${machine.addon.file} (${addon.type} build, ${(machine.addon.bytes / 2 ** 20).toFixed(1)} MiB, sha256 ${machine.addon.sha256}..., built ${machine.addon.built})`);
+  md.push(`- ws ${machine.ws}; bufferutil ${machine.bufferutil || 'not installed'}: off in "ws" (WS_NO_BUFFER_UTIL=1), on in "ws+bufferutil" (checked in each run through ws/lib/buffer-util.js)`);
+  if (uws.ok && uws.build) {
+    md.push(`- uWebSockets.js: ${uws.build.package} from the npm registry, file ${uws.build.file} (an unofficial build of uWebSockets.js; source commit ${uws.build.sourceCommit || 'unknown'}); the official package is not on the registry`);
+  } else {
+    md.push(`- uWebSockets.js: not measured (${uws.reason || 'not available'})`);
+  }
+  md.push(`- Node's WebSocket: undici ${machine.undici} (Node 20's global WebSocket is behind --experimental-websocket)`);
+  md.push('- rust-echo: tokio-tungstenite alone (`loadgen client-echo` on the server core: frames echoed as they came, no JS, no JSON), a reference for what the transport costs without Node; in JSON echo and 1 MiB echo only');
+  md.push(`- load generator: bench/loadgen (Rust, tokio ${machine.loadgen.tokio} current-thread runtime, tokio-tungstenite ${machine.loadgen.tokioTungstenite})`);
+  md.push('- CPU: user+system time of each process over the measured window, from the per-thread /proc/PID/task/*/schedstat (ns); "CPU %" is of one core', '');
+  md.push('![Ratios against ws](' + `${options.output}.svg` + ')', '');
+
+  for (const [id, data] of Object.entries(results)) {
+    const scenario = SCENARIOS[id];
+    if (scenario.kind === 'leak') continue;
+    const baselines = ['ws', 'ws+bufferutil'].filter((b) => data.peers.includes(b) && (data.runs[b] || []).length);
+    if (id === 'echo' || id === 'fanout') {
+      if ((data.runs['uWS.js'] || []).length) baselines.push('uWS.js');
+    }
+    const t = report.scenarioTable({ ...scenario, baselines }, data);
+    t.rows.forEach((row) => {
+      if (row[0] === 'ours' && oursLabel !== 'ours') row[0] = oursLabel;
+    });
+    medians[id] = t.med;
+    const heading = `${scenario.title}: ${scenario.describe(options)}`;
+    text.push(`${heading}\n${report.textTable(t.header, t.rows)}`);
+    md.push(`## ${scenario.title}`, '', scenario.describe(options) + '.', '', report.markdownTable(t.header, t.rows), '');
+    const errs = Object.entries(data.errors);
+    for (const [peer, list] of errs) md.push(`- ${peer} failed ${list.length} time(s): ${list[0].split('\n')[0]}`);
+    const loaded = data.peers.filter((p) => (t.med[p].loadgen_cpu_pct ?? 0) > 90);
+    if (loaded.length) md.push(`- the load generator used over 90% of its core with ${loaded.join(', ')}: there it may bound the result`);
+    if (errs.length || loaded.length) md.push('');
+    if (scenario.chart && data.peers.includes('ws') && t.med.ws) {
+      for (const c of scenario.chart) {
+        const base = t.med.ws[c.key];
+        if (!base) continue;
+        chartGroups.push({
+          label: c.label,
+          baseline: 'ws',
+          bars: data.peers
+            .filter((p) => p !== 'ws' && t.med[p][c.key])
+            .map((p) => ({
+              peer: p,
+              raw: report.fmt(t.med[p][c.key], 2),
+              factor: c.better === 'lower' ? base / t.med[p][c.key] : t.med[p][c.key] / base
+            }))
+        });
+      }
+    }
+  }
+
+  if (results.leak) {
+    const leak = (results.leak.runs.ours || [])[0];
+    md.push('## Leak check', '');
+    if (leak) {
+      medians.leak = { ours: leak };
+      const line = `JSON echo against our server for ${options.leakSeconds} s: RSS ${report.fmt(leak.early_rss / 2 ** 20, 1)} MiB at ${leak.early_t.toFixed(0)} s, ${report.fmt(leak.late_rss / 2 ** 20, 1)} MiB at ${leak.late_t.toFixed(0)} s: ${leak.ratio.toFixed(3)}x (${report.fmt(leak.msgs_per_sec)} msgs/s).`;
+      text.push(`Leak check: ${line}`);
+      md.push(line, '');
+      const every = leak.samples.filter((s) => Math.round(s.t) % 5 === 0);
+      md.push(report.markdownTable(['t (s)', ...every.map((s) => s.t.toFixed(0))], [['RSS MiB', ...every.map((s) => (s.rss / 2 ** 20).toFixed(1))]]), '');
+    } else {
+      md.push(`Failed: ${(results.leak.errors.ours || ['?'])[0]}`, '');
+    }
+  }
+
+  // Targets of issue 5.
+  const targetRows = [];
+  for (const target of TARGETS) {
+    const [sid, ...peers] = target.need;
+    const have = medians[sid] && peers.every((p) => medians[sid][p] && Object.values(medians[sid][p]).some((v) => v !== null));
+    if (!have) {
+      targetRows.push([target.what, 'not measured', '-']);
+      continue;
+    }
+    const r = target.eval(medians);
+    targetRows.push([target.what, r.measured, r.ok ? 'met' : `missed: ${r.by}`]);
+  }
+  text.push(`Targets (issue 5)\n${report.textTable(['target', 'measured', 'status'], targetRows)}`);
+  const targetsMd = ['## Targets (issue 5, item 2 and 3)', '', report.markdownTable(['target', 'measured', 'status'], targetRows), ''];
+  const firstSection = md.findIndex((l) => l.startsWith('![Ratios'));
+  md.splice(firstSection + 2, 0, ...targetsMd);
+
+  if (Object.keys(profiles).length) {
+    md.push('## Profiles of our server and Socket', '');
+    md.push('`perf record -F 499 -g` on the server (or, for the client scenario, the client) process during an extra run (not counted above), `perf report --no-children --sort dso,sym`: self time by DSO and symbol, over 0.7%. The default release profile strips the addon (`strip = "symbols"`), and then its frames show as addresses: build with `CARGO_PROFILE_RELEASE_STRIP=none` for names. JS frames are named through `--perf-basic-prof-only-functions`.', '');
+    for (const [id, p] of Object.entries(profiles)) {
+      md.push(`### ${SCENARIOS[id].title}`, '');
+      if (!p || p.error) md.push(`perf failed: ${p ? p.error : '?'}`, '');
+      else md.push('```', ...p.lines, '```', '');
+    }
+  }
+
+  md.push('## How to run', '');
+  md.push('```sh');
+  md.push('npm run bench                 # full run (builds bench/loadgen first if needed), ~13 min');
+  md.push('npm run bench -- --quick      # smoke run, under a minute, writes bench/results-quick.md');
+  md.push('npm run bench -- --leak       # only the 60 s leak check');
+  md.push('npm run bench -- --perf       # also profile our server with perf');
+  md.push('node bench/run.js --help      # every option');
+  md.push('```', '');
+
+  let svg = null;
+  if (chartGroups.length) {
+    svg = report.svgChart(chartGroups, {
+      title: 'mytosis-websocket vs ws, ws+bufferutil, uWebSockets.js, undici',
+      subtitle: `Times better than ws without bufferutil (1x line; log scale; throughput: peer/ws, costs: ws/peer). ${options.quick ? 'QUICK MODE. ' : ''}${machine.date.slice(0, 10)}, ${machine.cores} cores, Node ${machine.node}${addon.type === 'debug' ? ', DEBUG addon' : ''}`
+    });
+  }
+  return { text: text.join('\n\n'), markdown: md.join('\n'), svg };
+}
+
+main().catch((err) => {
+  console.error(`\nbench: ${err.message}`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,70 @@
+'use strict';
+
+// What every server under test shares: the scenario from the environment,
+// one JSON line on stdout when listening, and a tiny stdin protocol for the
+// runner: `stats` answers `{"event":"stats","rss":...,"connections":...}`,
+// `stats gc` does so after a full GC (when run with --expose-gc); the end of
+// stdin ends the process.
+
+const readline = require('node:readline');
+
+const scenario = process.env.BENCH_SCENARIO || 'echo';
+const host = process.env.BENCH_HOST || '127.0.0.1';
+const port = Number(process.env.BENCH_PORT || 0);
+// Largest message any server accepts: ours' default.
+const MAX_PAYLOAD = 16 * 1024 * 1024;
+
+function emit(obj) {
+  process.stdout.write(`${JSON.stringify(obj)}\n`);
+}
+
+function listening(port, info = {}) {
+  emit({ event: 'listening', port, pid: process.pid, scenario, node: process.version, ...info });
+}
+
+// The scripts set this to a function returning their connection count.
+let countConnections = () => null;
+
+function stats(gc) {
+  if (gc && typeof global.gc === 'function') {
+    global.gc();
+    global.gc();
+  }
+  const mem = process.memoryUsage();
+  emit({
+    event: 'stats',
+    rss: mem.rss,
+    heapUsed: mem.heapUsed,
+    external: mem.external,
+    arrayBuffers: mem.arrayBuffers,
+    cpu: process.cpuUsage(),
+    connections: countConnections()
+  });
+}
+
+function serve(onEnd, connections) {
+  if (connections) countConnections = connections;
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on('line', (line) => {
+    const command = line.trim();
+    if (command === 'stats') stats(false);
+    else if (command === 'stats gc') stats(true);
+  });
+  rl.on('close', () => {
+    Promise.resolve(onEnd && onEnd())
+      .catch(() => {})
+      .finally(() => process.exit(0));
+    setTimeout(() => process.exit(0), 2000).unref();
+  });
+  process.on('SIGTERM', () => process.exit(0));
+}
+
+function fail(err) {
+  process.stderr.write(`${err && err.stack ? err.stack : err}\n`);
+  process.exit(1);
+}
+
+process.on('uncaughtException', fail);
+process.on('unhandledRejection', fail);
+
+module.exports = { scenario, host, port, MAX_PAYLOAD, emit, listening, serve, fail };

@@ -1,0 +1,80 @@
+'use strict';
+
+// uWebSockets.js, from the registry package `uwebsockets` (an unofficial
+// build: the official one is not published on npm), installed into
+// bench/node_modules. JSON echo: JSON.parse of the text, JSON.stringify back;
+// binary echoed as is. Fan-out: every client subscribes to one topic and a
+// message is published with `ws.publish` (the WebSocket's publish, which
+// skips the sender), uWS's natural broadcast.
+
+const fs = require('node:fs');
+const path = require('node:path');
+const { scenario, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
+
+const pkgDir = path.dirname(require.resolve('uwebsockets/package.json'));
+const uWS = require('uwebsockets');
+
+function buildInfo() {
+  const pkg = require('uwebsockets/package.json');
+  const file = `uws_${process.platform}_${process.arch}_${process.versions.modules}.node`;
+  let commit = null;
+  try {
+    commit = fs.readFileSync(path.join(pkgDir, 'source_commit'), 'utf8').trim();
+  } catch {}
+  return { package: `${pkg.name}@${pkg.version}`, file, sourceCommit: commit };
+}
+
+const TOPIC = 'all';
+const behavior = {
+  compression: uWS.DISABLED,
+  maxPayloadLength: MAX_PAYLOAD,
+  // Never drop a message for backpressure (the default 64 KiB would drop
+  // 1 MiB echoes and fan-out bursts).
+  maxBackpressure: 1024 * 1024 * 1024,
+  idleTimeout: 0
+};
+
+// A count for the runner (`stats`), in every scenario.
+let connections = 0;
+behavior.close = () => {
+  connections--;
+};
+
+if (scenario === 'fanout') {
+  behavior.open = (ws) => {
+    connections++;
+    ws.subscribe(TOPIC);
+  };
+  behavior.message = (ws, message) => {
+    const obj = JSON.parse(Buffer.from(message).toString());
+    ws.publish(TOPIC, JSON.stringify(obj), false);
+  };
+} else {
+  behavior.open = () => {
+    connections++;
+  };
+  behavior.message = (ws, message, isBinary) => {
+    if (isBinary) {
+      ws.send(message, true);
+    } else {
+      const obj = JSON.parse(Buffer.from(message).toString());
+      ws.send(JSON.stringify(obj));
+    }
+  };
+}
+
+let listenSocket = null;
+uWS
+  .App()
+  .ws('/*', behavior)
+  .listen(host, port, (token) => {
+    if (!token) fail(new Error(`uWS could not listen on ${host}:${port}`));
+    listenSocket = token;
+    serve(
+      () => {
+        if (listenSocket) uWS.us_listen_socket_close(listenSocket);
+      },
+      () => connections
+    );
+    listening(uWS.us_socket_local_port(token), { peer: 'uws', uws: buildInfo() });
+  });

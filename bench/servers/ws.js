@@ -1,0 +1,50 @@
+'use strict';
+
+// The `ws` server, as its README uses it. WS_NO_BUFFER_UTIL=1 turns
+// bufferutil off (ws reads it when lib/buffer-util.js loads); the listening
+// line says whether it is in use.
+//
+// JSON echo: JSON.parse of the text, JSON.stringify back; binary echoed as
+// is. Fan-out: parse + stringify once into a Buffer, then send it to every
+// other open client (the README's broadcast loop).
+
+const { scenario, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
+
+const { WebSocketServer, WebSocket } = require('ws');
+const { wsInfo } = require('../lib/ws-info');
+
+const wss = new WebSocketServer({ host, port, perMessageDeflate: false, maxPayload: MAX_PAYLOAD });
+
+if (scenario === 'fanout') {
+  wss.on('connection', (ws) => {
+    ws.on('message', (data) => {
+      const out = Buffer.from(JSON.stringify(JSON.parse(data)));
+      for (const client of wss.clients) {
+        if (client !== ws && client.readyState === WebSocket.OPEN) {
+          client.send(out, { binary: false });
+        }
+      }
+    });
+    ws.on('error', () => {});
+  });
+} else {
+  wss.on('connection', (ws) => {
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) {
+        ws.send(data, { binary: true });
+      } else {
+        ws.send(JSON.stringify(JSON.parse(data)));
+      }
+    });
+    ws.on('error', () => {});
+  });
+}
+
+wss.on('error', fail);
+wss.on('listening', () => {
+  serve(
+    () => new Promise((resolve) => wss.close(resolve)),
+    () => wss.clients.size
+  );
+  listening(wss.address().port, { peer: 'ws', ...wsInfo() });
+});
