@@ -841,6 +841,14 @@ async function main() {
     for (let round = 1; round <= rounds; round++) {
       for (const peer of peers) {
         const label = `[${id} ${round}/${rounds}] ${peer}`;
+        const checkAddon = () => {
+          if (peer !== 'ours') return;
+          const sha = addonInfo(options.oursDir)?.sha256;
+          if (sha !== lastAddon) {
+            warn(`the addon was rebuilt during the bench (sha256 ${lastAddon}... became ${sha}... by ${label}): runs of "ours" mix builds`);
+            lastAddon = sha;
+          }
+        };
         try {
           let result = await scenario.run(options, peer);
           // Another process took a core from the measurement: measure again.
@@ -849,11 +857,7 @@ async function main() {
             await sleep(5000);
             result = await scenario.run(options, peer);
           }
-          const sha = peer === 'ours' ? addonInfo(options.oursDir)?.sha256 : lastAddon;
-          if (sha !== lastAddon) {
-            warn(`the addon was rebuilt during the bench (sha256 ${lastAddon}... became ${sha}... by ${label}): runs of "ours" mix builds`);
-            lastAddon = sha;
-          }
+          checkAddon();
           if (result.others_cpu_pct > options.busyLimit) {
             warn(`${label}: other processes used ${Math.round(result.others_cpu_pct)}% of a core during the measured window`);
           }
@@ -861,6 +865,7 @@ async function main() {
           if (peer === 'uWS.js' && result.serverInfo?.uws) uws.build = result.serverInfo.uws;
           log(`${label}: ${summarize(id, result)}`);
         } catch (err) {
+          checkAddon();
           (data.errors[peer] ||= []).push(err.message);
           log(`${label}: FAILED: ${err.message}`);
         }
@@ -1009,7 +1014,23 @@ function render(options, machine, uws, addon, results, profiles, elapsed, oursLa
     for (const [peer, list] of errs) md.push(`- ${peer} failed ${list.length} time(s): ${list[0].split('\n')[0]}`);
     const loaded = data.peers.filter((p) => (t.med[p].loadgen_cpu_pct ?? 0) > 90);
     if (loaded.length) md.push(`- the load generator used over 90% of its core with ${loaded.join(', ')}: there it may bound the result`);
-    if (errs.length || loaded.length) md.push('');
+    // Rounds that disagree by more than 15% of the median.
+    const noisy = [];
+    for (const key of scenario.ratios) {
+      const metric = scenario.metrics.find((m) => m.key === key);
+      for (const peer of data.peers) {
+        const values = (data.runs[peer] || []).map((r) => r[key]).filter(Number.isFinite);
+        const med = t.med[peer][key];
+        if (values.length < 2 || !med) continue;
+        const lo = Math.min(...values);
+        const hi = Math.max(...values);
+        if ((hi - lo) / med > 0.15) {
+          noisy.push(`${peer} ${metric.label} ${values.map((v) => report.fmt(v, metric.digits ?? 0)).join(', ')}`);
+        }
+      }
+    }
+    if (noisy.length) md.push(`- rounds disagree by over 15% of the median: ${noisy.join('; ')}`);
+    if (errs.length || loaded.length || noisy.length) md.push('');
     if (scenario.chart && data.peers.includes('ws') && t.med.ws) {
       for (const c of scenario.chart) {
         const base = t.med.ws[c.key];
@@ -1058,6 +1079,9 @@ function render(options, machine, uws, addon, results, profiles, elapsed, oursLa
   }
   text.push(`Targets (issue 5)\n${report.textTable(['target', 'measured', 'status'], targetRows)}`);
   const targetsMd = ['## Targets (issue 5, item 2 and 3)', '', report.markdownTable(['target', 'measured', 'status'], targetRows), ''];
+  // What bounds the targets we miss is written by hand in bench/analysis.md.
+  const analysisPath = path.join(__dirname, 'analysis.md');
+  if (fs.existsSync(analysisPath)) targetsMd.push(fs.readFileSync(analysisPath, 'utf8').trim(), '');
   const firstSection = md.findIndex((l) => l.startsWith('![Ratios'));
   md.splice(firstSection + 2, 0, ...targetsMd);
 
