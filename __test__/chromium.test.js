@@ -169,7 +169,7 @@ describe('the browser build in headless Chromium', { skip }, () => {
       const pkg = window[name];
       let serverError = null;
       try {
-        new pkg.Server(8080);
+        new pkg.Server({ port: 0 });
       } catch (err) {
         serverError = err.message;
       }
