@@ -73,11 +73,44 @@ export interface ServerConnection extends Connection {
   terminate(): void;
 }
 
+export interface VerifyClientInfo {
+  origin: string | undefined;
+  headers: Record<string, string | string[]>;
+  remoteAddress: string;
+  /** Path and query. */
+  url: string;
+  /** The request: Node's IncomingMessage when attached, a plain object standalone. */
+  req: unknown;
+}
+
+export interface VerifyClientRefusal {
+  /** 400-599. */
+  status: number;
+  reason?: string;
+  headers?: Record<string, string>;
+}
+
 export interface ServerOptions {
-  /** `0` picks a free port. */
-  port: number;
+  /** `0` picks a free port; required unless `server`. */
+  port?: number;
   /** Default `::` (dual-stack), or `0.0.0.0` without IPv6. */
   host?: string;
+  /** An http.Server or https.Server to attach to (what express's `app.listen()` returns). */
+  server?: import('node:http').Server | import('node:https').Server;
+  /** A falsy result answers 401, a refusal its status, anything else accepts and becomes `connection.context`. */
+  verifyClient?:
+    | ((info: VerifyClientInfo) => unknown)
+    | ((info: VerifyClientInfo, cb: (result: unknown, code?: number, message?: string, headers?: Record<string, string>) => void) => void);
+  /** Returns one of the offered protocols, or `false`. */
+  handleProtocols?: (protocols: string[], info: VerifyClientInfo) => string | false | Promise<string | false>;
+  /** PEM certificate chain and key: serve `wss://` from the addon. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Ping period in ms; 0 disables. Default 30000. */
+  heartbeatInterval?: number;
+  /** Unsent bytes after which a connection is dropped (1008). Default 16 MiB. */
+  maxBackpressure?: number;
+  /** SO_REUSEPORT (Linux, macOS). */
+  reusePort?: boolean;
   /** Only upgrade this path (the query is ignored). */
   path?: string;
   /** Default `true`. */
@@ -142,6 +175,10 @@ export declare class Server extends ConnectionGroup<ServerConnection> {
 
 export interface SocketOptions {
   protocols?: string | string[];
+  /** A WHATWG-style WebSocket constructor to use instead of the addon. */
+  WebSocket?: new (url: string, protocols?: string | string[]) => unknown;
+  /** For `wss://`: extra trusted certificates (PEM), or accept any certificate. */
+  tls?: { ca?: string | Buffer | Array<string | Buffer>; rejectUnauthorized?: boolean };
   minReconnectionDelay?: number;
   reconnectionDelayGrowFactor?: number;
   maxReconnectionDelay?: number;
@@ -169,7 +206,8 @@ export declare class Socket extends EventEmitter implements Connection {
   static readonly OPEN: 1;
   static readonly CLOSING: 2;
   static readonly CLOSED: 3;
-  constructor(url: string, options?: SocketOptions);
+  /** `url` may also be a function giving the URL (or a Promise of it) before every attempt. */
+  constructor(url: string | (() => string | Promise<string>), options?: SocketOptions);
   readonly id: string;
   readonly type: 'websocket';
   readonly offline: boolean;
@@ -181,7 +219,7 @@ export declare class Socket extends EventEmitter implements Connection {
   readonly bufferedAmount: number;
   send(message: unknown): boolean;
   close(code?: number, reason?: string): void;
-  reconnect(): void;
+  reconnect(code?: number, reason?: string): void;
   ref(): this;
   unref(): this;
   on(event: 'open', listener: () => void): this;
