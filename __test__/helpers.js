@@ -175,6 +175,37 @@ async function openClients(t, server, count, optionsOf = () => ({})) {
 
 const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * Run `fn` when the test ends, last registered first (clients and sockets
+ * close before the servers they are connected to).
+ */
+const cleanups = new WeakMap();
+function defer(t, fn) {
+  let stack = cleanups.get(t);
+  if (stack === undefined) {
+    stack = [];
+    cleanups.set(t, stack);
+    t.after(async () => {
+      while (stack.length > 0) await stack.pop()();
+    });
+  }
+  stack.push(fn);
+}
+
+/**
+ * Resolve with `check()`'s first truthy result, polling every `every` ms;
+ * reject after `ms`.
+ */
+async function until(check, what = 'condition', ms = 5000, every = 5) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
+    await delay(every);
+  }
+}
+
 module.exports = {
   TIMEOUT,
   within,
@@ -189,5 +220,7 @@ module.exports = {
   next,
   closed,
   collect,
-  delay
+  delay,
+  defer,
+  until
 };

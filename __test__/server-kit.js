@@ -15,27 +15,7 @@ const os = require('node:os');
 const path = require('node:path');
 
 const { Server } = require('..');
-const { within } = require('./helpers');
-
-const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * Run `fn` when the test ends, last registered first: misbehaving clients
- * are destroyed before the server they hold open is closed (a client that
- * never answers the close frame would otherwise hold `close()` for 5 s).
- */
-const cleanups = new WeakMap();
-function defer(t, fn) {
-  let stack = cleanups.get(t);
-  if (stack === undefined) {
-    stack = [];
-    cleanups.set(t, stack);
-    t.after(async () => {
-      while (stack.length > 0) await stack.pop()();
-    });
-  }
-  stack.push(fn);
-}
+const { within, delay, defer, until } = require('./helpers');
 
 /** A standalone Server on 127.0.0.1, port from the OS; closed after the test. */
 async function serve(t, options = {}) {
@@ -43,17 +23,6 @@ async function serve(t, options = {}) {
   defer(t, () => within(server.close(), 7000, 'server.close()'));
   await server.ready;
   return server;
-}
-
-/** Resolve with `check()`'s first truthy result; reject after `ms`. */
-async function until(check, what = 'condition', ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await delay(5);
-  }
 }
 
 /**

@@ -9,35 +9,7 @@ const net = require('node:net');
 
 const { WebSocketServer } = require('ws');
 
-const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * Run `fn` when the test ends, last registered first (sockets close before
- * the servers they are connected to).
- */
-const cleanups = new WeakMap();
-function defer(t, fn) {
-  let stack = cleanups.get(t);
-  if (stack === undefined) {
-    stack = [];
-    cleanups.set(t, stack);
-    t.after(async () => {
-      while (stack.length > 0) await stack.pop()();
-    });
-  }
-  stack.push(fn);
-}
-
-/** Resolve with `check()`'s first truthy result; reject after `ms`. */
-async function until(check, what = 'condition', ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await delay(5);
-  }
-}
+const { delay, defer, until } = require('./helpers');
 
 /**
  * The next `event` from `emitter` whose first argument passes `filter`,
@@ -47,7 +19,7 @@ function next(emitter, event, filter = () => true, ms = 5000) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       emitter.off(event, listener);
-      reject(new Error(`Timed out waiting for '${event}'`));
+      reject(new Error(`Timed out after ${ms} ms waiting for '${event}'`));
     }, ms);
     function listener(value) {
       if (!filter(value)) return;

@@ -8,118 +8,17 @@ const { Blob, File } = require('node:buffer');
 const { randomBytes } = require('node:crypto');
 const { once } = require('node:events');
 const http = require('node:http');
-const net = require('node:net');
 const { describe, test } = require('node:test');
 
-const { WebSocketServer } = require('ws');
-
 const { Socket, Server } = require('..');
+const { delay, defer, until } = require('./helpers');
+const { next, record, socketOf, closedPort } = require('./socket-helpers');
+const { wsServer } = require('./fixtures/socket-kit');
 
 const TIMEOUT = { timeout: 10000 };
 
 // ---------------------------------------------------------------------------
-// Tiny helpers, local to this file.
-
-const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * Run `fn` when the test ends, last registered first (sockets close before
- * the servers they are connected to).
- */
-const cleanups = new WeakMap();
-function defer(t, fn) {
-  let stack = cleanups.get(t);
-  if (stack === undefined) {
-    stack = [];
-    cleanups.set(t, stack);
-    t.after(async () => {
-      while (stack.length > 0) await stack.pop()();
-    });
-  }
-  stack.push(fn);
-}
-
-/**
- * Resolve with `check()`'s first truthy result; reject after `ms`.
- */
-async function until(check, what = 'condition', ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await delay(5);
-  }
-}
-
-/**
- * The next `event` from `emitter` whose first argument passes `filter`,
- * rejecting after `ms`.
- */
-function next(emitter, event, filter = () => true, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(event, listener);
-      reject(new Error(`Timed out waiting for '${event}'`));
-    }, ms);
-    function listener(value) {
-      if (!filter(value)) return;
-      clearTimeout(timer);
-      emitter.off(event, listener);
-      resolve(value);
-    }
-    emitter.on(event, listener);
-  });
-}
-
-/**
- * Everything `stream` delivers, as `[message, sender]` pairs in `list`.
- */
-function record(stream) {
-  const list = [];
-  const subscription = stream.forEach((message, sender) => list.push([message, sender]));
-  return {
-    list,
-    subscription,
-    messages: () => list.map(([message]) => message),
-    count: (n, what = `${n} messages`) => until(() => list.length >= n, what)
-  };
-}
-
-/**
- * A `ws` server on 127.0.0.1 that records what each connection receives:
- * `conns[i].received` holds `{ data: Buffer, isBinary }`, `conns[i].req`
- * the upgrade request, `conns[i].closed` a Promise of `{ code, reason }`.
- */
-async function wsServer(t, options = {}) {
-  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', ...options });
-  await once(wss, 'listening');
-  const conns = [];
-  wss.on('connection', (ws, req) => {
-    ws.req = req;
-    ws.received = [];
-    ws.closed = new Promise((resolve) =>
-      ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }))
-    );
-    ws.on('message', (data, isBinary) => ws.received.push({ data, isBinary }));
-    conns.push(ws);
-  });
-  const backend = {
-    wss,
-    conns,
-    url: `ws://127.0.0.1:${wss.address().port}`,
-    connection: (i = 0) => until(() => conns[i], `ws connection #${i}`),
-    texts: (ws) => ws.received.map(({ data, isBinary }) => {
-      assert.equal(isBinary, false, 'expected a text frame');
-      return data.toString();
-    })
-  };
-  defer(t, async () => {
-    for (const ws of wss.clients) ws.terminate();
-    await new Promise((resolve) => wss.close(resolve));
-  });
-  return backend;
-}
+// Helpers local to this file (the shared ones are imported above).
 
 /**
  * Our own Server on 127.0.0.1: `conns` in order of `'add'`, `received` the
@@ -145,33 +44,13 @@ async function ourServer(t, options = {}) {
   };
 }
 
-/**
- * A Socket closed (and waited for) at the end of the test.
- */
-function socket(t, url, options) {
-  const s = new Socket(url, options);
-  defer(t, async () => {
-    if (s.readyState === Socket.CLOSED) return;
-    const closed = next(s, 'close', (e) => !e.willReconnect, 3000).catch(() => {});
-    s.close();
-    await closed;
-  });
-  return s;
-}
+/** A Socket closed (and waited for) at the end of the test. */
+const socket = socketOf(Socket);
 
 async function openSocket(t, url, options) {
   const s = socket(t, url, options);
   await next(s, 'open');
   return s;
-}
-
-/** A port on 127.0.0.1 nobody listens on. */
-async function closedPort() {
-  const srv = net.createServer();
-  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address();
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
 }
 
 /**
