@@ -1,7 +1,5 @@
 'use strict';
 
-const http = require('node:http');
-const https = require('node:https');
 const util = require('node:util');
 
 const ConnectionGroup = require('./connection-group');
@@ -12,33 +10,14 @@ const Stream = require('./stream');
 const encode = require('./encode');
 const { NativeServer } = require('./native');
 const { readBatch, batchCallback } = require('./batch');
-const { checkOptions, invalidOption } = require('./options');
+const { invalidOption } = require('./options');
+const checkServerOptions = require('./server-options');
 const { codedError, reportPeerError, reportUserError } = require('./errors');
 const decideUpgrade = require('./verify');
 const parseHeaders = require('./headers');
 const { attach, handOver, refuseUpgrade } = require('./attach');
 const { kClosing, kDeliver, kEnd, kHandle } = require('./symbols');
 
-// Option name to [type, default]; see lib/options.js and SPEC section 5.
-const SERVER_OPTIONS = {
-  port: ['port', undefined],
-  host: ['string', undefined],
-  server: ['object', undefined],
-  path: ['string', undefined],
-  json: ['boolean', true],
-  maxPayload: ['bytes', 16 * 1024 * 1024],
-  verifyClient: ['function', undefined],
-  handleProtocols: ['function', undefined],
-  tls: ['tls', undefined],
-  heartbeatInterval: ['milliseconds', 30000],
-  maxBackpressure: ['limit', 16 * 1024 * 1024],
-  reusePort: ['boolean', false],
-  handshakeTimeout: ['milliseconds', 10000],
-  perMessageDeflate: ['noCompression', false]
-};
-
-// Options that make no sense with `server`: that server is already bound.
-const STANDALONE_ONLY = ['port', 'host', 'tls', 'reusePort'];
 
 // A timer this long never fires; it only holds the event loop open.
 const FOREVER = 2 ** 31 - 1;
@@ -463,42 +442,6 @@ function listenError(err, options) {
     `listen ${code}: ${description} ${address}:${options.port}`,
     { errno: -errno, syscall: 'listen', address, port: options.port }
   );
-}
-
-/**
- * Check the Server's options (SPEC section 5) and fill in the defaults.
- *
- * @param {(Number|Object)} portOrOptions A port, or the options
- * @return {Object} The options
- * @throws {TypeError} `ERR_INVALID_OPTION`
- */
-function checkServerOptions(portOrOptions) {
-  const given = typeof portOrOptions === 'number' ? { port: portOrOptions } : portOrOptions;
-  if (isExpressApp(given?.server)) {
-    throw invalidOption(
-      'The "server" option of Server takes the http.Server that app.listen() returns, not an express app'
-    );
-  }
-  const options = checkOptions('Server', given, SERVER_OPTIONS);
-  if (options.server !== undefined) {
-    if (!(options.server instanceof http.Server || options.server instanceof https.Server)) {
-      throw invalidOption('The "server" option of Server must be an http.Server or https.Server');
-    }
-    const clash = STANDALONE_ONLY.find((name) => given[name] !== undefined);
-    if (clash !== undefined) {
-      throw invalidOption(`The "${clash}" option of Server cannot be combined with "server"`);
-    }
-  } else if (options.port === undefined) {
-    throw invalidOption('The "port" option of Server is required (or "server")');
-  }
-  if (options.reusePort && process.platform !== 'linux' && process.platform !== 'darwin') {
-    throw invalidOption(`The "reusePort" option of Server is not supported on ${process.platform}`);
-  }
-  return options;
-}
-
-function isExpressApp(value) {
-  return typeof value === 'function' && typeof value.listen === 'function' && typeof value.use === 'function';
 }
 
 function blobReadError(cause) {
