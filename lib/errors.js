@@ -59,4 +59,14 @@ function reportPeerError(emitter, err, debug = false) {
   }
 }
 
-module.exports = { codedError, reportUserError, reportPeerError };
+/**
+ * The `ERR_BLOB_READ` error: a Blob given to `send` could not be read.
+ *
+ * @param {*} cause What reading it threw
+ * @return {Error} The error
+ */
+function blobReadError(cause) {
+  return codedError(Error, 'ERR_BLOB_READ', 'A Blob could not be read; it was not sent', { cause });
+}
+
+module.exports = { codedError, reportUserError, reportPeerError, blobReadError };

@@ -12,8 +12,9 @@ const { NativeServer } = require('./native');
 const { readBatch, batchCallback } = require('./batch');
 const { invalidOption } = require('./options');
 const checkServerOptions = require('./server-options');
-const { codedError, reportPeerError, reportUserError } = require('./errors');
+const { blobReadError, codedError, reportPeerError, reportUserError } = require('./errors');
 const decideUpgrade = require('./verify');
+const { decodeMessage, invalidJsonError, INVALID_JSON } = require('./decode');
 const parseHeaders = require('./headers');
 const { attach, handOver, refuseUpgrade } = require('./attach');
 const { kClosing, kDeliver, kEnd, kHandle } = require('./symbols');
@@ -372,20 +373,10 @@ class Server extends ConnectionGroup {
     const connection = this.#connections.get(handle);
     if (connection === undefined) return;
 
-    let message = data;
-    if (!isBinary && this.#core.json) {
-      try {
-        message = JSON.parse(data);
-      } catch {
-        const err = codedError(
-          Error,
-          'ERR_INVALID_JSON',
-          'A client sent a text message that is not valid JSON',
-          { data, connection }
-        );
-        reportPeerError(this, err);
-        return;
-      }
+    const message = decodeMessage(data, isBinary, this.#core.json);
+    if (message === INVALID_JSON) {
+      reportPeerError(this, invalidJsonError(data, connection, 'A client'));
+      return;
     }
     connection[kDeliver](message);
     if (this.#pushAll !== null) this.#pushAll(message, connection);
@@ -442,12 +433,6 @@ function listenError(err, options) {
     `listen ${code}: ${description} ${address}:${options.port}`,
     { errno: -errno, syscall: 'listen', address, port: options.port }
   );
-}
-
-function blobReadError(cause) {
-  return codedError(Error, 'ERR_BLOB_READ', 'A Blob could not be read; it was not sent', {
-    cause
-  });
 }
 
 module.exports = Server;

@@ -9,8 +9,9 @@ const Stream = require('./stream');
 const { checkOptions } = require('./options');
 const SOCKET_OPTIONS = require('./socket-options');
 const { checkClose } = require('./validation');
-const { codedError, reportPeerError, reportUserError } = require('./errors');
+const { blobReadError, codedError, reportPeerError, reportUserError } = require('./errors');
 const randomUUID = require('./random-uuid');
+const { decodeMessage, invalidJsonError, INVALID_JSON } = require('./decode');
 
 // A timer this long never fires; it only holds the event loop open.
 const FOREVER = 2 ** 31 - 1;
@@ -92,14 +93,7 @@ class SocketCore extends EventEmitter {
     this.type = 'websocket';
 
     this.#transport = platform.createTransport(url, this.#options, this.#transportEvents());
-    this.#order = new SendOrder((err) =>
-      reportUserError(
-        this,
-        codedError(Error, 'ERR_BLOB_READ', 'A Blob could not be read; it was not sent', {
-          cause: err
-        })
-      )
-    );
+    this.#order = new SendOrder((err) => reportUserError(this, blobReadError(err)));
 
     if (this.#options.startClosed) {
       this.#readyState = CLOSED;
@@ -299,20 +293,11 @@ class SocketCore extends EventEmitter {
   }
 
   #onMessage(data, isBinary) {
-    let message = data;
-    if (!isBinary && this.#options.json) {
-      try {
-        message = JSON.parse(data);
-      } catch {
-        const err = codedError(
-          Error,
-          'ERR_INVALID_JSON',
-          'The server sent a text message that is not valid JSON',
-          { data, connection: this }
-        );
-        reportPeerError(this, err, this.#options.debug);
-        return;
-      }
+    const message = decodeMessage(data, isBinary, this.#options.json);
+    if (message === INVALID_JSON) {
+      const err = invalidJsonError(data, this, 'The server');
+      reportPeerError(this, err, this.#options.debug);
+      return;
     }
     if (this.#push !== null) this.#push(message, this);
   }

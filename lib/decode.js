@@ -1,0 +1,41 @@
+'use strict';
+
+const { codedError } = require('./errors');
+
+/** What `decodeMessage` returns for a text that is not valid JSON. */
+const INVALID_JSON = Symbol('INVALID_JSON');
+
+/**
+ * Decode a received message (SPEC section 3): with `json`, a text frame is
+ * `JSON.parse`'d; binary data and, without `json`, text arrive as they are.
+ *
+ * @param {(String|Buffer|ArrayBuffer|Blob)} data The payload
+ * @param {Boolean} isBinary Whether it came in a binary frame
+ * @param {Boolean} json The owner's `json` option
+ * @return {*} The message, or `INVALID_JSON`
+ */
+function decodeMessage(data, isBinary, json) {
+  if (isBinary || !json) return data;
+  try {
+    return JSON.parse(data);
+  } catch {
+    return INVALID_JSON;
+  }
+}
+
+/**
+ * The `ERR_INVALID_JSON` error for a text that did not parse.
+ *
+ * @param {String} data The raw text
+ * @param {Object} connection The connection it came on
+ * @param {String} sender Who sent it, for the message: 'A client', 'The server'
+ * @return {Error} The error
+ */
+function invalidJsonError(data, connection, sender) {
+  return codedError(Error, 'ERR_INVALID_JSON', `${sender} sent a text message that is not valid JSON`, {
+    data,
+    connection
+  });
+}
+
+module.exports = { decodeMessage, invalidJsonError, INVALID_JSON };
