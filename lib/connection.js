@@ -16,48 +16,86 @@ const {
   kNativeOwner
 } = require('./symbols');
 
+// A connection's life: `offline` from CLOSING on.
+const OPEN = 0;
+// The first close frame went out or came in.
+const CLOSING = 1;
+// Ended, or removed from its Server.
+const ENDED = 2;
+
+/**
+ * What few connections use, made on first need so that an idle connection
+ * does not carry it: its own `messages`, its parsed headers and how it ended.
+ *
+ * @private
+ */
+class Extras {
+  messages = null;
+  // The `messages` publisher's push while the stream is observed.
+  push = null;
+  // The raw header block, kept from the end (when the addon drops it) until
+  // `headers` is first read.
+  rawHeaders = null;
+  headers = null;
+  closeCode = undefined;
+  closeReason = undefined;
+}
+
 /**
  * One client of a `Server`, as Mytosis sees a connection. Made by the
  * Server when a client has been upgraded; never constructed by users.
+ *
+ * A server may hold many thousands of idle connections, so each one keeps
+ * only its own fields: its Server's core is on the prototype of that
+ * Server's subclass (see `forServer`), and the rest waits in `Extras`.
  */
 class Connection {
-  #core;
-  #messages = null;
-  #push = null;
-  #rawHeaders = null;
-  #headers = null;
-  #ended = false;
-  // From the first close frame in either direction.
-  #closing = false;
+  #state = OPEN;
+  // Made on first need: `this.#extras ??= new Extras()`. (A private method
+  // would cost every connection a field for the class's brand.)
+  #extras = null;
 
   /**
+   * The class of one Server's connections.
+   *
    * @param {Object} core The Server's core: `{ server, native, outbox,
-   *     json, order }`
-   * @param {Number} handle The connection's handle in the addon
-   * @param {Object} detail The addon's `Open` event
+   *     json, order, sendTo }`
+   * @return {Function} A subclass whose prototype holds `core`
    * @private
    */
-  constructor(core, handle, detail) {
-    this.#core = core;
-    this[kHandle] = handle;
-    this[kNativeOwner] = core;
+  static forServer(core) {
+    class ServerConnection extends Connection {}
+    ServerConnection.prototype[kNativeOwner] = core;
+    return ServerConnection;
+  }
 
+  /**
+   * @param {Number} handle The connection's handle in the addon
+   * @param {String} remoteAddress The client's address
+   * @param {Number} remotePort The client's port
+   * @param {String} protocol The subprotocol chosen, or `''`
+   * @param {*} context What `verifyClient` accepted the client with
+   * @private
+   */
+  constructor(handle, remoteAddress, remotePort, protocol, context) {
+    this[kHandle] = handle;
     /** @type {String} A random UUID v4. */
-    this.id = randomUUID();
-    /** @type {String} */
-    this.type = 'websocket';
+    this.id = flatUUID();
     /** @type {String} The client's address, as Node would report it. */
-    this.remoteAddress = detail.remoteAddress;
+    this.remoteAddress = remoteAddress;
     /** @type {Number} */
-    this.remotePort = detail.remotePort;
+    this.remotePort = remotePort;
     /** @type {String} The subprotocol chosen in the handshake, or `''`. */
-    this.protocol = detail.protocol;
+    this.protocol = protocol;
     /** @type {*} What `verifyClient` accepted the client with. */
-    this.context = undefined;
-    /** @type {(Number|undefined)} Set when the connection has ended. */
-    this.closeCode = undefined;
-    /** @type {(String|undefined)} Set when the connection has ended. */
-    this.closeReason = undefined;
+    this.context = context;
+  }
+
+  /**
+   * @type {String}
+   */
+  get type() {
+    return 'websocket';
   }
 
   /**
@@ -66,7 +104,25 @@ class Connection {
    * @type {Boolean}
    */
   get offline() {
-    return this.#ended || this.#closing;
+    return this.#state !== OPEN;
+  }
+
+  /**
+   * The close code, once the connection has ended.
+   *
+   * @type {(Number|undefined)}
+   */
+  get closeCode() {
+    return this.#extras?.closeCode;
+  }
+
+  /**
+   * The close reason, once the connection has ended.
+   *
+   * @type {(String|undefined)}
+   */
+  get closeReason() {
+    return this.#extras?.closeReason;
   }
 
   /**
@@ -75,9 +131,10 @@ class Connection {
    * @type {Number}
    */
   get bufferedAmount() {
-    if (this.#ended) return 0;
-    this.#core.outbox.flush();
-    return this.#core.native.bufferedAmount(this[kHandle]);
+    if (this.#state === ENDED) return 0;
+    const { native, outbox } = this[kNativeOwner];
+    outbox.flush();
+    return native.bufferedAmount(this[kHandle]);
   }
 
   /**
@@ -87,12 +144,13 @@ class Connection {
    * @type {Object}
    */
   get headers() {
-    if (this.#headers === null) {
-      const raw = this.#rawHeaders ?? this.#core.native.rawHeaders(this[kHandle]);
-      this.#headers = parseHeaders(raw ?? '');
-      this.#rawHeaders = null;
+    const extras = (this.#extras ??= new Extras());
+    if (extras.headers === null) {
+      const raw = extras.rawHeaders ?? this[kNativeOwner].native.rawHeaders(this[kHandle]);
+      extras.headers = parseHeaders(raw ?? '');
+      extras.rawHeaders = null;
     }
-    return this.#headers;
+    return extras.headers;
   }
 
   /**
@@ -102,22 +160,23 @@ class Connection {
    * @type {Stream}
    */
   get messages() {
-    if (this.#messages === null) {
-      const { native, server } = this.#core;
-      this.#messages = new Stream(
+    const extras = (this.#extras ??= new Extras());
+    if (extras.messages === null) {
+      const { native, server } = this[kNativeOwner];
+      extras.messages = new Stream(
         (push) => {
-          this.#push = push;
+          extras.push = push;
           native.observe(this[kHandle], true);
           return () => {
-            this.#push = null;
+            extras.push = null;
             native.observe(this[kHandle], false);
           };
         },
         { onError: (err) => reportUserError(server, err) }
       );
-      if (this.#ended) this.#messages[kComplete]();
+      if (this.#state === ENDED) extras.messages[kComplete]();
     }
-    return this.#messages;
+    return extras.messages;
   }
 
   /**
@@ -131,7 +190,7 @@ class Connection {
    */
   send(message) {
     if (this.offline) return false;
-    const { outbox, json, order } = this.#core;
+    const { outbox, json, order } = this[kNativeOwner];
     const payload = encode(message, json);
     return order.submit(payload, (ready) => {
       outbox.push(this[kHandle], ready);
@@ -149,8 +208,8 @@ class Connection {
   close(code = 1000, reason = '') {
     checkClose(code, reason);
     if (this.offline) return;
-    this.#closing = true;
-    const { native, order, outbox } = this.#core;
+    this.#state = CLOSING;
+    const { native, order, outbox } = this[kNativeOwner];
     order.submit(null, () => {
       outbox.flush();
       native.closeConnection(this[kHandle], code, reason);
@@ -161,10 +220,11 @@ class Connection {
    * Drop the connection at once, without a closing handshake.
    */
   terminate() {
-    if (this.#ended) return;
-    this.#closing = true;
-    this.#core.outbox.flush();
-    this.#core.native.terminate(this[kHandle]);
+    if (this.#state === ENDED) return;
+    this.#state = CLOSING;
+    const { native, outbox } = this[kNativeOwner];
+    outbox.flush();
+    native.terminate(this[kHandle]);
   }
 
   /**
@@ -174,7 +234,7 @@ class Connection {
    * @private
    */
   [kDeliver](message) {
-    if (this.#push !== null) this.#push(message, this);
+    this.#extras?.push?.(message, this);
   }
 
   /**
@@ -183,7 +243,7 @@ class Connection {
    * @private
    */
   [kClosing]() {
-    this.#closing = true;
+    if (this.#state === OPEN) this.#state = CLOSING;
   }
 
   /**
@@ -195,14 +255,27 @@ class Connection {
    */
   [kEnd](detail) {
     if (detail !== undefined) {
-      this.closeCode = detail.code;
-      this.closeReason = detail.reason;
-      if (this.#headers === null) this.#rawHeaders = detail.rawHeaders ?? '';
+      const extras = (this.#extras ??= new Extras());
+      extras.closeCode = detail.code;
+      extras.closeReason = detail.reason;
+      if (extras.headers === null) extras.rawHeaders = detail.rawHeaders ?? '';
     }
-    if (this.#ended) return;
-    this.#ended = true;
-    this.#messages?.[kComplete]();
+    if (this.#state === ENDED) return;
+    this.#state = ENDED;
+    this.#extras?.messages?.[kComplete]();
   }
+}
+
+/**
+ * A random UUID v4 as one flat string. Node 20's `randomUUID()` concatenates
+ * its result from ~20 pieces, which V8 keeps as a tree of ~15 strings (about
+ * 480 bytes); a connection holds its id for life, so it is copied into one
+ * 36-byte string (about 56 bytes).
+ *
+ * @return {String} The UUID
+ */
+function flatUUID() {
+  return Buffer.from(randomUUID(), 'latin1').toString('latin1');
 }
 
 module.exports = Connection;

@@ -31,11 +31,18 @@ const FOREVER = 2 ** 31 - 1;
  */
 class Server extends ConnectionGroup {
   #core;
+  // The class of this server's connections (`Connection.forServer`).
+  #Connection;
   #options;
   #detach = null;
   #connections = new Map();
   // What verifyClient accepted each upgrade with, until it opens.
   #contexts = new Map();
+  // The strings of the last connection opened. The next one shares them when
+  // they are equal (behind a proxy every address is, and most servers speak
+  // one subprotocol) rather than keeping its own copies.
+  #lastAddress = '';
+  #lastProtocol = '';
   #pushAll = null;
   #address = null;
   #ready;
@@ -120,6 +127,7 @@ class Server extends ConnectionGroup {
       order: new SendOrder((err) => reportUserError(this, blobReadError(err))),
       sendTo: (connections, message) => this.#sendTo(connections, message)
     };
+    this.#Connection = Connection.forServer(this.#core);
 
     this.#ready =
       options.server === undefined ? this.#listen(options) : this.#attach(options.server);
@@ -382,19 +390,30 @@ class Server extends ConnectionGroup {
     if (this.#pushAll !== null) this.#pushAll(message, connection);
   }
 
+  #onOpen(handle, detail) {
+    const context = this.#contexts.get(handle);
+    this.#contexts.delete(handle);
+    if (detail.remoteAddress !== this.#lastAddress) this.#lastAddress = detail.remoteAddress;
+    if (detail.protocol !== this.#lastProtocol) this.#lastProtocol = detail.protocol;
+    const connection = new this.#Connection(
+      handle,
+      this.#lastAddress,
+      detail.remotePort,
+      this.#lastProtocol,
+      context
+    );
+    this.#connections.set(handle, connection);
+    this.add(connection);
+  }
+
   #onDetail(handle, detail) {
     switch (detail.type) {
       case 'Verify':
         this.#onVerify(handle, detail);
         break;
-      case 'Open': {
-        const connection = new Connection(this.#core, handle, detail);
-        connection.context = this.#contexts.get(handle);
-        this.#contexts.delete(handle);
-        this.#connections.set(handle, connection);
-        this.add(connection);
+      case 'Open':
+        this.#onOpen(handle, detail);
         break;
-      }
       case 'Closing':
         this.#connections.get(handle)?.[kClosing]();
         break;

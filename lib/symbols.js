@@ -3,10 +3,11 @@
 // Symbols the package's modules share with each other. They are not part of
 // the public API, so they never collide with a user's or a base class's keys.
 module.exports = {
-  // On a connection owned by a native Server: that Server's core. It offers
-  // `sendTo(connections, message)`, which encodes once, queues to all of them
-  // in one Rust call, returns how many it queued to, and throws before
-  // queueing anything when the message cannot be encoded.
+  // On a connection owned by a native Server (on its class's prototype):
+  // that Server's core. Groups use its `sendTo(connections, message)`, which
+  // encodes once, queues to all of them in one Rust call, returns how many
+  // it queued to, and throws before queueing anything when the message
+  // cannot be encoded.
   kNativeOwner: Symbol('kNativeOwner'),
   // A ConnectionGroup's members: a Map from connection id to connection.
   kMembers: Symbol('kMembers'),
