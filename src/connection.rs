@@ -12,7 +12,7 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -148,6 +148,26 @@ impl Peer {
       last_seen: AtomicU64::new(now_ms()),
       kill: AtomicU64::new(0),
       close_requested: AtomicU32::new(NO_CONNECTION),
+    }
+  }
+
+  /// Marks a new connection open and returns its generation.
+  pub fn open_connection(&self) -> u32 {
+    let generation =
+      self.generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1) % ANY_CONNECTION;
+    self.last_seen.store(now_ms(), Ordering::Relaxed);
+    self.connected.store(true, Ordering::Release);
+    generation
+  }
+
+  /// Registers the driving task's waker, then tells whether something is
+  /// queued or a termination is asked for.
+  pub fn poll_work(&self, cx: &mut Context<'_>) -> Poll<()> {
+    self.task.register(cx.waker());
+    if self.kill.load(Ordering::Acquire) != 0 || !self.queued_frames().is_empty() {
+      Poll::Ready(())
+    } else {
+      Poll::Pending
     }
   }
 
@@ -330,28 +350,50 @@ pub enum Incoming {
   Closing,
 }
 
-/// Runs one connection until it ends: writes what is queued on `peer`,
-/// hands every data frame and the peer's close frame to `deliver`.
+/// Whether a connection stopped to rest or ended.
+pub enum Outcome {
+  Rested,
+  Ended(Ended),
+}
+
+/// Runs one client connection until it ends: writes what is queued on
+/// `peer`, hands every data frame and the peer's close frame to `deliver`.
 ///
-/// `backlog` holds messages to send before anything queued: a client's
-/// messages that an earlier connection took but never handed to the kernel
-/// (a server connection passes an empty one). For a client, messages taken
-/// but not yet flushed to the kernel when this connection fails go back to
-/// its head, for the next connection.
+/// `backlog` holds messages to send before anything queued: messages that
+/// an earlier connection took but never handed to the kernel. Messages
+/// taken but not yet flushed to the kernel when this connection fails go
+/// back to its head, for the next connection.
 pub async fn drive<S>(
   ws: &mut WebSocketStream<S>,
   backlog: &mut VecDeque<Message>,
   peer: &Peer,
-  role: Role,
-  mut deliver: impl FnMut(Incoming),
+  deliver: impl FnMut(Incoming),
 ) -> Ended
 where
   S: AsyncRead + AsyncWrite + Unpin,
 {
-  let generation = peer.generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1) % ANY_CONNECTION;
-  peer.last_seen.store(now_ms(), Ordering::Relaxed);
-  peer.connected.store(true, Ordering::Release);
+  let generation = peer.open_connection();
+  match drive_until_rest(ws, backlog, peer, generation, Role::Client, |_| false, deliver).await {
+    Outcome::Ended(ended) => ended,
+    Outcome::Rested => unreachable!("a connection that may not rest never rests"),
+  }
+}
 
+/// Runs connection `generation` of `peer` until it ends, or until it is
+/// quiet with nothing half done and `may_rest` agrees (it tells whether the
+/// stream has handed tungstenite whole messages only).
+pub async fn drive_until_rest<S>(
+  ws: &mut WebSocketStream<S>,
+  backlog: &mut VecDeque<Message>,
+  peer: &Peer,
+  generation: u32,
+  role: Role,
+  may_rest: impl Fn(&S) -> bool,
+  mut deliver: impl FnMut(Incoming),
+) -> Outcome
+where
+  S: AsyncRead + AsyncWrite + Unpin,
+{
   let mut unflushed_bytes = 0usize;
   let mut unflushed: Vec<Message> = Vec::new();
   let mut sent_close = false;
@@ -360,14 +402,14 @@ where
   // Frames taken from the peer's queue and not yet fed to tungstenite.
   let mut taken: VecDeque<Outgoing> = VecDeque::new();
 
-  let stop = poll_fn(|cx| {
+  let stopped = poll_fn(|cx| {
     for _ in 0..ROUNDS_PER_POLL {
       let mut progressed = false;
 
       // Registered before anything is checked, so that no wake is missed.
       peer.task.register(cx.waker());
       if let Some(why) = peer.take_kill(generation) {
-        return Poll::Ready(Stop::Terminated(why));
+        return Poll::Ready(Some(Stop::Terminated(why)));
       }
       if close_deadline.is_none() && peer.close_requested_for(generation) {
         close_deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
@@ -377,7 +419,7 @@ where
       while !sent_close && received_close.is_none() {
         match ws.poll_ready_unpin(cx) {
           Poll::Ready(Ok(())) => {}
-          Poll::Ready(Err(error)) => return Poll::Ready(Stop::Failed(error)),
+          Poll::Ready(Err(error)) => return Poll::Ready(Some(Stop::Failed(error))),
           Poll::Pending => break,
         }
         if backlog.is_empty() && taken.is_empty() {
@@ -416,22 +458,23 @@ where
           }
         };
         if let Err(error) = ws.start_send_unpin(message) {
-          return Poll::Ready(Stop::Failed(error));
+          return Poll::Ready(Some(Stop::Failed(error)));
         }
         progressed = true;
       }
 
       // One flush for everything fed above.
-      match ws.poll_flush_unpin(cx) {
+      let flushed = match ws.poll_flush_unpin(cx) {
         Poll::Ready(Ok(())) => {
           peer.buffered.fetch_sub(unflushed_bytes, Ordering::Relaxed);
           unflushed_bytes = 0;
           unflushed.clear();
+          true
         }
-        Poll::Ready(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => {}
-        Poll::Ready(Err(error)) => return Poll::Ready(Stop::Failed(error)),
-        Poll::Pending => {}
-      }
+        Poll::Ready(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => false,
+        Poll::Ready(Err(error)) => return Poll::Ready(Some(Stop::Failed(error))),
+        Poll::Pending => false,
+      };
 
       match ws.poll_next_unpin(cx) {
         Poll::Ready(Some(Ok(message))) => {
@@ -452,17 +495,28 @@ where
           }
         }
         Poll::Ready(Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)))
-        | Poll::Ready(None) => return Poll::Ready(Stop::Finished),
-        Poll::Ready(Some(Err(error))) => return Poll::Ready(Stop::Failed(error)),
+        | Poll::Ready(None) => return Poll::Ready(Some(Stop::Finished)),
+        Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Stop::Failed(error))),
         Poll::Pending => {}
       }
 
       if let Some(deadline) = close_deadline.as_mut() {
         if deadline.as_mut().poll(cx).is_ready() {
-          return Poll::Ready(Stop::CloseTimedOut);
+          return Poll::Ready(Some(Stop::CloseTimedOut));
         }
       }
       if !progressed {
+        let idle = flushed
+          && !sent_close
+          && received_close.is_none()
+          && close_deadline.is_none()
+          && taken.is_empty()
+          && backlog.is_empty();
+        if idle && may_rest(ws.get_ref()) {
+          // Nothing to do and nothing half done: the caller may drop
+          // tungstenite's state until the next bytes or sends.
+          return Poll::Ready(None);
+        }
         return Poll::Pending;
       }
     }
@@ -470,6 +524,7 @@ where
     Poll::Pending
   })
   .await;
+  let Some(stop) = stopped else { return Outcome::Rested };
 
   peer.connected.store(false, Ordering::Release);
   // What never reached the kernel goes first on the next connection, then
@@ -487,7 +542,7 @@ where
     }));
   }
 
-  match stop {
+  Outcome::Ended(match stop {
     Stop::Finished => match received_close {
       Some(Some(frame)) => Ended {
         code: frame.code.into(),
@@ -520,7 +575,7 @@ where
       }
       None => Ended::abnormal(),
     },
-  }
+  })
 }
 
 /// The close code that tells the peer why we drop it, for errors the peer

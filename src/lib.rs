@@ -5,10 +5,12 @@
 mod buffers;
 mod connection;
 mod events;
+mod frame_boundaries;
 mod handshake;
 mod heartbeat;
-mod read_ahead;
+mod resting;
 mod server;
+mod server_stream;
 mod socket;
 mod tls;
 

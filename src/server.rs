@@ -2,7 +2,7 @@
 //! `http.Server`), one task per connection, and the registry that lets JS
 //! address connections by a small numeric handle.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{BorrowedFd, IntoRawFd};
@@ -21,17 +21,17 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::Request;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role as WsRole, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::buffers::{json_lines, to_message, Payload};
-use crate::connection::{drive, Incoming, Limits, Peer, Role};
+use crate::connection::{Ended, Incoming, Limits, Peer};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::handshake::{self, Refusal, Upgrade};
-use crate::read_ahead::ReadAhead;
-use crate::{heartbeat, tls};
+use crate::resting::{Active, Owner, Resting};
+use crate::server_stream::ServerStream;
+use crate::{heartbeat, resting, tls};
 
 /// Connections still open this long after the server's close frames are
 /// terminated.
@@ -190,7 +190,7 @@ impl NativeServer {
     let config = WebSocketConfig::default()
       // tungstenite allocates the read buffer up front for every connection:
       // 128 KiB by default, far too much for thousands of idle peers. Large
-      // messages are still read in large chunks (see read_ahead.rs).
+      // messages are still read in large chunks (see server_stream.rs).
       .read_buffer_size(4096)
       // Frames are gathered up to this size before a write; a flush after
       // each drained queue writes the rest.
@@ -271,7 +271,7 @@ impl NativeServer {
       napi::bindgen_prelude::within_runtime_if_available(|| TcpStream::from_std(std_stream))
         .map_err(os_error)?;
     let _ = stream.set_nodelay(true);
-    Ok(self.serve_adopted(ReadAhead::new(stream), head, response, raw_headers, request))
+    Ok(self.serve_adopted(ServerStream::new(stream), head, response, raw_headers, request))
   }
 
   /// Like `adopt` for a socket whose bytes Node must keep handling (TLS
@@ -284,7 +284,8 @@ impl NativeServer {
     ours.set_nonblocking(true).map_err(os_error)?;
     let stream = napi::bindgen_prelude::within_runtime_if_available(|| UnixStream::from_std(ours))
       .map_err(os_error)?;
-    let handle = self.serve_adopted(ReadAhead::new(stream), head, response, raw_headers, request);
+    let handle =
+      self.serve_adopted(ServerStream::new(stream), head, response, raw_headers, request);
     Ok(Relay { handle, fd: theirs.into_raw_fd() })
   }
 
@@ -440,7 +441,7 @@ impl NativeServer {
 
   fn serve_adopted<S>(
     &self,
-    mut stream: S,
+    mut stream: ServerStream<S>,
     head: Buffer,
     response: Vec<u8>,
     raw: Box<str>,
@@ -457,10 +458,8 @@ impl NativeServer {
       if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
         return;
       }
-      let ws =
-        WebSocketStream::from_partially_read(stream, head, WsRole::Server, Some(shared.config))
-          .await;
-      run_connection(&shared, ws, remote, handle, raw, request.protocol).await;
+      stream.start_frames(head);
+      start_connection(&shared, stream, remote, handle, raw, request.protocol);
     };
     napi::bindgen_prelude::spawn(self.shared.tasks.track_future(serving));
     handle
@@ -516,7 +515,6 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
       Ok((stream, address)) => {
         // Best effort: without it small frames may wait for Nagle's timer.
         let _ = stream.set_nodelay(true);
-        let stream = ReadAhead::new(stream);
         let handle = shared.new_handle();
         let shared = Arc::clone(&shared);
         let remote = Remote::from(address);
@@ -525,11 +523,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
           tracked.spawn(async move {
             let deadline = shared.handshake_timeout;
             if let Ok(Ok(stream)) = timeout(deadline, acceptor.accept(stream)).await {
-              serve(shared, stream, remote, handle).await;
+              serve(shared, ServerStream::new(stream), remote, handle).await;
             }
           });
         } else {
-          shared.tasks.clone().spawn(serve(shared, stream, remote, handle));
+          shared.tasks.clone().spawn(serve(shared, ServerStream::new(stream), remote, handle));
         }
       }
       // `close()` shut the listener down.
@@ -541,10 +539,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
   }
 }
 
-/// Runs one accepted connection: the upgrade, then messages until it ends.
-async fn serve<S>(shared: Arc<Shared>, stream: S, remote: Remote, handle: u32)
+/// Runs the upgrade of an accepted connection, then starts serving it.
+async fn serve<S>(shared: Arc<Shared>, stream: ServerStream<S>, remote: Remote, handle: u32)
 where
-  S: AsyncRead + AsyncWrite + Unpin,
+  S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
   // Boxed: the handshake's buffers would otherwise stay part of this
   // task's size for the connection's whole life.
@@ -554,22 +552,22 @@ where
     _ = shared.shutdown.cancelled() => None,
     upgraded = upgrading => upgraded.ok().flatten(),
   };
-  let Some((ws, raw_headers, protocol)) = upgraded else {
+  let Some((stream, raw_headers, protocol)) = upgraded else {
     // Too slow, refused or gone: nothing was reported as a connection yet.
     shared.verdicts().remove(&handle);
     return;
   };
-  run_connection(&shared, ws, remote, handle, raw_headers, protocol).await;
+  start_connection(&shared, stream, remote, handle, raw_headers, protocol);
 }
 
 /// The opening handshake on an accepted stream: read and check the
 /// request, let JS decide when it wants to, answer 101 or refuse.
 async fn upgrade<S>(
   shared: &Shared,
-  mut stream: S,
+  mut stream: ServerStream<S>,
   remote: &Remote,
   handle: u32,
-) -> Option<(WebSocketStream<S>, Box<str>, String)>
+) -> Option<(ServerStream<S>, Box<str>, String)>
 where
   S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -630,55 +628,79 @@ where
   };
   stream.write_all(&response).await.ok()?;
   stream.flush().await.ok()?;
-  let ws =
-    WebSocketStream::from_partially_read(stream, leftover, WsRole::Server, Some(shared.config))
-      .await;
-  Some((ws, raw_headers, protocol))
+  stream.start_frames(leftover);
+  Some((stream, raw_headers, protocol))
 }
 
-/// Serves an upgraded connection until it ends. Reports `Open` and `Close`
-/// around it.
-async fn run_connection<S>(
-  shared: &Shared,
-  mut ws: WebSocketStream<S>,
+/// Reports an upgraded connection open and starts serving it, on a task of
+/// its own that holds little more than the socket while the connection is
+/// quiet (see resting.rs).
+fn start_connection<S>(
+  shared: &Arc<Shared>,
+  stream: ServerStream<S>,
   remote: Remote,
   handle: u32,
   raw_headers: Box<str>,
   protocol: String,
 ) where
-  S: AsyncRead + AsyncWrite + Unpin,
+  S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
   let client = Arc::new(Client { peer: Peer::new(), raw_headers });
   shared.clients().insert(handle, Arc::clone(&client));
-  let events = &shared.events;
   let open =
     EventDetail::Open { remote_address: remote.address, remote_port: remote.port, protocol };
-  events.detail(handle, open);
+  shared.events.detail(handle, open);
   if shared.shutdown.is_cancelled() {
     client.peer.close(going_away());
   }
+  let served = ServedConnection { shared: Arc::clone(shared), client, handle };
+  shared.tasks.spawn(Resting::new(stream, served));
+}
 
-  let ended =
-    drive(&mut ws, &mut VecDeque::new(), &client.peer, Role::Server, |incoming| match incoming {
-      Incoming::Data(binary, payload) => {
-        if client.peer.observed.load(Ordering::Relaxed)
-          || shared.observe_all.load(Ordering::Relaxed)
-        {
-          events.message(handle, binary, payload);
+/// A server connection, as its resting task reaches it.
+struct ServedConnection {
+  shared: Arc<Shared>,
+  client: Arc<Client>,
+  handle: u32,
+}
+
+impl<S> Owner<S> for ServedConnection
+where
+  S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+  fn peer(&self) -> &Peer {
+    &self.client.peer
+  }
+
+  fn activate(&self, stream: ServerStream<S>, generation: u32) -> Active<S> {
+    let (shared, client, handle) =
+      (Arc::clone(&self.shared), Arc::clone(&self.client), self.handle);
+    Box::pin(async move {
+      let events = &shared.events;
+      let deliver = |incoming| match incoming {
+        Incoming::Data(binary, payload) => {
+          if client.peer.observed.load(Ordering::Relaxed)
+            || shared.observe_all.load(Ordering::Relaxed)
+          {
+            events.message(handle, binary, payload);
+          }
         }
-      }
-      // JS marks the connection offline; its 'remove' follows.
-      Incoming::Closing => events.detail(handle, EventDetail::Closing {}),
+        // JS marks the connection offline; its 'remove' follows.
+        Incoming::Closing => events.detail(handle, EventDetail::Closing {}),
+      };
+      resting::active_period(stream, shared.config, &client.peer, generation, deliver).await
     })
-    .await;
+  }
 
-  shared.clients().remove(&handle);
-  let detail = EventDetail::Close {
-    code: ended.code.into(),
-    reason: ended.reason,
-    was_clean: ended.was_clean,
-    will_reconnect: false,
-    raw_headers: Some(client.raw_headers.to_string()),
-  };
-  events.detail(handle, detail);
+  fn ended(&mut self, ended: Ended) {
+    self.shared.clients().remove(&self.handle);
+    let detail = EventDetail::Close {
+      code: ended.code.into(),
+      reason: ended.reason,
+      was_clean: ended.was_clean,
+      will_reconnect: false,
+      raw_headers: Some(self.client.raw_headers.to_string()),
+    };
+    self.shared.events.detail(self.handle, detail);
+  }
 }

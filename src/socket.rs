@@ -23,7 +23,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{json_lines, to_message, Payload};
-use crate::connection::{drive, Incoming, Limits, Peer, Role};
+use crate::connection::{drive, Incoming, Limits, Peer};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::{heartbeat, tls};
 
@@ -318,7 +318,7 @@ impl Task {
           );
           let opened = Instant::now();
           let (peer, events) = (&self.peer, &self.events);
-          let ended = drive(&mut ws, &mut self.backlog, peer, Role::Client, |incoming| {
+          let ended = drive(&mut ws, &mut self.backlog, peer, |incoming| {
             if let Incoming::Data(binary, payload) = incoming {
               if peer.observed.load(Ordering::Relaxed) {
                 events.message(0, binary, payload);

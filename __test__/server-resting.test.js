@@ -1,0 +1,111 @@
+'use strict';
+
+// A quiet server connection drops its protocol state and makes it again when
+// bytes arrive (src/resting.rs). These tests pause a client in the places
+// where dropping the state would lose something: inside a frame's header,
+// inside its payload, and between the fragments of one message.
+
+const assert = require('node:assert/strict');
+const { randomBytes } = require('node:crypto');
+const { test } = require('node:test');
+
+const { collect, connect, delay, next, once } = require('./helpers');
+const { serve, rawWebSocket, parseFrames } = require('./server-kit');
+
+// Longer than the server needs to go quiet and rest.
+const PAUSE = 50;
+
+/** A masked client frame: `first` is the FIN bit and opcode. */
+function clientFrame(first, payload) {
+  const mask = randomBytes(4);
+  let head;
+  if (payload.length < 126) {
+    head = Buffer.from([first, 0x80 | payload.length]);
+  } else if (payload.length < 0x10000) {
+    head = Buffer.alloc(4);
+    head.writeUInt8(first, 0);
+    head.writeUInt8(0x80 | 126, 1);
+    head.writeUInt16BE(payload.length, 2);
+  } else {
+    head = Buffer.alloc(10);
+    head.writeUInt8(first, 0);
+    head.writeUInt8(0x80 | 127, 1);
+    head.writeBigUInt64BE(BigInt(payload.length), 2);
+  }
+  const masked = Buffer.from(payload);
+  for (let i = 0; i < masked.length; i++) masked[i] ^= mask[i % 4];
+  return Buffer.concat([head, mask, masked]);
+}
+
+/** Writes `bytes` in pieces cut at `cuts`, pausing after each piece. */
+async function writeInPieces(socket, bytes, cuts) {
+  let from = 0;
+  for (const cut of [...cuts, bytes.length]) {
+    socket.write(bytes.subarray(from, cut));
+    from = cut;
+    await delay(PAUSE);
+  }
+}
+
+test('a frame paused inside its header and its payload arrives whole', async (t) => {
+  const server = await serve(t, { json: false });
+  const { socket } = await rawWebSocket(t, server.address().port);
+  const payload = randomBytes(70000);
+  const frame = clientFrame(0x82, payload);
+  const received = collect(server.messages, 1);
+  // 1 and 5 cut the 14-byte header, 5000 the payload.
+  await writeInPieces(socket, frame, [1, 5, 5000]);
+  const [[message]] = await received;
+  assert.deepEqual(message, payload);
+});
+
+test('a message paused between its fragments arrives as one', async (t) => {
+  const server = await serve(t, { json: false });
+  const { socket } = await rawWebSocket(t, server.address().port);
+  const received = collect(server.messages, 2);
+  socket.write(clientFrame(0x01, Buffer.from('one ')));
+  await delay(PAUSE);
+  // A ping between fragments, answered while the message is still open.
+  socket.write(clientFrame(0x89, Buffer.from('between')));
+  await delay(PAUSE);
+  socket.write(clientFrame(0x00, Buffer.from('message, ')));
+  await delay(PAUSE);
+  socket.write(clientFrame(0x80, Buffer.from('three fragments')));
+  socket.write(clientFrame(0x81, Buffer.from('and the next')));
+  const messages = (await received).map(([message]) => message);
+  assert.deepEqual(messages, ['one message, three fragments', 'and the next']);
+
+  socket.write(clientFrame(0x88, Buffer.from([0x03, 0xe8])));
+  const answered = await new Promise((resolve) => {
+    const chunks = [];
+    socket.on('data', (chunk) => chunks.push(chunk));
+    socket.on('close', () => resolve(Buffer.concat(chunks)));
+    socket.resume();
+  });
+  const frames = parseFrames(answered);
+  assert.equal(frames[0].opcode, 0xa, 'a pong first');
+  assert.equal(frames[0].payload.toString(), 'between');
+  assert.equal(frames.at(-1).opcode, 0x8, 'then the close answer');
+});
+
+test('a connection quiet for a while still reads, answers pings and sends', async (t) => {
+  const server = await serve(t);
+  const { client, connection } = await connect(t, server);
+  for (let round = 0; round < 3; round++) {
+    await delay(PAUSE);
+    const pong = once(client, 'pong');
+    client.ping('still there');
+    const [payload] = await pong;
+    assert.equal(payload.toString(), 'still there');
+
+    await delay(PAUSE);
+    const received = collect(server.messages, 1);
+    client.send(JSON.stringify({ round }));
+    assert.deepEqual((await received)[0][0], { round });
+
+    await delay(PAUSE);
+    connection.send({ back: round });
+    const [{ data }] = await next(client);
+    assert.equal(data, JSON.stringify({ back: round }));
+  }
+});

@@ -1,0 +1,135 @@
+//! Where frames begin and end in the bytes a connection hands tungstenite.
+//!
+//! A server connection keeps tungstenite's state (its read buffer among it)
+//! only while it is active, and drops it when it goes quiet. That is safe
+//! only when tungstenite holds nothing the next state would lack: no part of
+//! a frame in its read buffer and no fragmented message half received. The
+//! stream that feeds tungstenite follows the frame headers (parsed by
+//! tungstenite's own `FrameHeader::parse`) to know when that is so.
+
+use std::io::Cursor;
+
+use tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode;
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+/// The longest frame header: 2 bytes, an 8-byte length and a 4-byte mask.
+const MAX_HEADER: usize = 14;
+
+pub struct FrameBoundaries {
+  /// The start of a header that has not fully arrived.
+  header: [u8; MAX_HEADER],
+  header_len: u8,
+  /// Payload bytes of the current frame still to come.
+  payload_left: u64,
+  /// A data frame without FIN was seen and its final fragment was not.
+  fragmented: bool,
+  /// The bytes are not a valid frame sequence; tungstenite fails the
+  /// connection, and we stop following.
+  invalid: bool,
+}
+
+impl FrameBoundaries {
+  pub const fn new() -> FrameBoundaries {
+    FrameBoundaries {
+      header: [0; MAX_HEADER],
+      header_len: 0,
+      payload_left: 0,
+      fragmented: false,
+      invalid: false,
+    }
+  }
+
+  /// Follows `bytes`, the next ones handed to tungstenite.
+  pub fn follow(&mut self, mut bytes: &[u8]) {
+    while !bytes.is_empty() && !self.invalid {
+      if self.payload_left > 0 {
+        let skipped = bytes.len().min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
+        self.payload_left -= skipped as u64;
+        bytes = &bytes[skipped..];
+        continue;
+      }
+      let had = usize::from(self.header_len);
+      let added = bytes.len().min(MAX_HEADER - had);
+      self.header[had..had + added].copy_from_slice(&bytes[..added]);
+      let mut cursor = Cursor::new(&self.header[..had + added]);
+      match FrameHeader::parse(&mut cursor) {
+        Ok(Some((header, payload_len))) => {
+          let used = cursor.position() as usize - had;
+          bytes = &bytes[used..];
+          self.header_len = 0;
+          self.payload_left = payload_len;
+          // Control frames may come between fragments and change nothing.
+          if let OpCode::Data(_) = header.opcode {
+            self.fragmented = !header.is_final;
+          }
+        }
+        Ok(None) => {
+          self.header_len = (had + added) as u8;
+          bytes = &[];
+        }
+        Err(_) => self.invalid = true,
+      }
+    }
+  }
+
+  /// Whether every byte followed so far belongs to a complete frame and no
+  /// fragmented message is open.
+  pub fn between_messages(&self) -> bool {
+    self.header_len == 0 && self.payload_left == 0 && !self.fragmented && !self.invalid
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::FrameBoundaries;
+
+  /// A masked client frame: `first` is FIN|opcode, payload of `len` zeros.
+  fn frame(first: u8, len: usize) -> Vec<u8> {
+    let mut bytes = vec![first];
+    match len {
+      0..=125 => bytes.push(0x80 | len as u8),
+      126..=0xffff => {
+        bytes.push(0x80 | 126);
+        bytes.extend_from_slice(&(len as u16).to_be_bytes());
+      }
+      _ => {
+        bytes.push(0x80 | 127);
+        bytes.extend_from_slice(&(len as u64).to_be_bytes());
+      }
+    }
+    bytes.extend_from_slice(&[1, 2, 3, 4]);
+    bytes.resize(bytes.len() + len, 0);
+    bytes
+  }
+
+  #[test]
+  fn follows_frames_split_anywhere() {
+    let mut stream = frame(0x82, 70_000);
+    stream.extend(frame(0x81, 3));
+    for cut in [1, 2, 5, 13, 14, 70_013, stream.len() - 1] {
+      let mut boundaries = FrameBoundaries::new();
+      boundaries.follow(&stream[..cut]);
+      assert!(!boundaries.between_messages(), "cut at {cut}");
+      boundaries.follow(&stream[cut..]);
+      assert!(boundaries.between_messages(), "cut at {cut}");
+    }
+  }
+
+  #[test]
+  fn a_fragmented_message_is_open_until_its_final_fragment() {
+    let mut boundaries = FrameBoundaries::new();
+    boundaries.follow(&frame(0x01, 4)); // text, not final
+    assert!(!boundaries.between_messages());
+    boundaries.follow(&frame(0x89, 0)); // a ping in between
+    assert!(!boundaries.between_messages());
+    boundaries.follow(&frame(0x80, 4)); // final continuation
+    assert!(boundaries.between_messages());
+  }
+
+  #[test]
+  fn an_invalid_header_is_never_between_messages() {
+    let mut boundaries = FrameBoundaries::new();
+    boundaries.follow(&[0x83, 0x80, 1, 2, 3, 4]); // reserved opcode 3
+    assert!(!boundaries.between_messages());
+  }
+}

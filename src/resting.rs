@@ -1,0 +1,117 @@
+//! A server connection that holds tungstenite's state only while active.
+//!
+//! Most connections of a busy server are quiet most of the time. While one
+//! is, its task holds only its socket and its owner's handles: tungstenite's
+//! state (with its read buffer) and the driving loop's live in one boxed
+//! future made when bytes arrive or something is queued, and dropped once
+//! the connection is quiet again with nothing half done.
+//!
+//! The task is a hand-written future rather than an `async fn`: an async
+//! function keeps room for its arguments and every nested future's for its
+//! whole life, which would cost an idle connection about a kilobyte.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::connection::{drive_until_rest, Ended, Incoming, Outcome, Peer, Role};
+use crate::server_stream::ServerStream;
+
+/// An active period of a connection: it gives the stream back when the
+/// connection rests.
+pub type Active<S> = Pin<Box<dyn Future<Output = (ServerStream<S>, Outcome)> + Send>>;
+
+/// What a resting connection needs from whoever owns it.
+pub trait Owner<S> {
+  fn peer(&self) -> &Peer;
+  /// Starts an active period of connection `generation` (see `active_period`).
+  fn activate(&self, stream: ServerStream<S>, generation: u32) -> Active<S>;
+  /// The connection has ended.
+  fn ended(&mut self, ended: Ended);
+}
+
+enum Phase<S> {
+  Resting(ServerStream<S>),
+  Active(Active<S>),
+  Ended,
+}
+
+/// The task of one upgraded server connection.
+pub struct Resting<S, O> {
+  phase: Phase<S>,
+  owner: O,
+  generation: u32,
+}
+
+impl<S, O: Owner<S>> Resting<S, O> {
+  pub fn new(stream: ServerStream<S>, owner: O) -> Resting<S, O> {
+    let generation = owner.peer().open_connection();
+    Resting { phase: Phase::Resting(stream), owner, generation }
+  }
+}
+
+impl<S, O> Future for Resting<S, O>
+where
+  S: AsyncRead + Unpin,
+  O: Owner<S> + Unpin,
+{
+  type Output = ();
+
+  fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    let this = self.get_mut();
+    loop {
+      match &mut this.phase {
+        Phase::Resting(stream) => {
+          // Both register for a wake before they report nothing to do.
+          if this.owner.peer().poll_work(cx).is_pending() && stream.poll_arrival(cx).is_pending() {
+            return Poll::Pending;
+          }
+          if let Phase::Resting(stream) = mem::replace(&mut this.phase, Phase::Ended) {
+            this.phase = Phase::Active(this.owner.activate(stream, this.generation));
+          }
+        }
+        Phase::Active(active) => {
+          let Poll::Ready((stream, outcome)) = active.as_mut().poll(cx) else {
+            return Poll::Pending;
+          };
+          match outcome {
+            Outcome::Rested => this.phase = Phase::Resting(stream),
+            Outcome::Ended(ended) => {
+              this.phase = Phase::Ended;
+              this.owner.ended(ended);
+              return Poll::Ready(());
+            }
+          }
+        }
+        Phase::Ended => return Poll::Ready(()),
+      }
+    }
+  }
+}
+
+/// Drives a connection from the bytes or sends that woke it until it rests
+/// or ends, with tungstenite's state made for the period.
+pub async fn active_period<S>(
+  mut stream: ServerStream<S>,
+  config: WebSocketConfig,
+  peer: &Peer,
+  generation: u32,
+  deliver: impl FnMut(Incoming),
+) -> (ServerStream<S>, Outcome)
+where
+  S: AsyncRead + AsyncWrite + Unpin,
+{
+  let mut ws = WebSocketStream::from_raw_socket(&mut stream, WsRole::Server, Some(config)).await;
+  let may_rest = |stream: &&mut ServerStream<S>| stream.between_messages();
+  let no_backlog = &mut VecDeque::new();
+  let outcome =
+    drive_until_rest(&mut ws, no_backlog, peer, generation, Role::Server, may_rest, deliver).await;
+  drop(ws);
+  (stream, outcome)
+}
