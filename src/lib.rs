@@ -22,6 +22,13 @@ fn init() {
   let runtime = tokio::runtime::Builder::new_multi_thread()
     .worker_threads(1)
     .thread_name("mytosis-websocket")
+    // Before sleeping, let the JS thread run if it is ready to, on this
+    // core. The worker has usually just handed JS a batch; JS answering it
+    // now means its sends find the worker still awake (a wake without a
+    // system call) and the next batch is whole. When the two threads share
+    // a core this measured about a third more client throughput; with a
+    // core each it costs one cheap system call per sleep.
+    .on_thread_park(std::thread::yield_now)
     .enable_all()
     .build();
   // If the runtime cannot be built here, napi-rs builds its default one on
