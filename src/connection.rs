@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::buffers::payload_len;
+use crate::direct_frame::{DirectFrame, DIRECT_MIN_LEN};
 
 /// How long we wait for the peer to answer our close frame before dropping
 /// the connection (SPEC: `'remove'` at the latest 5 s after our close frame).
@@ -401,6 +402,10 @@ where
   let mut close_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
   // Frames taken from the peer's queue and not yet fed to tungstenite.
   let mut taken: VecDeque<Outgoing> = VecDeque::new();
+  // A large binary frame a server writes itself (direct_frame.rs): it goes
+  // after what tungstenite holds, and nothing is written or read (which may
+  // write a pong) until it is out.
+  let mut direct: Option<DirectFrame> = None;
 
   let stopped = poll_fn(|cx| {
     for _ in 0..ROUNDS_PER_POLL {
@@ -416,7 +421,7 @@ where
       }
 
       // Feed every queued frame to tungstenite's write buffer.
-      while !sent_close && received_close.is_none() {
+      while !sent_close && received_close.is_none() && direct.is_none() {
         match ws.poll_ready_unpin(cx) {
           Poll::Ready(Ok(())) => {}
           Poll::Ready(Err(error)) => return Poll::Ready(Some(Stop::Failed(error))),
@@ -437,6 +442,13 @@ where
           },
         };
         let message = match item {
+          Outgoing::Message(Message::Binary(payload))
+            if role == Role::Server && payload.len() >= DIRECT_MIN_LEN =>
+          {
+            direct = Some(DirectFrame::new(payload));
+            progressed = true;
+            break;
+          }
           Outgoing::Message(message) => {
             unflushed_bytes += payload_len(&message);
             if role == Role::Client && !is_ping(&message) {
@@ -475,8 +487,20 @@ where
         Poll::Ready(Err(error)) => return Poll::Ready(Some(Stop::Failed(error))),
         Poll::Pending => false,
       };
+      if let (true, Some(frame)) = (flushed, &mut direct) {
+        match frame.poll_write(ws.get_mut(), cx) {
+          Poll::Ready(Ok(())) => {
+            peer.buffered.fetch_sub(frame.payload_len(), Ordering::Relaxed);
+            direct = None;
+            progressed = true;
+          }
+          Poll::Ready(Err(error)) => return Poll::Ready(Some(Stop::Failed(WsError::Io(error)))),
+          Poll::Pending => {}
+        }
+      }
 
-      match ws.poll_next_unpin(cx) {
+      let read = if direct.is_none() { ws.poll_next_unpin(cx) } else { Poll::Pending };
+      match read {
         Poll::Ready(Some(Ok(message))) => {
           progressed = true;
           peer.last_seen.store(now_ms(), Ordering::Relaxed);
@@ -511,7 +535,8 @@ where
           && received_close.is_none()
           && close_deadline.is_none()
           && taken.is_empty()
-          && backlog.is_empty();
+          && backlog.is_empty()
+          && direct.is_none();
         if idle && may_rest(ws.get_ref()) {
           // Nothing to do and nothing half done: the caller may drop
           // tungstenite's state until the next bytes or sends.
@@ -530,7 +555,8 @@ where
   // What never reached the kernel goes first on the next connection, then
   // what was taken from the queue but not fed. On a clean close nothing is
   // left: the close frame went after everything.
-  peer.buffered.fetch_sub(unflushed_bytes, Ordering::Relaxed);
+  let unwritten = unflushed_bytes + direct.map_or(0, |frame| frame.payload_len());
+  peer.buffered.fetch_sub(unwritten, Ordering::Relaxed);
   if role == Role::Client {
     for message in unflushed.into_iter().rev() {
       peer.buffered.fetch_add(payload_len(&message), Ordering::Relaxed);

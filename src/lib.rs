@@ -4,6 +4,7 @@
 
 mod buffers;
 mod connection;
+mod direct_frame;
 mod events;
 mod frame_boundaries;
 mod handshake;
