@@ -711,10 +711,19 @@ const SCENARIOS = {
             seconds + 120
           )
         );
+        // V8's young generation, read every 5 s: a step in RSS that is its
+        // one-time growth is not a leak.
+        const newSpace = [];
         lg.on('line', (l) => {
           if (l.event === 'rss') {
             samples.push({ t: l.t, rss: l.rss });
             if (Math.round(l.t) % 10 === 0) log(`   t=${Math.round(l.t)} s  RSS ${(l.rss / 2 ** 20).toFixed(1)} MiB`);
+            if (Math.round(l.t) % 5 === 0) {
+              stats(server, false).then(
+                (s) => newSpace.push({ t: l.t, bytes: s.newSpace }),
+                () => {}
+              );
+            }
           }
         });
         const result = await lg.waitFor('result', (seconds + 120) * 1000);
@@ -729,7 +738,8 @@ const SCENARIOS = {
           late_t: late.t,
           late_rss: late.rss,
           ratio: late.rss / early.rss,
-          samples
+          samples,
+          new_space: newSpace
         };
       });
     }
@@ -1059,7 +1069,13 @@ function render(options, machine, uws, addon, results, profiles, elapsed, oursLa
       text.push(`Leak check: ${line}`);
       md.push(line, '');
       const every = leak.samples.filter((s) => Math.round(s.t) % 5 === 0);
-      md.push(report.markdownTable(['t (s)', ...every.map((s) => s.t.toFixed(0))], [['RSS MiB', ...every.map((s) => (s.rss / 2 ** 20).toFixed(1))]]), '');
+      const rows = [['RSS MiB', ...every.map((s) => (s.rss / 2 ** 20).toFixed(1))]];
+      const young = leak.new_space ?? [];
+      if (young.length > 0) {
+        const nearest = (t) => young.reduce((best, y) => (Math.abs(y.t - t) < Math.abs(best.t - t) ? y : best));
+        rows.push(['V8 new space MiB', ...every.map((s) => (nearest(s.t).bytes / 2 ** 20).toFixed(1))]);
+      }
+      md.push(report.markdownTable(['t (s)', ...every.map((s) => s.t.toFixed(0))], rows), '');
     } else {
       md.push(`Failed: ${(results.leak.errors.ours || ['?'])[0]}`, '');
     }

@@ -7,6 +7,7 @@
 // stdin ends the process.
 
 const readline = require('node:readline');
+const v8 = require('node:v8');
 
 const scenario = process.env.BENCH_SCENARIO || 'echo';
 const host = process.env.BENCH_HOST || '127.0.0.1';
@@ -38,7 +39,11 @@ function stats(gc) {
     external: mem.external,
     arrayBuffers: mem.arrayBuffers,
     cpu: process.cpuUsage(),
-    connections: countConnections()
+    connections: countConnections(),
+    // V8's young generation grows in steps under load; the leak check shows
+    // it beside RSS.
+    newSpace: v8.getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')
+      ?.physical_space_size
   });
 }
 
