@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const { randomBytes } = require('node:crypto');
 const { test } = require('node:test');
 
-const { connect, delay, next, startServer, until } = require('./helpers');
+const { collect, connect, delay, next, startServer, until } = require('./helpers');
 
 test('large binary messages arrive whole and in order among small ones', async (t) => {
   const server = await startServer(t);
@@ -44,4 +44,19 @@ test('a reader that pauses gets every large message, and bufferedAmount drains',
   for (let i = 0; i < messages.length; i++) assert.deepEqual(received[i].data, messages[i]);
   assert.equal(received.at(-1).data, '"after them"');
   await until(() => connection.bufferedAmount === 0, 'bufferedAmount to drain');
+});
+
+test('large binary messages from a client arrive whole, and small ones after them', async (t) => {
+  const server = await startServer(t, { json: false });
+  const { client } = await connect(t, server);
+  // The first frame is large: the connection reads in large chunks.
+  const big = randomBytes(3 * 1024 * 1024 + 5);
+  const received = collect(server.messages, 3, 10000);
+  client.send(big);
+  client.send('small');
+  client.send(big.subarray(0, 100000));
+  const messages = (await received).map(([message]) => message);
+  assert.deepEqual(messages[0], big);
+  assert.equal(messages[1], 'small');
+  assert.deepEqual(messages[2], big.subarray(0, 100000));
 });

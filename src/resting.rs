@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::connection::{drive_until_rest, Ended, Incoming, Outcome, Peer, Role};
-use crate::server_stream::ServerStream;
+use crate::server_stream::{ServerStream, READ_AHEAD};
 
 /// An active period of a connection: it gives the stream back when the
 /// connection rests.
@@ -97,9 +97,14 @@ where
 
 /// Drives a connection from the bytes or sends that woke it until it rests
 /// or ends, with tungstenite's state made for the period.
+///
+/// tungstenite zero-fills and reads its whole read buffer size each time,
+/// so the usual size is small; a period that starts with a large frame
+/// reads in large chunks, which also go to tungstenite without passing
+/// through the read-ahead buffer.
 pub async fn active_period<S>(
   mut stream: ServerStream<S>,
-  config: WebSocketConfig,
+  mut config: WebSocketConfig,
   peer: &Peer,
   generation: u32,
   deliver: impl FnMut(Incoming),
@@ -107,6 +112,9 @@ pub async fn active_period<S>(
 where
   S: AsyncRead + AsyncWrite + Unpin,
 {
+  if stream.next_frame_len().is_some_and(|len| len >= READ_AHEAD as u64) {
+    config = config.read_buffer_size(READ_AHEAD);
+  }
   let mut ws = WebSocketStream::from_raw_socket(&mut stream, WsRole::Server, Some(config)).await;
   let may_rest = |stream: &&mut ServerStream<S>| stream.between_messages();
   let no_backlog = &mut VecDeque::new();

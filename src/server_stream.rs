@@ -13,15 +13,18 @@
 //!   (`poll_arrival`), keeping them for the state made to read them.
 
 use std::cell::Cell;
-use std::io;
+use std::io::{self, Cursor};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 use crate::frame_boundaries::FrameBoundaries;
 
-const READ_AHEAD: usize = 64 * 1024;
+/// The most read from the socket at once; reads asking for at least this
+/// much go straight into the caller's buffer.
+pub const READ_AHEAD: usize = 64 * 1024;
 
 thread_local! {
   static SCRATCH: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
@@ -77,6 +80,17 @@ impl<S> ServerStream<S> {
       let end = leftover.len();
       self.spill = Some(Box::new(Spill { data: leftover.into_boxed_slice(), start: 0, end }));
     }
+  }
+
+  /// The payload length of the next frame, when its header is among the
+  /// bytes read but not handed on yet.
+  pub fn next_frame_len(&self) -> Option<u64> {
+    let spill = self.spill.as_ref()?;
+    if !self.boundaries.between_messages() {
+      return None;
+    }
+    let mut cursor = Cursor::new(&spill.data[spill.start..spill.end]);
+    FrameHeader::parse(&mut cursor).ok().flatten().map(|(_, len)| len)
   }
 
   /// Whether everything handed on so far ends at a message boundary.
