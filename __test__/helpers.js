@@ -177,7 +177,8 @@ const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Run `fn` when the test ends, last registered first (clients and sockets
- * close before the servers they are connected to).
+ * close before the servers they are connected to). A cleanup that fails
+ * does not skip the others; the first failure fails the test.
  */
 const cleanups = new WeakMap();
 function defer(t, fn) {
@@ -186,7 +187,15 @@ function defer(t, fn) {
     stack = [];
     cleanups.set(t, stack);
     t.after(async () => {
-      while (stack.length > 0) await stack.pop()();
+      const failures = [];
+      while (stack.length > 0) {
+        try {
+          await stack.pop()();
+        } catch (err) {
+          failures.push(err);
+        }
+      }
+      if (failures.length > 0) throw failures[0];
     });
   }
   stack.push(fn);
@@ -196,7 +205,7 @@ function defer(t, fn) {
  * Resolve with `check()`'s first truthy result, polling every `every` ms;
  * reject after `ms`.
  */
-async function until(check, what = 'condition', ms = 5000, every = 5) {
+async function until(check, what = 'condition', ms = 5000, every = 2) {
   const deadline = Date.now() + ms;
   for (;;) {
     const value = check();

@@ -13,7 +13,9 @@
 const assert = require('node:assert/strict');
 const { test } = require('node:test');
 
-const { Socket, until, next, openSocket, childServer, delay } = require('./fixtures/socket-kit');
+const { Socket } = require('..');
+const { delay, until } = require('./helpers');
+const { next, openSocket, childServer } = require('./socket-helpers');
 
 test('chaos: a server killed with SIGKILL and restarted on the same port a second later gets every message sent while the client was offline, exactly once and in order; the client is back within maxReconnectionDelay', { timeout: 20000 }, async (t) => {
   const MAX_DELAY = 500;

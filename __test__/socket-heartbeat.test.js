@@ -8,17 +8,9 @@
 const assert = require('node:assert/strict');
 const { describe, test } = require('node:test');
 
-const {
-  Socket,
-  until,
-  next,
-  lifecycle,
-  wsServer,
-  socket,
-  openSocket,
-  childServer,
-  delay
-} = require('./fixtures/socket-kit');
+const { Socket } = require('..');
+const { delay, until } = require('./helpers');
+const { next, lifecycle, wsServer, socket, openSocket, childServer } = require('./socket-helpers');
 
 const TIMEOUT = { timeout: 15000 };
 

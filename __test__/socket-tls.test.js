@@ -15,7 +15,9 @@ const { before, after, describe, test } = require('node:test');
 
 const { WebSocketServer } = require('ws');
 
-const { Socket, defer, until, next, lifecycle, socket, openSocket, wsServer } = require('./fixtures/socket-kit');
+const { Socket } = require('..');
+const { defer, until } = require('./helpers');
+const { next, lifecycle, socket, openSocket, wsServer } = require('./socket-helpers');
 
 const TIMEOUT = { timeout: 10000 };
 const MAIN = path.join(__dirname, '..');

@@ -12,8 +12,7 @@ const { describe, test } = require('node:test');
 
 const { Socket, Server } = require('..');
 const { delay, defer, until } = require('./helpers');
-const { next, record, socketOf, closedPort } = require('./socket-helpers');
-const { wsServer } = require('./fixtures/socket-kit');
+const { next, record, socket, openSocket, wsServer, closedPort } = require('./socket-helpers');
 
 const TIMEOUT = { timeout: 10000 };
 
@@ -42,15 +41,6 @@ async function ourServer(t, options = {}) {
     url: `ws://127.0.0.1:${port}`,
     connection: (i = 0) => until(() => conns[i], `server connection #${i}`)
   };
-}
-
-/** A Socket closed (and waited for) at the end of the test. */
-const socket = socketOf(Socket);
-
-async function openSocket(t, url, options) {
-  const s = socket(t, url, options);
-  await next(s, 'open');
-  return s;
 }
 
 /**
