@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{now_ms, Peer};
+use crate::peer::{now_ms, Peer};
 
 /// Checks for silent peers this many times per interval, so a dead peer is
 /// dropped at most a quarter interval after its two intervals are up.

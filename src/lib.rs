@@ -9,6 +9,7 @@ mod events;
 mod frame_boundaries;
 mod handshake;
 mod heartbeat;
+mod peer;
 mod resting;
 mod server;
 mod server_stream;

@@ -20,7 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::connection::{drive_until_rest, Ended, Incoming, Outcome, Peer, Role};
+use crate::connection::{drive_until_rest, Ended, Incoming, Outcome, Role};
+use crate::peer::Peer;
 use crate::server_stream::{ServerStream, READ_AHEAD};
 
 /// An active period of a connection: it gives the stream back when the

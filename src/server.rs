@@ -26,9 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::buffers::{json_lines, to_message, Payload};
-use crate::connection::{Ended, Incoming, Limits, Peer};
+use crate::connection::{Ended, Incoming};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::handshake::{self, Refusal, Upgrade};
+use crate::peer::{Limits, Peer};
 use crate::resting::{Active, Owner, Resting};
 use crate::server_stream::ServerStream;
 use crate::{heartbeat, resting, tls};

@@ -23,8 +23,9 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{json_lines, to_message, Payload};
-use crate::connection::{drive, Incoming, Limits, Peer};
+use crate::connection::{drive, Incoming};
 use crate::events::{EventCallback, EventDetail, EventQueue};
+use crate::peer::{Limits, Peer};
 use crate::{heartbeat, tls};
 
 /// Options the JS facade has already validated and filled with defaults.
