@@ -89,6 +89,7 @@ pub fn offered_protocols(request: &Request) -> Vec<String> {
 /// The 101 answer, with `protocol` when one was chosen; a refusal when the
 /// request is not a valid WebSocket upgrade.
 pub fn accept_response(request: &Request, protocol: &str) -> Result<Vec<u8>, Refusal> {
+  check_request(request)?;
   let mut response =
     create_response(request).map_err(|error| Refusal::bad_request(error.to_string()))?;
   if !protocol.is_empty() {
@@ -99,6 +100,30 @@ pub fn accept_response(request: &Request, protocol: &str) -> Result<Vec<u8>, Ref
   let mut bytes = Vec::with_capacity(160);
   write_response(&mut bytes, &response).map_err(|error| Refusal::bad_request(error.to_string()))?;
   Ok(bytes)
+}
+
+/// What RFC 6455 4.2.1-2 asks that tungstenite's `create_response` does not
+/// check: one Host header, one Sec-WebSocket-Key, and a version we speak,
+/// or else 426 naming it (4.4). A missing version is left to tungstenite.
+fn check_request(request: &Request) -> Result<(), Refusal> {
+  let headers = request.headers();
+  let mut versions = headers.get_all("sec-websocket-version").iter();
+  if let Some(version) = versions.next() {
+    if version != "13" || versions.next().is_some() {
+      return Err(Refusal {
+        status: 426,
+        body: "Unsupported WebSocket version: this server speaks version 13".to_owned(),
+        headers: vec![("Sec-WebSocket-Version".to_owned(), "13".to_owned())],
+      });
+    }
+  }
+  if headers.get_all("host").iter().count() != 1 {
+    return Err(Refusal::bad_request("A WebSocket upgrade needs one Host header"));
+  }
+  if headers.get_all("sec-websocket-key").iter().count() > 1 {
+    return Err(Refusal::bad_request("A WebSocket upgrade needs one Sec-WebSocket-Key header"));
+  }
+  Ok(())
 }
 
 /// Writes a refusal as a complete HTTP response and flushes it.
