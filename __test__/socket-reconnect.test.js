@@ -56,6 +56,21 @@ function run(script, args = [], { env = {}, ms = 8000 } = {}) {
 
 // ---------------------------------------------------------------------------
 
+
+/**
+ * After messages were dropped by close(): reconnect, send one more, and
+ * check that only it reaches the server.
+ */
+async function assertOnlyNewArrives(s, backend) {
+  s.reconnect();
+  await next(s, 'open');
+  s.send('new');
+  const ws = await backend.connection();
+  await until(() => ws.received.length >= 1);
+  await delay(50);
+  assert.deepEqual(backend.texts(ws), ['"new"'], 'the dropped messages were not sent');
+}
+
 describe('Socket options (SPEC 4): validated at construction', () => {
   // SPEC section 4's option table, with its defaults.
   const SPEC_DEFAULTS = {
@@ -756,13 +771,7 @@ describe('Offline queue (SPEC 4)', () => {
     await delay(200);
     assert.deepEqual(errors.map((e) => [e.code, e.dropped]), [['ERR_CLOSED', 2]]);
 
-    s.reconnect();
-    await next(s, 'open');
-    s.send('new');
-    const ws = await backend.connection();
-    await until(() => ws.received.length >= 1);
-    await delay(50);
-    assert.deepEqual(backend.texts(ws), ['"new"'], 'the dropped messages were not sent');
+    await assertOnlyNewArrives(s, backend);
   });
 
   test("close() after giving up, with messages queued meanwhile, emits ERR_CLOSED with err.dropped, and they are never sent", TIMEOUT, async (t) => {
@@ -779,13 +788,7 @@ describe('Offline queue (SPEC 4)', () => {
     assert.deepEqual(errors.filter((e) => e.code === 'ERR_CLOSED').map((e) => e.dropped), [3]);
 
     backend.gate.refuse = false;
-    s.reconnect();
-    await next(s, 'open');
-    s.send('new');
-    const ws = await backend.connection();
-    await until(() => ws.received.length >= 1);
-    await delay(50);
-    assert.deepEqual(backend.texts(ws), ['"new"'], 'the dropped messages were not sent');
+    await assertOnlyNewArrives(s, backend);
   });
 
   test('close() while open drops nothing: no ERR_CLOSED, everything sent arrives', TIMEOUT, async (t) => {
