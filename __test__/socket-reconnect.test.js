@@ -751,13 +751,7 @@ describe('Offline queue (SPEC 4)', () => {
 
     // They are gone: a later reconnect() does not send them.
     backend.gate.refuse = false;
-    s.reconnect();
-    await next(s, 'open');
-    s.send('new');
-    const ws = await backend.connection();
-    await until(() => ws.received.length >= 1);
-    await delay(50);
-    assert.deepEqual(backend.texts(ws), ['"new"']);
+    await assertOnlyNewArrives(s, backend);
   });
 
   test("close() on a startClosed socket with queued messages emits ERR_CLOSED with err.dropped, and they are never sent", TIMEOUT, async (t) => {
