@@ -398,6 +398,36 @@ test('1,000 messages from the server arrive at the client in order', async (t) =
   );
 });
 
+// Sends gathered in one tick cross to the addon in chunks (lib/outbox.js);
+// text and binary, interleaved over two connections, keep their order
+// across the chunk boundaries.
+test('1,000 mixed text and binary sends on two connections arrive in order', async (t) => {
+  const server = await startServer(t);
+  const [a, b] = await openClients(t, server, 2, (i) => ({ headers: { 'X-Index': String(i) } }));
+  const byIndex = [];
+  for (const connection of server) byIndex[Number(connection.headers['x-index'])] = connection;
+  const [first, second] = byIndex;
+  const count = 500;
+
+  for (let i = 0; i < count; i++) {
+    first.send(i % 3 === 0 ? Buffer.from([i % 256]) : i);
+    second.send(i % 5 === 0 ? Buffer.from([i % 256]) : -i);
+  }
+  const asSent = (connection, i) => {
+    if (connection === first) return i % 3 === 0 ? `binary ${i % 256}` : `text ${i}`;
+    return i % 5 === 0 ? `binary ${i % 256}` : `text ${-i}`;
+  };
+  const asReceived = ({ data, binary }) => (binary ? `binary ${data[0]}` : `text ${JSON.parse(data)}`);
+  for (const [client, connection] of [
+    [a, first],
+    [b, second]
+  ]) {
+    const clientOf = (await next(client, count, 5000)).map(asReceived);
+    const expected = Array.from({ length: count }, (_, i) => asSent(connection, i));
+    assert.deepEqual(clientOf, expected);
+  }
+});
+
 // --- Broadcast --------------------------------------------------------------
 
 // 50 clients; `byIndex[i]` is the server's connection for `clients[i]`.
