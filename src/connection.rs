@@ -134,6 +134,9 @@ where
   let mut direct: Option<DirectFrame> = None;
 
   let stopped = poll_fn(|cx| {
+    // Read once per poll: the rounds of one poll take microseconds, and the
+    // heartbeat counts in milliseconds.
+    let mut now = None;
     for _ in 0..ROUNDS_PER_POLL {
       let mut progressed = false;
 
@@ -229,7 +232,7 @@ where
       match read {
         Poll::Ready(Some(Ok(message))) => {
           progressed = true;
-          peer.last_seen.store(now_ms(), Ordering::Relaxed);
+          peer.last_seen.store(*now.get_or_insert_with(now_ms), Ordering::Relaxed);
           match message {
             Message::Text(text) => deliver(Incoming::Data(false, Bytes::from(text))),
             Message::Binary(bytes) => deliver(Incoming::Data(true, bytes)),
