@@ -13,12 +13,13 @@ const { describe, test } = require('node:test');
 const WebSocket = require('ws');
 
 const Socket = require('../browser');
-const { Server, Socket: NodeSocket } = require('..');
-const { defer, delay, until } = require('./helpers');
+const { Socket: NodeSocket } = require('..');
+const { delay, until } = require('./helpers');
 const {
   closedPort,
   lifecycle,
   next,
+  ourServer,
   record,
   silentServer,
   socketsOf,
@@ -30,22 +31,6 @@ const FAST = { jitter: 0, minReconnectionDelay: 20, reconnectionDelayGrowFactor:
 
 /** Browser-build Sockets over `ws`, closed at the end of the test. */
 const { socket, openSocket } = socketsOf(Socket, { WebSocket });
-
-/** Our Server on 127.0.0.1; `received` records its `messages`. */
-async function ourServer(t, options = {}) {
-  const server = new Server({ port: 0, host: '127.0.0.1', ...options });
-  const { port } = await server.ready;
-  const conns = [];
-  server.on('add', (c) => conns.push(c));
-  const received = record(server.messages);
-  defer(t, () => server.close());
-  return {
-    server,
-    received,
-    url: `ws://127.0.0.1:${port}`,
-    connection: (i = 0) => until(() => conns[i], `server connection #${i}`)
-  };
-}
 
 /** Every binary type `send` takes, with the bytes it must put on the wire. */
 function binaryCases() {

@@ -2,8 +2,8 @@
 
 // Helpers for the Socket tests of both builds: Sockets closed when their
 // test ends, records of what a Socket emits, and servers on 127.0.0.1 (a
-// `ws` server, one in a child process, one that never answers). The generic
-// waits and `defer` are in ./helpers.js.
+// `ws` server, our own Server, one in a child process, one that never
+// answers). The generic waits and `defer` are in ./helpers.js.
 
 const assert = require('node:assert/strict');
 const { fork } = require('node:child_process');
@@ -13,7 +13,7 @@ const path = require('node:path');
 
 const { WebSocketServer } = require('ws');
 
-const { Socket } = require('..');
+const { Server, Socket } = require('..');
 const { defer, until, within } = require('./helpers');
 
 /**
@@ -112,6 +112,31 @@ async function closeForGood(s) {
 
 /** `socket` and `openSocket` for the Node build's Socket. */
 const { socket, openSocket } = socketsOf(Socket);
+
+/**
+ * Our own Server on 127.0.0.1: `conns` in order of `'add'`, `received` the
+ * `[message, connection]` pairs of `server.messages`, `removed` the
+ * `[connection, info]` pairs of `'remove'`; `connection(i)` waits for the
+ * i-th connection.
+ */
+async function ourServer(t, options = {}) {
+  const server = new Server({ port: 0, host: '127.0.0.1', ...options });
+  const { port } = await server.ready;
+  const conns = [];
+  const removed = [];
+  server.on('add', (c) => conns.push(c));
+  server.on('remove', (c, info) => removed.push([c, info]));
+  const received = record(server.messages);
+  defer(t, () => server.close());
+  return {
+    server,
+    conns,
+    removed,
+    received,
+    url: `ws://127.0.0.1:${port}`,
+    connection: (i = 0) => until(() => conns[i], `server connection #${i}`)
+  };
+}
 
 /**
  * A `ws` server on 127.0.0.1 that records what each connection receives:
@@ -266,6 +291,7 @@ module.exports = {
   socketsOf,
   socket,
   openSocket,
+  ourServer,
   wsServer,
   closedPort,
   silentServer,

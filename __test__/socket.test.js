@@ -10,38 +10,14 @@ const { once } = require('node:events');
 const http = require('node:http');
 const { describe, test } = require('node:test');
 
-const { Socket, Server } = require('..');
+const { Socket } = require('..');
 const { delay, defer, until } = require('./helpers');
-const { next, record, socket, openSocket, wsServer, closedPort } = require('./socket-helpers');
+const { next, record, socket, openSocket, ourServer, wsServer, closedPort } = require('./socket-helpers');
 
 const TIMEOUT = { timeout: 10000 };
 
 // ---------------------------------------------------------------------------
 // Helpers local to this file (the shared ones are imported above).
-
-/**
- * Our own Server on 127.0.0.1: `conns` in order of `'add'`, `received` the
- * `[message, connection]` pairs of `server.messages`, `removed` the
- * `[connection, info]` pairs of `'remove'`.
- */
-async function ourServer(t, options = {}) {
-  const server = new Server({ port: 0, host: '127.0.0.1', ...options });
-  const { port } = await server.ready;
-  const conns = [];
-  const removed = [];
-  server.on('add', (c) => conns.push(c));
-  server.on('remove', (c, info) => removed.push([c, info]));
-  const received = record(server.messages);
-  defer(t, () => server.close());
-  return {
-    server,
-    conns,
-    removed,
-    received,
-    url: `ws://127.0.0.1:${port}`,
-    connection: (i = 0) => until(() => conns[i], `server connection #${i}`)
-  };
-}
 
 /**
  * An http server that answers every upgrade with 403; `upgrades` lists the
