@@ -144,6 +144,34 @@ async function rawWebSocket(t, port, { path: requestPath = '/', ms = 3000 } = {}
 }
 
 /**
+ * A masked client frame, as a raw client sends it: `first` is the first
+ * byte (FIN, reserved bits and opcode); `masked: false` leaves it unmasked,
+ * which a server must refuse.
+ */
+function clientFrame(first, payload, { masked = true } = {}) {
+  const maskBit = masked ? 0x80 : 0;
+  let head;
+  if (payload.length < 126) {
+    head = Buffer.from([first, maskBit | payload.length]);
+  } else if (payload.length < 0x10000) {
+    head = Buffer.alloc(4);
+    head.writeUInt8(first, 0);
+    head.writeUInt8(maskBit | 126, 1);
+    head.writeUInt16BE(payload.length, 2);
+  } else {
+    head = Buffer.alloc(10);
+    head.writeUInt8(first, 0);
+    head.writeUInt8(maskBit | 127, 1);
+    head.writeBigUInt64BE(BigInt(payload.length), 2);
+  }
+  if (!masked) return Buffer.concat([head, payload]);
+  const mask = randomBytes(4);
+  const body = Buffer.from(payload);
+  for (let i = 0; i < body.length; i++) body[i] ^= mask[i % 4];
+  return Buffer.concat([head, mask, body]);
+}
+
+/**
  * Read the frames a server sent to a raw client (unmasked, as servers
  * send them): `[{ opcode, payload }]`. Stops at an incomplete frame.
  */
@@ -223,6 +251,7 @@ module.exports = {
   upgradeRequest,
   httpGet,
   rawWebSocket,
+  clientFrame,
   parseFrames,
   drain,
   makeCertificate

@@ -10,32 +10,10 @@ const { randomBytes } = require('node:crypto');
 const { test } = require('node:test');
 
 const { collect, connect, delay, next, once } = require('./helpers');
-const { serve, rawWebSocket, parseFrames } = require('./server-kit');
+const { clientFrame, serve, rawWebSocket, parseFrames } = require('./server-kit');
 
 // Longer than the server needs to go quiet and rest.
 const PAUSE = 50;
-
-/** A masked client frame: `first` is the FIN bit and opcode. */
-function clientFrame(first, payload) {
-  const mask = randomBytes(4);
-  let head;
-  if (payload.length < 126) {
-    head = Buffer.from([first, 0x80 | payload.length]);
-  } else if (payload.length < 0x10000) {
-    head = Buffer.alloc(4);
-    head.writeUInt8(first, 0);
-    head.writeUInt8(0x80 | 126, 1);
-    head.writeUInt16BE(payload.length, 2);
-  } else {
-    head = Buffer.alloc(10);
-    head.writeUInt8(first, 0);
-    head.writeUInt8(0x80 | 127, 1);
-    head.writeBigUInt64BE(BigInt(payload.length), 2);
-  }
-  const masked = Buffer.from(payload);
-  for (let i = 0; i < masked.length; i++) masked[i] ^= mask[i % 4];
-  return Buffer.concat([head, mask, masked]);
-}
 
 /** Writes `bytes` in pieces cut at `cuts`, pausing after each piece. */
 async function writeInPieces(socket, bytes, cuts) {

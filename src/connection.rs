@@ -8,9 +8,10 @@
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -83,6 +84,23 @@ pub enum Outcome {
   Ended(Ended),
 }
 
+/// What the loop asks of the byte stream under tungstenite besides bytes.
+/// A server's stream (server_stream.rs) can rest and reads large binary
+/// frames itself; a client's does neither.
+pub trait Inbound {
+  /// Whether tungstenite holds no part of a message, so that the loop may
+  /// stop while the connection is quiet and let it rest.
+  fn may_rest(&self) -> bool {
+    false
+  }
+
+  /// A large binary message read past tungstenite, once whole; `None` when
+  /// none is being read.
+  fn poll_large_binary(&mut self, _cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+    Poll::Ready(None)
+  }
+}
+
 /// Runs one client connection until it ends: writes what is queued on
 /// `peer`, hands every data frame and the peer's close frame to `deliver`.
 ///
@@ -97,29 +115,27 @@ pub async fn drive<S>(
   deliver: impl FnMut(Incoming),
 ) -> Ended
 where
-  S: AsyncRead + AsyncWrite + Unpin,
+  S: AsyncRead + AsyncWrite + Inbound + Unpin,
 {
   let generation = peer.open_connection();
-  match drive_until_rest(ws, backlog, peer, generation, Role::Client, |_| false, deliver).await {
+  match drive_until_rest(ws, backlog, peer, generation, Role::Client, deliver).await {
     Outcome::Ended(ended) => ended,
     Outcome::Rested => unreachable!("a connection that may not rest never rests"),
   }
 }
 
 /// Runs connection `generation` of `peer` until it ends, or until it is
-/// quiet with nothing half done and `may_rest` agrees (it tells whether the
-/// stream has handed tungstenite whole messages only).
+/// quiet with nothing half done and the stream may rest.
 pub async fn drive_until_rest<S>(
   ws: &mut WebSocketStream<S>,
   backlog: &mut VecDeque<Message>,
   peer: &Peer,
   generation: u32,
   role: Role,
-  may_rest: impl Fn(&S) -> bool,
   mut deliver: impl FnMut(Incoming),
 ) -> Outcome
 where
-  S: AsyncRead + AsyncWrite + Unpin,
+  S: AsyncRead + AsyncWrite + Inbound + Unpin,
 {
   let mut unflushed_bytes = 0usize;
   let mut unflushed: Vec<Message> = Vec::new();
@@ -228,7 +244,19 @@ where
         }
       }
 
-      let read = if direct.is_none() { ws.poll_next_unpin(cx) } else { Poll::Pending };
+      let read = if direct.is_some() {
+        Poll::Pending
+      } else {
+        match ws.poll_next_unpin(cx) {
+          // tungstenite waits while the stream reads a large binary frame.
+          Poll::Pending if received_close.is_none() => match ws.get_mut().poll_large_binary(cx) {
+            Poll::Ready(Some(Ok(payload))) => Poll::Ready(Some(Ok(Message::Binary(payload)))),
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(WsError::Io(error)))),
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
+          },
+          read => read,
+        }
+      };
       match read {
         Poll::Ready(Some(Ok(message))) => {
           progressed = true;
@@ -266,7 +294,7 @@ where
           && taken.is_empty()
           && backlog.is_empty()
           && direct.is_none();
-        if idle && may_rest(ws.get_ref()) {
+        if idle && ws.get_ref().may_rest() {
           // Nothing to do and nothing half done: the caller may drop
           // tungstenite's state until the next bytes or sends.
           return Poll::Ready(None);

@@ -40,7 +40,17 @@ impl FrameBoundaries {
   }
 
   /// Follows `bytes`, the next ones handed to tungstenite.
-  pub fn follow(&mut self, mut bytes: &[u8]) {
+  pub fn follow(&mut self, bytes: &[u8]) {
+    self.follow_until(bytes, |_, _| false);
+  }
+
+  /// Follows `bytes` up to the start of the first frame, outside a
+  /// fragmented message and with its whole header among `bytes`, that
+  /// `stop(header, payload_len)` picks; returns how many bytes it followed,
+  /// all of them when no frame was picked.
+  pub fn follow_until(&mut self, bytes: &[u8], stop: impl Fn(&FrameHeader, u64) -> bool) -> usize {
+    let all = bytes.len();
+    let mut bytes = bytes;
     while !bytes.is_empty() && !self.invalid {
       if self.payload_left > 0 {
         let skipped = bytes.len().min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
@@ -54,6 +64,9 @@ impl FrameBoundaries {
       let mut cursor = Cursor::new(&self.header[..had + added]);
       match FrameHeader::parse(&mut cursor) {
         Ok(Some((header, payload_len))) => {
+          if had == 0 && !self.fragmented && stop(&header, payload_len) {
+            return all - bytes.len();
+          }
           let used = cursor.position() as usize - had;
           bytes = &bytes[used..];
           self.header_len = 0;
@@ -70,6 +83,12 @@ impl FrameBoundaries {
         Err(_) => self.invalid = true,
       }
     }
+    all
+  }
+
+  /// Payload bytes of the current frame still to come.
+  pub fn payload_left(&self) -> u64 {
+    self.payload_left
   }
 
   /// Whether every byte followed so far belongs to a complete frame and no

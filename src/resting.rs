@@ -116,11 +116,12 @@ where
   if stream.next_frame_len().is_some_and(|len| len >= READ_AHEAD as u64) {
     config = config.read_buffer_size(READ_AHEAD);
   }
+  let most = [config.max_message_size, config.max_frame_size].into_iter().flatten().min();
+  stream.allow_large_binary(most.unwrap_or(usize::MAX));
   let mut ws = WebSocketStream::from_raw_socket(&mut stream, WsRole::Server, Some(config)).await;
-  let may_rest = |stream: &&mut ServerStream<S>| stream.between_messages();
   let no_backlog = &mut VecDeque::new();
   let outcome =
-    drive_until_rest(&mut ws, no_backlog, peer, generation, Role::Server, may_rest, deliver).await;
+    drive_until_rest(&mut ws, no_backlog, peer, generation, Role::Server, deliver).await;
   drop(ws);
   (stream, outcome)
 }

@@ -23,7 +23,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{json_lines, to_message, Payload};
-use crate::connection::{drive, Incoming};
+use crate::connection::{drive, Inbound, Incoming};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::peer::{Limits, Peer};
 use crate::{heartbeat, tls};
@@ -220,6 +220,9 @@ impl Drop for NativeSocket {
 fn close_frame(code: u32, reason: String) -> CloseFrame {
   CloseFrame { code: CloseCode::from(u16::try_from(code).unwrap_or(1000)), reason: reason.into() }
 }
+
+// A client's stream neither rests nor reads frames past tungstenite.
+impl Inbound for MaybeTlsStream<TcpStream> {}
 
 type Connection = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
