@@ -100,6 +100,9 @@ impl FrameBoundaries {
 
 #[cfg(test)]
 mod tests {
+  use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+  use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
   use super::FrameBoundaries;
 
   /// A masked client frame: `first` is FIN|opcode, payload of `len` zeros.
@@ -143,6 +146,33 @@ mod tests {
     assert!(!boundaries.between_messages());
     boundaries.follow(&frame(0x80, 4)); // final continuation
     assert!(boundaries.between_messages());
+  }
+
+  #[test]
+  fn follow_until_stops_before_a_picked_frame_only_where_it_may() {
+    let large_binary = |header: &FrameHeader, len: u64| {
+      header.opcode == OpCode::Data(Data::Binary) && len >= 1000
+    };
+    let mut stream = frame(0x81, 3);
+    let picked_at = stream.len();
+    stream.extend(frame(0x82, 1000));
+
+    // Stops at the picked frame's header, and follows nothing of it.
+    let mut boundaries = FrameBoundaries::new();
+    assert_eq!(boundaries.follow_until(&stream, large_binary), picked_at);
+    assert!(boundaries.between_messages());
+
+    // Not when only part of its header is there: it is followed as usual.
+    let mut boundaries = FrameBoundaries::new();
+    assert_eq!(boundaries.follow_until(&stream[..picked_at + 3], large_binary), picked_at + 3);
+    assert!(!boundaries.between_messages());
+
+    // Not inside a fragmented message (where tungstenite must see it, to
+    // fail the connection).
+    let mut fragmented = frame(0x01, 3);
+    fragmented.extend(frame(0x82, 1000));
+    let mut boundaries = FrameBoundaries::new();
+    assert_eq!(boundaries.follow_until(&fragmented, large_binary), fragmented.len());
   }
 
   #[test]
