@@ -701,54 +701,34 @@ test('maxPayload: a larger message closes the connection with 1009', async (t) =
 
 // --- Lazy streams -----------------------------------------------------------
 
-test('messages sent while server.messages is unobserved are dropped, bad JSON too', async (t) => {
-  const server = await startServer(t);
-  const { client, connection } = await connect(t, server);
-  const errors = [];
-  server.on('error', (err) => errors.push(err));
+for (const [name, streamOf] of [
+  ['server.messages', (server) => server.messages],
+  ['connection.messages', (server, connection) => connection.messages]
+]) {
+  test(`messages sent while ${name} is unobserved are dropped, bad JSON too`, async (t) => {
+    const server = await startServer(t);
+    const { client, connection } = await connect(t, server);
+    const stream = streamOf(server, connection);
+    const errors = [];
+    server.on('error', (err) => errors.push(err));
 
-  client.send(JSON.stringify('early'));
-  client.send('not json');
-  await roundTrip(client);
-  await delay(50);
+    client.send(JSON.stringify('early'));
+    client.send('not json');
+    await roundTrip(client);
+    await delay(50);
 
-  const first = collect(server.messages, 1);
-  client.send(JSON.stringify('observed'));
-  assert.deepEqual(await first, [['observed', connection]]);
+    const first = collect(stream, 1);
+    client.send(JSON.stringify('observed'));
+    assert.deepEqual(await first, [['observed', connection]]);
 
-  // Unobserved again once the last subscriber has gone.
-  client.send(JSON.stringify('after dispose'));
-  client.send('not json after dispose');
-  await roundTrip(client);
-  await delay(50);
-  const second = collect(server.messages, 1);
-  client.send(JSON.stringify('observed again'));
-  assert.deepEqual(await second, [['observed again', connection]]);
-  assert.deepEqual(errors, []);
-});
-
-test('messages sent while connection.messages is unobserved are dropped', async (t) => {
-  const server = await startServer(t);
-  const { client, connection } = await connect(t, server);
-  const errors = [];
-  server.on('error', (err) => errors.push(err));
-
-  client.send(JSON.stringify('early'));
-  client.send('not json');
-  await roundTrip(client);
-  await delay(50);
-
-  const first = collect(connection.messages, 1);
-  client.send(JSON.stringify('observed'));
-  assert.deepEqual(await first, [['observed', connection]]);
-
-  // Unobserved again once the last subscriber has gone.
-  client.send(JSON.stringify('after dispose'));
-  client.send('not json after dispose');
-  await roundTrip(client);
-  await delay(50);
-  const second = collect(connection.messages, 1);
-  client.send(JSON.stringify('observed again'));
-  assert.deepEqual(await second, [['observed again', connection]]);
-  assert.deepEqual(errors, []);
-});
+    // Unobserved again once the last subscriber has gone.
+    client.send(JSON.stringify('after dispose'));
+    client.send('not json after dispose');
+    await roundTrip(client);
+    await delay(50);
+    const second = collect(stream, 1);
+    client.send(JSON.stringify('observed again'));
+    assert.deepEqual(await second, [['observed again', connection]]);
+    assert.deepEqual(errors, []);
+  });
+}
