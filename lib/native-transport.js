@@ -1,5 +1,7 @@
 'use strict';
 
+const { getSystemErrorName } = require('node:util');
+
 const { NativeSocket } = require('./native');
 const { readBatch, batchCallback } = require('./batch');
 
@@ -131,9 +133,15 @@ class NativeTransport {
         events.close(detail);
         break;
       case 'Error': {
-        const { code, message, status } = detail;
-        if (status !== undefined) events.error(code, message, { status });
-        else events.error(code, message, { cause: this.#urlFailure ?? new Error(message) });
+        const { code, message, status, errno } = detail;
+        if (status !== undefined) {
+          events.error(code, message, { status });
+        } else if (errno !== undefined) {
+          const cause = connectError(errno, this.#url);
+          events.error(code, `Could not connect to ${this.#url}: ${cause.message}`, { cause });
+        } else {
+          events.error(code, message, { cause: this.#urlFailure ?? new Error(message) });
+        }
         this.#urlFailure = null;
         break;
       }
@@ -167,6 +175,26 @@ class NativeTransport {
     }
     this.#native.provideUrl(attempt, problem === null ? url : null, problem ?? '');
   }
+}
+
+/**
+ * A failed connection as Node's `net` reports it (and so `ws`, and the
+ * browser build over it): `connect ECONNREFUSED host:port`, with `code`,
+ * `errno` and `syscall`. The addon gives the system's error number.
+ *
+ * @param {Number} errno The system error number (positive, as Rust has it)
+ * @param {String} url The URL of the attempt
+ * @return {Error} The error
+ */
+function connectError(errno, url) {
+  const code = getSystemErrorName(-errno);
+  return Object.assign(new Error(`connect ${code} ${hostAndPort(url)}`), { errno: -errno, code, syscall: 'connect' });
+}
+
+/** `host:port` of a ws:// or wss:// URL, the default port included. */
+function hostAndPort(url) {
+  const { hostname, port, protocol } = new URL(url);
+  return `${hostname.replace(/^\[(.*)\]$/, '$1')}:${port || (protocol === 'wss:' ? 443 : 80)}`;
 }
 
 module.exports = NativeTransport;

@@ -60,8 +60,10 @@ pub enum EventDetail {
   /// A binary message too large to copy into the packed batch, handed over
   /// without a copy.
   LargeBinary { data: Uint8Array },
-  /// Something failed; `code` is one of the stable `ERR_*` codes.
-  Error { code: String, message: String, status: Option<u32> },
+  /// Something failed; `code` is one of the stable `ERR_*` codes, `status`
+  /// the HTTP status of a refused upgrade, `errno` the system error number
+  /// of a failed connection.
+  Error { code: String, message: String, status: Option<u32>, errno: Option<i32> },
   /// The socket starts attempt `attempt` to `url`; with an empty `url`, JS
   /// must resolve the user's URL function and answer with `provideUrl`.
   Connecting { attempt: u32, url: String },

@@ -231,15 +231,17 @@ struct Failure {
   code: &'static str,
   message: String,
   status: Option<u32>,
+  errno: Option<i32>,
 }
 
 impl Failure {
   fn new(code: &'static str, message: impl Into<String>) -> Failure {
-    Failure { code, message: message.into(), status: None }
+    Failure { code, message: message.into(), status: None, errno: None }
   }
 
   fn into_event(self) -> EventDetail {
-    EventDetail::Error { code: self.code.into(), message: self.message, status: self.status }
+    let Failure { code, message, status, errno } = self;
+    EventDetail::Error { code: code.into(), message, status, errno }
   }
 }
 
@@ -504,13 +506,16 @@ fn http_error(error: impl Into<tokio_tungstenite::tungstenite::http::Error>) -> 
 fn connect_failure(error: &WsError) -> Failure {
   let message = error.to_string();
   match error {
-    WsError::Http(response) => {
-      Failure { code: "ERR_HANDSHAKE", message, status: Some(response.status().as_u16().into()) }
-    }
+    WsError::Http(response) => Failure {
+      status: Some(response.status().as_u16().into()),
+      ..Failure::new("ERR_HANDSHAKE", message)
+    },
     WsError::Tls(_) => Failure::new("ERR_TLS", message),
     WsError::Io(io) if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
       Failure::new("ERR_TLS", message)
     }
+    // The system error (ECONNREFUSED...), which JS reports as Node does.
+    WsError::Io(io) => Failure { errno: io.raw_os_error(), ..Failure::new("ERR_CONNECT", message) },
     _ => Failure::new("ERR_CONNECT", message),
   }
 }
