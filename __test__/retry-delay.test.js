@@ -12,13 +12,9 @@
 const assert = require('node:assert/strict');
 const { describe, test } = require('node:test');
 
-const WebSocket = require('ws');
-
 const retryDelay = require('../lib/retry-delay');
-const { Socket: NodeSocket } = require('..');
-const BrowserSocket = require('../browser');
 const vectors = require('./fixtures/retry-delays.json');
-const { closedPort, lifecycle, next, socketsOf } = require('./socket-helpers');
+const { BUILDS, closedPort, lifecycle, next, socketsOf } = require('./socket-helpers');
 
 const TIMEOUT = { timeout: 10000 };
 // Rust's powi and JS's ** may differ in the last bit.
@@ -65,13 +61,8 @@ describe('lib/retry-delay.js against the vectors', () => {
   });
 });
 
-const BUILDS = [
-  ['the Node build (native transport)', NodeSocket, {}],
-  ['the browser build (over ws)', BrowserSocket, { WebSocket }]
-];
-
-for (const [build, Socket, extra] of BUILDS) {
-  const { socket } = socketsOf(Socket, extra);
+for (const { build, Socket, defaults } of BUILDS) {
+  const { socket } = socketsOf(Socket, defaults);
 
   describe(`the waits between attempts in ${build}`, () => {
     for (const vector of vectors.filter((v) => v.live)) {

@@ -11,7 +11,9 @@ const { once } = require('node:events');
 const net = require('node:net');
 const path = require('node:path');
 
-const { WebSocketServer } = require('ws');
+const WebSocket = require('ws');
+
+const { WebSocketServer } = WebSocket;
 
 const { Server, Socket } = require('..');
 const { defer, until, within } = require('./helpers');
@@ -109,6 +111,17 @@ async function closeForGood(s) {
   s.close();
   await closed;
 }
+
+/**
+ * The two builds of the Socket, for the tests both must pass: the Node
+ * build (native transport) and the browser build (lib/websocket-transport.js,
+ * over the `ws` package as its WebSocket). `defaults` are the options each
+ * needs.
+ */
+const BUILDS = [
+  { build: 'the Node build (native transport)', Socket, defaults: {} },
+  { build: 'the browser build (over ws)', Socket: require('../browser'), defaults: { WebSocket } }
+];
 
 /** `socket` and `openSocket` for the Node build's Socket. */
 const { socket, openSocket } = socketsOf(Socket);
@@ -285,6 +298,7 @@ async function childServer(t, port = 0) {
 }
 
 module.exports = {
+  BUILDS,
   next,
   record,
   lifecycle,

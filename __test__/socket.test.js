@@ -442,26 +442,6 @@ describe('Socket against a ws server: reconnecting', () => {
     assert.equal(backend.conns.length, 2);
   });
 
-  test('messages sent while offline arrive after the reconnect, in order', TIMEOUT, async (t) => {
-    const backend = await wsServer(t);
-    const s = await openSocket(t, backend.url, { jitter: 0, minReconnectionDelay: 50 });
-    s.on('close', (e) => {
-      if (!e.willReconnect) return;
-      assert.equal(s.offline, true);
-      for (let i = 0; i < 10; i++) assert.equal(s.send({ offline: i }), true);
-    });
-    const reopened = next(s, 'open');
-    (await backend.connection(0)).close(4000);
-    await reopened;
-    s.send('after open');
-    const ws = await backend.connection(1);
-    await until(() => ws.received.length === 11);
-    assert.deepEqual(backend.texts(ws), [
-      ...Array.from({ length: 10 }, (_, i) => JSON.stringify({ offline: i })),
-      '"after open"'
-    ]);
-  });
-
   test('a refused port is retried maxRetries times with growing delays, then the socket gives up', TIMEOUT, async (t) => {
     const port = await closedPort();
     const s = socket(t, `ws://127.0.0.1:${port}`, {
