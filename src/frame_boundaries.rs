@@ -150,9 +150,8 @@ mod tests {
 
   #[test]
   fn follow_until_stops_before_a_picked_frame_only_where_it_may() {
-    let large_binary = |header: &FrameHeader, len: u64| {
-      header.opcode == OpCode::Data(Data::Binary) && len >= 1000
-    };
+    let large_binary =
+      |header: &FrameHeader, len: u64| header.opcode == OpCode::Data(Data::Binary) && len >= 1000;
     let mut stream = frame(0x81, 3);
     let picked_at = stream.len();
     stream.extend(frame(0x82, 1000));
