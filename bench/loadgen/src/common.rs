@@ -90,10 +90,24 @@ impl JsonObj {
     self
   }
   /// CPU % (of one core) of everything else on the machine.
-  pub fn others(self, window: &CpuWindow, server: &CpuDelta, own: &CpuDelta, secs: f64) -> JsonObj {
-    self.float("others_cpu_pct", window.others_ms(server, own) as f64 / 10.0 / secs)
+  /// The CPU use of a measured window of `secs` seconds: the server's, the
+  /// load generator's and other processes' (what the runner checks to
+  /// tell a busy machine).
+  pub fn cpu_use(
+    self,
+    window: &CpuWindow,
+    server: &CpuDelta,
+    own: &CpuDelta,
+    secs: f64,
+  ) -> JsonObj {
+    self
+      .cpu("server", server)
+      .cpu("loadgen", own)
+      .float("others_cpu_pct", window.others_ms(server, own) as f64 / 10.0 / secs)
+      .float("server_cpu_pct", server.ns as f64 / 1e7 / secs)
+      .float("loadgen_cpu_pct", own.ns as f64 / 1e7 / secs)
   }
-  pub fn cpu(self, prefix: &str, delta: &CpuDelta) -> JsonObj {
+  fn cpu(self, prefix: &str, delta: &CpuDelta) -> JsonObj {
     self
       .num(&format!("{prefix}_cpu_ns"), delta.ns)
       .num(&format!("{prefix}_user_ms"), delta.user_ms)

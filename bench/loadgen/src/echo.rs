@@ -103,11 +103,7 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
     .num("max_us", total.hist.max())
     .num("samples", total.hist.count())
     .float("server_us_per_msg", server_us_per_msg)
-    .cpu("server", &server_cpu)
-    .cpu("loadgen", &own_cpu)
-    .others(&cpu, &server_cpu, &own_cpu, elapsed)
-    .float("server_cpu_pct", server_cpu.ns as f64 / 1e7 / elapsed)
-    .float("loadgen_cpu_pct", own_cpu.ns as f64 / 1e7 / elapsed)
+    .cpu_use(&cpu, &server_cpu, &own_cpu, elapsed)
     .emit();
   Ok(())
 }

@@ -117,11 +117,7 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
     .float("last_delivery_ms", elapsed * 1000.0)
     .float("delivered_per_sec", delivered as f64 / elapsed)
     .float("server_us_per_delivery", server_cpu.ns as f64 / 1000.0 / delivered as f64)
-    .cpu("server", &server_cpu)
-    .cpu("loadgen", &own_cpu)
-    .others(&cpu, &server_cpu, &own_cpu, elapsed)
-    .float("server_cpu_pct", server_cpu.ns as f64 / 1e7 / elapsed)
-    .float("loadgen_cpu_pct", own_cpu.ns as f64 / 1e7 / elapsed)
+    .cpu_use(&cpu, &server_cpu, &own_cpu, elapsed)
     .emit();
   drop(tasks);
   Ok(())
