@@ -8,14 +8,14 @@
 // same client in Chromium.
 
 const assert = require('node:assert/strict');
-const { Blob, File } = require('node:buffer');
+const { Blob } = require('node:buffer');
 const { describe, test } = require('node:test');
 
 const WebSocket = require('ws');
 
 const Socket = require('../browser');
 const { Socket: NodeSocket } = require('..');
-const { until } = require('./helpers');
+const { binaryCases, until } = require('./helpers');
 const { next, ourServer, record, socketsOf, wsServer } = require('./socket-helpers');
 
 const TIMEOUT = { timeout: 10000 };
@@ -23,25 +23,6 @@ const FAST = { jitter: 0, minReconnectionDelay: 20, reconnectionDelayGrowFactor:
 
 /** Browser-build Sockets over `ws`, closed at the end of the test. */
 const { socket, openSocket } = socketsOf(Socket, { WebSocket });
-
-/** Every binary type `send` takes, with the bytes it must put on the wire. */
-function binaryCases() {
-  const backing = Uint8Array.from([9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
-  const int32 = Int32Array.from([1, -1, 0x01020304]);
-  const shared = new SharedArrayBuffer(3);
-  new Uint8Array(shared).set([31, 32, 33]);
-  return [
-    ['Buffer slice', Buffer.from('hello world').subarray(6), Buffer.from('world')],
-    ['Uint8Array at an offset', new Uint8Array(backing.buffer, 1, 4), Buffer.from([8, 7, 6, 5])],
-    ['Int32Array', int32, Buffer.from(int32.buffer)],
-    ['DataView over part of a buffer', new DataView(backing.buffer, 2, 3), Buffer.from([7, 6, 5])],
-    ['ArrayBuffer', Uint8Array.from([10, 11, 12]).buffer, Buffer.from([10, 11, 12])],
-    ['SharedArrayBuffer', shared, Buffer.from([31, 32, 33])],
-    ['view of a SharedArrayBuffer', new Uint8Array(shared, 1, 2), Buffer.from([32, 33])],
-    ['Blob', new Blob([Uint8Array.from([20, 21]), 'xyz']), Buffer.from([20, 21, 0x78, 0x79, 0x7a])],
-    ['File', new File([Uint8Array.from([40, 41])], 'f.bin'), Buffer.from([40, 41])]
-  ];
-}
 
 describe('browser Socket: construction', () => {
   test('the browser entry has the shape of index.js; its Server throws', () => {

@@ -4,6 +4,8 @@
 // short timeout that fails with a message saying what was awaited, so a
 // broken feature fails the test instead of hanging it.
 
+const { Blob, File } = require('node:buffer');
+
 const WebSocket = require('ws');
 const { WebSocket: UndiciWebSocket } = require('undici');
 
@@ -215,8 +217,38 @@ async function until(check, what = 'condition', ms = 5000, every = 2) {
   }
 }
 
+/**
+ * Every kind of binary data `send` takes (SPEC 3), as `[name, value, the
+ * exact bytes that must go out in one binary frame]`: views over part of a
+ * buffer included. Made afresh for each test (Blobs are read once).
+ */
+function binaryCases() {
+  const backing = Uint8Array.from([9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+  const int16 = Int16Array.from([1, -2, 300]);
+  const int32 = Int32Array.from([1, -1, 0x01020304]);
+  const float64 = Float64Array.from([Math.PI, -0, Infinity]);
+  const shared = new SharedArrayBuffer(3);
+  new Uint8Array(shared).set([31, 32, 33]);
+  return [
+    ['Buffer', Buffer.from([1, 2, 3, 255]), Buffer.from([1, 2, 3, 255])],
+    ['Buffer slice of a larger buffer', Buffer.from('hello world').subarray(6), Buffer.from('world')],
+    ['Uint8Array', Uint8Array.from([4, 5, 6]), Buffer.from([4, 5, 6])],
+    ['Uint8Array at an offset', new Uint8Array(backing.buffer, 1, 4), Buffer.from([8, 7, 6, 5])],
+    ['Int16Array', int16, Buffer.from(int16.buffer)],
+    ['Int32Array', int32, Buffer.from(int32.buffer)],
+    ['Float64Array', float64, Buffer.from(float64.buffer)],
+    ['DataView over part of a buffer', new DataView(backing.buffer, 2, 3), Buffer.from([7, 6, 5])],
+    ['ArrayBuffer', Uint8Array.from([10, 11, 12]).buffer, Buffer.from([10, 11, 12])],
+    ['SharedArrayBuffer', shared, Buffer.from([31, 32, 33])],
+    ['view of a SharedArrayBuffer', new Uint8Array(shared, 1, 2), Buffer.from([32, 33])],
+    ['Blob', new Blob([Uint8Array.from([20, 21]), 'xyz']), Buffer.from([20, 21, 0x78, 0x79, 0x7a])],
+    ['File', new File([Uint8Array.from([40, 41])], 'f.bin'), Buffer.from([40, 41])]
+  ];
+}
+
 module.exports = {
   TIMEOUT,
+  binaryCases,
   within,
   once,
   closeAfter,

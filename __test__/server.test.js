@@ -4,7 +4,6 @@
 // Node's WHATWG WebSocket (undici). SPEC sections 2, 3 and 5.
 
 const assert = require('node:assert/strict');
-const { File } = require('node:buffer');
 const { spawnSync } = require('node:child_process');
 const { randomBytes } = require('node:crypto');
 const { test } = require('node:test');
@@ -23,7 +22,8 @@ const {
   next,
   closed,
   collect,
-  delay
+  delay,
+  binaryCases
 } = require('./helpers');
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -49,28 +49,6 @@ const JSON_VALUES = [
   true,
   { nested: { deeper: { deepest: [[[]]] } } }
 ];
-
-// [name, value to send, the exact bytes that must go out]
-function binaryCases() {
-  const backing = new ArrayBuffer(16);
-  new Uint8Array(backing).set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
-  const shared = new SharedArrayBuffer(4);
-  new Uint8Array(shared).set([9, 8, 7, 6]);
-  const int16 = new Int16Array([1, -2, 300]);
-  const float64 = new Float64Array([Math.PI, -0, Infinity]);
-  return [
-    ['Buffer', Buffer.from([0, 1, 2, 254, 255]), Buffer.from([0, 1, 2, 254, 255])],
-    ['Uint8Array', new Uint8Array([10, 20, 30]), Buffer.from([10, 20, 30])],
-    ['Uint8Array over part of a buffer', new Uint8Array(backing, 4, 3), Buffer.from([5, 6, 7])],
-    ['Int16Array', int16, Buffer.from(int16.buffer.slice(0))],
-    ['Float64Array', float64, Buffer.from(float64.buffer.slice(0))],
-    ['DataView over part of a buffer', new DataView(backing, 3, 5), Buffer.from([4, 5, 6, 7, 8])],
-    ['ArrayBuffer', new Uint8Array([7, 7, 0, 7]).buffer, Buffer.from([7, 7, 0, 7])],
-    ['SharedArrayBuffer', shared, Buffer.from([9, 8, 7, 6])],
-    ['Blob', new Blob(['ab', new Uint8Array([0, 1])]), Buffer.from([0x61, 0x62, 0, 1])],
-    ['File', new File([Buffer.from('file!')], 'f.bin'), Buffer.from('file!')]
-  ];
-}
 
 // --- Listening -------------------------------------------------------------
 

@@ -4,14 +4,14 @@
 // SPEC sections 3 (messages) and 4 (client).
 
 const assert = require('node:assert/strict');
-const { Blob, File } = require('node:buffer');
+const { Blob } = require('node:buffer');
 const { randomBytes } = require('node:crypto');
 const { once } = require('node:events');
 const http = require('node:http');
 const { describe, test } = require('node:test');
 
 const { Socket } = require('..');
-const { delay, defer, until } = require('./helpers');
+const { binaryCases, delay, defer, until } = require('./helpers');
 const { next, record, socket, openSocket, ourServer, wsServer, closedPort } = require('./socket-helpers');
 
 const TIMEOUT = { timeout: 10000 };
@@ -34,26 +34,6 @@ async function forbidding(t) {
   await once(httpServer, 'listening');
   defer(t, () => new Promise((resolve) => httpServer.close(resolve)));
   return { upgrades, url: `ws://127.0.0.1:${httpServer.address().port}` };
-}
-
-/** Every binary type `send` takes, with the bytes it must put on the wire. */
-function binaryCases() {
-  const backing = Uint8Array.from([9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
-  const int32 = Int32Array.from([1, -1, 0x01020304]);
-  const shared = new SharedArrayBuffer(3);
-  new Uint8Array(shared).set([31, 32, 33]);
-  return [
-    ['Buffer', Buffer.from([1, 2, 3, 255]), Buffer.from([1, 2, 3, 255])],
-    ['Buffer slice of a larger buffer', Buffer.from('hello world').subarray(6), Buffer.from('world')],
-    ['Uint8Array', Uint8Array.from([4, 5, 6]), Buffer.from([4, 5, 6])],
-    ['Uint8Array at an offset', new Uint8Array(backing.buffer, 1, 4), Buffer.from([8, 7, 6, 5])],
-    ['Int32Array', int32, Buffer.from(int32.buffer)],
-    ['DataView over part of a buffer', new DataView(backing.buffer, 2, 3), Buffer.from([7, 6, 5])],
-    ['ArrayBuffer', Uint8Array.from([10, 11, 12]).buffer, Buffer.from([10, 11, 12])],
-    ['SharedArrayBuffer', shared, Buffer.from([31, 32, 33])],
-    ['Blob', new Blob([Uint8Array.from([20, 21]), 'xyz']), Buffer.from([20, 21, 0x78, 0x79, 0x7a])],
-    ['File', new File([Uint8Array.from([40, 41])], 'f.bin'), Buffer.from([40, 41])]
-  ];
 }
 
 // ---------------------------------------------------------------------------
