@@ -15,7 +15,7 @@ const WebSocket = require('ws');
 
 const Socket = require('../browser');
 const { Socket: NodeSocket } = require('..');
-const { binaryCases, until } = require('./helpers');
+const { until } = require('./helpers');
 const { next, ourServer, record, socketsOf, wsServer } = require('./socket-helpers');
 
 const TIMEOUT = { timeout: 10000 };
@@ -81,43 +81,6 @@ describe('browser Socket: construction', () => {
 });
 
 describe('browser Socket: messages', () => {
-  test('JSON goes both ways; bad JSON emits ERR_INVALID_JSON', TIMEOUT, async (t) => {
-    const backend = await wsServer(t);
-    const s = await openSocket(t, backend.url);
-    const got = record(s.messages);
-    const errors = [];
-    s.on('error', (err) => errors.push(err));
-    const ws = await backend.connection();
-    s.send({ a: [1, 'two', null] });
-    s.send('hi');
-    await until(() => ws.received.length === 2);
-    assert.deepEqual(backend.texts(ws), ['{"a":[1,"two",null]}', '"hi"']);
-    assert.throws(() => s.send(10n), TypeError);
-
-    ws.send('{"x":{"y":[1,2]}}');
-    ws.send('not json');
-    ws.send('"text"');
-    await got.count(2);
-    assert.deepEqual(got.messages(), [{ x: { y: [1, 2] } }, 'text']);
-    assert.equal(got.list[0][1], s);
-    assert.deepEqual(errors.map((e) => [e.code, e.data]), [['ERR_INVALID_JSON', 'not json']]);
-  });
-
-  test('every binary type goes out as one binary frame of exactly its bytes, in order', TIMEOUT, async (t) => {
-    const backend = await wsServer(t);
-    const s = await openSocket(t, backend.url);
-    const ws = await backend.connection();
-    const cases = binaryCases();
-    for (const [, value] of cases) assert.equal(s.send(value), true);
-    s.send('last');
-    await until(() => ws.received.length === cases.length + 1);
-    cases.forEach(([name, , bytes], i) => {
-      assert.equal(ws.received[i].isBinary, true, name);
-      assert.deepEqual(ws.received[i].data, bytes, name);
-    });
-    assert.equal(ws.received[cases.length].data.toString(), '"last"');
-  });
-
   test('binary arrives as an ArrayBuffer, or a Blob with binaryType: blob', TIMEOUT, async (t) => {
     const backend = await wsServer(t);
     for (const [binaryType, check] of [
@@ -149,19 +112,6 @@ describe('browser Socket: messages', () => {
     assert.equal(s.protocol, 'b');
   });
 
-  test('json: false sends and receives raw strings', TIMEOUT, async (t) => {
-    const backend = await wsServer(t);
-    const s = await openSocket(t, backend.url, { json: false });
-    const got = record(s.messages);
-    const ws = await backend.connection();
-    s.send('raw {');
-    assert.throws(() => s.send({ a: 1 }), TypeError);
-    await until(() => ws.received.length === 1);
-    assert.deepEqual(backend.texts(ws), ['raw {']);
-    ws.send('back {');
-    await got.count(1);
-    assert.deepEqual(got.messages(), ['back {']);
-  });
 });
 
 describe('browser Socket against our Server', () => {

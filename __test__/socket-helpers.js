@@ -116,11 +116,16 @@ async function closeForGood(s) {
  * The two builds of the Socket, for the tests both must pass: the Node
  * build (native transport) and the browser build (lib/websocket-transport.js,
  * over the `ws` package as its WebSocket). `defaults` are the options each
- * needs.
+ * needs; `Binary` is what binary messages arrive as (SPEC 3).
  */
 const BUILDS = [
-  { build: 'the Node build (native transport)', Socket, defaults: {} },
-  { build: 'the browser build (over ws)', Socket: require('../browser'), defaults: { WebSocket } }
+  { build: 'the Node build (native transport)', Socket, defaults: {}, Binary: Buffer },
+  {
+    build: 'the browser build (over ws)',
+    Socket: require('../browser'),
+    defaults: { WebSocket },
+    Binary: ArrayBuffer
+  }
 ];
 
 /** `socket` and `openSocket` for the Node build's Socket. */
