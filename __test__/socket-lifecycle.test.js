@@ -1,7 +1,7 @@
 'use strict';
 
-// The Socket's life cycle (SPEC section 4): the connection loop and the
-// offline queue, one set of tests run against both builds. The Node build
+// The Socket's life cycle (SPEC section 4): the connection loop, the
+// offline queue and closing, one set of tests run against both builds. The Node build
 // runs it in Rust (the native transport), the browser build in JS
 // (lib/websocket-transport.js, here over the `ws` package); SPEC 1 asks
 // that both follow one policy. The waits between attempts are checked
@@ -334,6 +334,53 @@ for (const { build, Socket, defaults } of BUILDS) {
       assert.deepEqual(await ws.closed, { code: 4001, reason: 'done' });
       assert.deepEqual(backend.texts(ws), Array.from({ length: 100 }, (_, i) => String(i)));
       assert.deepEqual(await final, { code: 4001, reason: 'done', wasClean: true, willReconnect: false });
+    });
+  });
+
+  describe(`${build}: closing`, () => {
+    test("close(4001, 'done') reaches the server and emits one clean 'close'", TIMEOUT, async (t) => {
+      const backend = await wsServer(t);
+      const s = await openSocket(t, backend.url);
+      const ws = await backend.connection();
+      const closes = [];
+      s.on('close', (event) => closes.push(event));
+
+      s.close(4001, 'done');
+      assert.deepEqual(await ws.closed, { code: 4001, reason: 'done' });
+      await until(() => closes.length >= 1);
+      await delay(100);
+      assert.deepEqual(closes, [{ code: 4001, reason: 'done', wasClean: true, willReconnect: false }]);
+      assert.equal(s.readyState, Socket.CLOSED);
+    });
+
+    test("after close(), send throws ERR_CLOSED", TIMEOUT, async (t) => {
+      const backend = await wsServer(t);
+      const s = await openSocket(t, backend.url);
+      const closed = next(s, 'close');
+      s.close();
+      assert.throws(() => s.send('x'), (err) => {
+        assert.ok(err instanceof Error);
+        assert.equal(err.code, 'ERR_CLOSED');
+        return true;
+      });
+      await closed;
+      assert.throws(() => s.send('x'), { code: 'ERR_CLOSED' });
+    });
+
+    test('close() with a code other than 1000 or 3000-4999, or a long reason, throws a RangeError', TIMEOUT, async (t) => {
+      const backend = await wsServer(t);
+      const s = await openSocket(t, backend.url);
+      for (const code of [1001, 1005, 1006, 999, 2999, 5000, 3000.5]) {
+        assert.throws(() => s.close(code), RangeError, String(code));
+      }
+      assert.throws(() => s.close(1000, 'x'.repeat(124)), RangeError);
+      assert.throws(() => s.close(1000, 'é'.repeat(62)), RangeError, '124 UTF-8 bytes');
+      // Nothing happened: the socket is still open and still sends.
+      assert.equal(s.readyState, Socket.OPEN);
+      const ws = await backend.connection();
+      s.send('still open');
+      await until(() => ws.received.length === 1);
+      assert.deepEqual(backend.texts(ws), ['"still open"']);
     });
   });
 }

@@ -138,66 +138,6 @@ describe('Socket: construction and state', () => {
   });
 });
 
-describe('Socket against a ws server: closing', () => {
-  test("close(4001, 'done') reaches the server and emits one clean 'close'", TIMEOUT, async (t) => {
-    const backend = await wsServer(t);
-    const s = await openSocket(t, backend.url);
-    const ws = await backend.connection();
-    const closes = [];
-    s.on('close', (event) => closes.push(event));
-
-    s.close(4001, 'done');
-    assert.deepEqual(await ws.closed, { code: 4001, reason: 'done' });
-    await until(() => closes.length >= 1);
-    await delay(100);
-    assert.deepEqual(closes, [{ code: 4001, reason: 'done', wasClean: true, willReconnect: false }]);
-    assert.equal(s.readyState, Socket.CLOSED);
-  });
-
-  test('messages sent before close() go out before the close frame', TIMEOUT, async (t) => {
-    const backend = await wsServer(t);
-    const s = await openSocket(t, backend.url);
-    const ws = await backend.connection();
-    for (let i = 0; i < 100; i++) s.send(i);
-    s.close();
-    assert.equal((await ws.closed).code, 1000);
-    assert.deepEqual(
-      backend.texts(ws),
-      Array.from({ length: 100 }, (_, i) => String(i))
-    );
-  });
-
-  test("after close(), send throws ERR_CLOSED", TIMEOUT, async (t) => {
-    const backend = await wsServer(t);
-    const s = await openSocket(t, backend.url);
-    const closed = next(s, 'close');
-    s.close();
-    assert.throws(() => s.send('x'), (err) => {
-      assert.ok(err instanceof Error);
-      assert.equal(err.code, 'ERR_CLOSED');
-      return true;
-    });
-    await closed;
-    assert.throws(() => s.send('x'), { code: 'ERR_CLOSED' });
-  });
-
-  test('close() with a code other than 1000 or 3000-4999, or a long reason, throws a RangeError', TIMEOUT, async (t) => {
-    const backend = await wsServer(t);
-    const s = await openSocket(t, backend.url);
-    for (const code of [1001, 1005, 1006, 999, 2999, 5000, 3000.5]) {
-      assert.throws(() => s.close(code), RangeError, String(code));
-    }
-    assert.throws(() => s.close(1000, 'x'.repeat(124)), RangeError);
-    assert.throws(() => s.close(1000, 'é'.repeat(62)), RangeError, '124 UTF-8 bytes');
-    // Nothing happened: the socket is still open and still sends.
-    assert.equal(s.readyState, Socket.OPEN);
-    const ws = await backend.connection();
-    s.send('still open');
-    await until(() => ws.received.length === 1);
-    assert.deepEqual(backend.texts(ws), ['"still open"']);
-  });
-});
-
 describe('Socket against a ws server: reconnecting', () => {
   test("a connection the server closes is reconnected: 'close' willReconnect, 'reconnecting' with the exact delay, 'open'", TIMEOUT, async (t) => {
     const backend = await wsServer(t);
