@@ -87,3 +87,33 @@ test('a connection quiet for a while still reads, answers pings and sends', asyn
     assert.equal(data, JSON.stringify({ back: round }));
   }
 });
+
+// A connection that rested through a whole dormancy tick (src/dormancy.rs,
+// one second) leaves tokio; new connections do so as soon as they rest.
+const DORMANT = 2500;
+
+test('a connection dormant after being active still reads, answers pings, gets sends, and notices its client leave', async (t) => {
+  const server = await serve(t);
+  const { client, connection } = await connect(t, server);
+  for (let round = 0; round < 2; round++) {
+    const received = collect(server.messages, 1);
+    client.send(JSON.stringify({ round }));
+    assert.deepEqual((await received)[0][0], { round });
+    await delay(DORMANT);
+
+    const pong = once(client, 'pong');
+    client.ping('dormant');
+    assert.equal((await pong)[0].toString(), 'dormant');
+    await delay(DORMANT);
+
+    connection.send({ back: round });
+    const [{ data }] = await next(client);
+    assert.equal(data, JSON.stringify({ back: round }));
+    await delay(DORMANT);
+  }
+  const removed = once(server, 'remove');
+  client.terminate();
+  const [gone, info] = await removed;
+  assert.equal(gone, connection);
+  assert.equal(info.code, 1006);
+});

@@ -56,7 +56,7 @@ pub struct Ended {
 }
 
 impl Ended {
-  fn abnormal() -> Ended {
+  pub fn abnormal() -> Ended {
     Ended { code: 1006, reason: String::new(), was_clean: false, heartbeat_lost: false }
   }
 }

@@ -5,6 +5,7 @@
 mod buffers;
 mod connection;
 mod direct_frame;
+mod dormancy;
 mod events;
 mod frame_boundaries;
 mod handshake;

@@ -3,7 +3,7 @@
 //! drives the connection (connection.rs).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -101,7 +101,18 @@ pub struct Peer {
   kill: AtomicU64,
   /// The generation whose close was requested, for its 5-s timeout.
   close_requested: AtomicU32,
+  /// How long a server connection has been resting, in dormancy ticks
+  /// (see `quiet_tick`).
+  quiet: AtomicU8,
 }
+
+/// `Peer::quiet`: the connection is active.
+const ACTIVE: u8 = 0;
+/// Resting since the last tick, since the one before, and long enough to
+/// leave tokio (dormancy.rs).
+const RESTING: u8 = 1;
+const RESTED_A_TICK: u8 = 2;
+const DROWSY: u8 = 3;
 
 impl Peer {
   pub fn new() -> Peer {
@@ -117,6 +128,7 @@ impl Peer {
       last_seen: AtomicU64::new(now_ms()),
       kill: AtomicU64::new(0),
       close_requested: AtomicU32::new(NO_CONNECTION),
+      quiet: AtomicU8::new(ACTIVE),
     }
   }
 
@@ -127,6 +139,39 @@ impl Peer {
     self.last_seen.store(now_ms(), Ordering::Relaxed);
     self.connected.store(true, Ordering::Release);
     generation
+  }
+
+  /// The connection rests from now on (resting.rs).
+  pub fn rest(&self) {
+    self.quiet.store(RESTING, Ordering::Relaxed);
+  }
+
+  /// The connection may go dormant as soon as it rests (dormancy.rs).
+  pub fn doze(&self) {
+    self.quiet.store(DROWSY, Ordering::Relaxed);
+  }
+
+  /// The connection is active from now on.
+  pub fn stir(&self) {
+    self.quiet.store(ACTIVE, Ordering::Relaxed);
+  }
+
+  /// One tick of the dormancy clock: a connection that has rested through
+  /// a whole tick is woken to go dormant.
+  pub fn quiet_tick(&self) {
+    let next = |quiet| match quiet {
+      RESTING => Some(RESTED_A_TICK),
+      RESTED_A_TICK => Some(DROWSY),
+      _ => None,
+    };
+    if self.quiet.fetch_update(Ordering::Relaxed, Ordering::Relaxed, next) == Ok(RESTED_A_TICK) {
+      self.task.wake();
+    }
+  }
+
+  /// Whether the connection has rested long enough to go dormant.
+  pub fn drowsy(&self) -> bool {
+    self.quiet.load(Ordering::Relaxed) == DROWSY
   }
 
   /// Registers the driving task's waker, then tells whether something is

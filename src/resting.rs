@@ -33,6 +33,9 @@ pub trait Owner<S> {
   fn peer(&self) -> &Peer;
   /// Starts an active period of connection `generation` (see `active_period`).
   fn activate(&self, stream: ServerStream<S>, generation: u32) -> Active<S>;
+  /// The connection rested long enough to leave tokio (dormancy.rs): hand
+  /// it over, or give the stream back when it cannot go.
+  fn sleep(&self, stream: ServerStream<S>, generation: u32) -> Result<(), ServerStream<S>>;
   /// The connection has ended.
   fn ended(&mut self, ended: Ended);
 }
@@ -51,8 +54,18 @@ pub struct Resting<S, O> {
 }
 
 impl<S, O: Owner<S>> Resting<S, O> {
+  /// A new connection goes dormant as soon as it has nothing to do: most
+  /// connections of a server are idle, and what its task and tokio's
+  /// registration of its socket free is reused by the next connection.
   pub fn new(stream: ServerStream<S>, owner: O) -> Resting<S, O> {
     let generation = owner.peer().open_connection();
+    owner.peer().doze();
+    Resting { phase: Phase::Resting(stream), owner, generation }
+  }
+
+  /// Connection `generation` again, back from dormancy.
+  pub fn resume(stream: ServerStream<S>, owner: O, generation: u32) -> Resting<S, O> {
+    owner.peer().rest();
     Resting { phase: Phase::Resting(stream), owner, generation }
   }
 }
@@ -70,9 +83,20 @@ where
       match &mut this.phase {
         Phase::Resting(stream) => {
           // Both register for a wake before they report nothing to do.
-          if this.owner.peer().poll_work(cx).is_pending() && stream.poll_arrival(cx).is_pending() {
+          let peer = this.owner.peer();
+          if peer.poll_work(cx).is_pending() && stream.poll_arrival(cx).is_pending() {
+            if !peer.drowsy() {
+              return Poll::Pending;
+            }
+            if let Phase::Resting(stream) = mem::replace(&mut this.phase, Phase::Ended) {
+              match this.owner.sleep(stream, this.generation) {
+                Ok(()) => return Poll::Ready(()),
+                Err(stream) => this.phase = Phase::Resting(stream),
+              }
+            }
             return Poll::Pending;
           }
+          this.owner.peer().stir();
           if let Phase::Resting(stream) = mem::replace(&mut this.phase, Phase::Ended) {
             this.phase = Phase::Active(this.owner.activate(stream, this.generation));
           }
@@ -82,7 +106,10 @@ where
             return Poll::Pending;
           };
           match outcome {
-            Outcome::Rested => this.phase = Phase::Resting(stream),
+            Outcome::Rested => {
+              this.owner.peer().rest();
+              this.phase = Phase::Resting(stream);
+            }
             Outcome::Ended(ended) => {
               this.phase = Phase::Ended;
               this.owner.ended(ended);

@@ -7,7 +7,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{BorrowedFd, IntoRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use napi::bindgen_prelude::{Buffer, Uint32Array};
@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixStream};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::Request;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -27,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::buffers::{json_lines, to_message, Payload};
 use crate::connection::{Ended, Incoming};
+use crate::dormancy::{Dormitory, Sleeper, DORMANCY_TICK};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::handshake::{self, Refusal, Upgrade};
 use crate::peer::{Limits, Peer};
@@ -140,6 +142,9 @@ struct Shared {
   config: WebSocketConfig,
   handshake_timeout: Duration,
   heartbeat_interval: Duration,
+  /// Connections quiet for a while (dormancy.rs); made on first need, and
+  /// `None` if its epoll set could not be made.
+  dormitory: OnceLock<Option<Dormitory<ServedConnection>>>,
 }
 
 /// Locks a mutex of the server's state. A panic while holding one cannot
@@ -156,6 +161,10 @@ impl Shared {
 
   fn verdicts(&self) -> MutexGuard<'_, HashMap<u32, oneshot::Sender<Verdict>>> {
     lock(&self.verdicts)
+  }
+
+  fn dormitory(&self) -> Option<&Dormitory<ServedConnection>> {
+    self.dormitory.get_or_init(|| Dormitory::start(self.shutdown.clone()).ok()).as_ref()
   }
 
   fn client(&self, handle: u32) -> Option<Arc<Client>> {
@@ -226,9 +235,11 @@ impl NativeServer {
       config,
       handshake_timeout: Duration::from_millis(options.handshake_timeout.into()),
       heartbeat_interval: Duration::from_millis(options.heartbeat_interval.into()),
+      dormitory: OnceLock::new(),
     };
     let server = NativeServer { shared: Arc::new(shared) };
     server.start_heartbeat();
+    server.start_dormancy_clock();
     Ok(server)
   }
 
@@ -427,6 +438,24 @@ impl NativeServer {
     });
   }
 
+  /// Every DORMANCY_TICK, tells each connection's resting task whether it
+  /// has rested long enough to go dormant (dormancy.rs).
+  fn start_dormancy_clock(&self) {
+    let shared = Arc::clone(&self.shared);
+    napi::bindgen_prelude::spawn(async move {
+      let mut ticks = tokio::time::interval(DORMANCY_TICK);
+      loop {
+        tokio::select! {
+          _ = shared.shutdown.cancelled() => return,
+          _ = ticks.tick() => {}
+        }
+        for client in shared.clients().values() {
+          client.peer.quiet_tick();
+        }
+      }
+    });
+  }
+
   fn start_heartbeat(&self) {
     if self.shared.heartbeat_interval.is_zero() {
       return;
@@ -449,7 +478,7 @@ impl NativeServer {
     request: AdoptedRequest,
   ) -> u32
   where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + MaySleep + Unpin + Send + 'static,
   {
     let handle = self.shared.new_handle();
     let shared = Arc::clone(&self.shared);
@@ -543,7 +572,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
 /// Runs the upgrade of an accepted connection, then starts serving it.
 async fn serve<S>(shared: Arc<Shared>, stream: ServerStream<S>, remote: Remote, handle: u32)
 where
-  S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+  S: AsyncRead + AsyncWrite + MaySleep + Unpin + Send + 'static,
 {
   // Boxed: the handshake's buffers would otherwise stay part of this
   // task's size for the connection's whole life.
@@ -644,7 +673,7 @@ fn start_connection<S>(
   raw_headers: Box<str>,
   protocol: String,
 ) where
-  S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+  S: AsyncRead + AsyncWrite + MaySleep + Unpin + Send + 'static,
 {
   let client = Arc::new(Client { peer: Peer::new(), raw_headers });
   shared.clients().insert(handle, Arc::clone(&client));
@@ -659,6 +688,7 @@ fn start_connection<S>(
 }
 
 /// A server connection, as its resting task reaches it.
+#[derive(Clone)]
 struct ServedConnection {
   shared: Arc<Shared>,
   client: Arc<Client>,
@@ -667,7 +697,7 @@ struct ServedConnection {
 
 impl<S> Owner<S> for ServedConnection
 where
-  S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+  S: AsyncRead + AsyncWrite + MaySleep + Unpin + Send + 'static,
 {
   fn peer(&self) -> &Peer {
     &self.client.peer
@@ -693,7 +723,27 @@ where
     })
   }
 
+  fn sleep(
+    &self,
+    stream: ServerStream<S>,
+    generation: u32,
+  ) -> std::result::Result<(), ServerStream<S>> {
+    if !S::MAY_SLEEP || !stream.may_sleep() {
+      return Err(stream);
+    }
+    let Some(dormitory) = self.shared.dormitory() else { return Err(stream) };
+    let stream = S::plain_tcp(stream)?;
+    dormitory.admit(stream, self.clone(), generation, self.shared.tasks.token());
+    Ok(())
+  }
+
   fn ended(&mut self, ended: Ended) {
+    self.report_end(ended);
+  }
+}
+
+impl ServedConnection {
+  fn report_end(&self, ended: Ended) {
     self.shared.clients().remove(&self.handle);
     let detail = EventDetail::Close {
       code: ended.code.into(),
@@ -703,5 +753,57 @@ where
       raw_headers: Some(self.client.raw_headers.to_string()),
     };
     self.shared.events.detail(self.handle, detail);
+  }
+}
+
+impl Sleeper for ServedConnection {
+  fn peer(&self) -> &Peer {
+    &self.client.peer
+  }
+
+  fn wake(self, stream: ServerStream<TcpStream>, generation: u32) {
+    let tasks = self.shared.tasks.clone();
+    tasks.spawn(Resting::resume(stream, self, generation));
+  }
+
+  fn lost(self) {
+    self.report_end(Ended::abnormal());
+  }
+}
+
+/// The streams a connection is served on. Only plain TCP connections go
+/// dormant: a TLS connection keeps rustls's state, and an adopted one
+/// relayed through a socket pair is not worth it.
+trait MaySleep: Sized {
+  const MAY_SLEEP: bool;
+  fn plain_tcp(
+    stream: ServerStream<Self>,
+  ) -> std::result::Result<ServerStream<TcpStream>, ServerStream<Self>>;
+}
+
+impl MaySleep for TcpStream {
+  const MAY_SLEEP: bool = true;
+  fn plain_tcp(
+    stream: ServerStream<Self>,
+  ) -> std::result::Result<ServerStream<TcpStream>, ServerStream<Self>> {
+    Ok(stream)
+  }
+}
+
+impl MaySleep for TlsStream<TcpStream> {
+  const MAY_SLEEP: bool = false;
+  fn plain_tcp(
+    stream: ServerStream<Self>,
+  ) -> std::result::Result<ServerStream<TcpStream>, ServerStream<Self>> {
+    Err(stream)
+  }
+}
+
+impl MaySleep for UnixStream {
+  const MAY_SLEEP: bool = false;
+  fn plain_tcp(
+    stream: ServerStream<Self>,
+  ) -> std::result::Result<ServerStream<TcpStream>, ServerStream<Self>> {
+    Err(stream)
   }
 }

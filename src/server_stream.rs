@@ -149,6 +149,26 @@ impl<S> ServerStream<S> {
     }
   }
 
+  /// A dormant connection's stream, back in tokio (dormancy.rs).
+  pub fn resume(inner: S, boundaries: FrameBoundaries) -> ServerStream<S> {
+    ServerStream { boundaries, ..ServerStream::new(inner) }
+  }
+
+  /// Whether the stream holds nothing but the socket and where frames
+  /// begin, so that the connection may go dormant.
+  pub fn may_sleep(&self) -> bool {
+    self.spill.is_none() && self.ending.is_none() && self.large.is_none()
+  }
+
+  /// The socket and where frames begin, for a dormant connection; the
+  /// stream itself when it holds more (`may_sleep`).
+  pub fn into_dormant(self) -> Result<(S, FrameBoundaries), ServerStream<S>> {
+    if !self.may_sleep() {
+      return Err(self);
+    }
+    Ok((self.inner, self.boundaries))
+  }
+
   /// Lets `poll_large_binary` read binary messages of up to `limit` bytes
   /// (larger ones go to tungstenite, which refuses them).
   pub fn allow_large_binary(&mut self, limit: usize) {

@@ -1,0 +1,207 @@
+//! Server connections that have been quiet for a while leave tokio.
+//!
+//! A resting connection (resting.rs) is still a tokio task with its socket
+//! registered in tokio's reactor: about 500 bytes for the task cell and the
+//! registration (both 128-byte aligned), plus what the allocator loses
+//! around them. A connection quiet for a whole dormancy tick instead hands
+//! its socket and its little state to the server's dormitory: a slab of
+//! sleepers, with the sockets in an epoll set of our own that tokio watches
+//! as one descriptor. Bytes arriving, or anything JS asks of the connection
+//! (a send, a close, the heartbeat's ping), wake it: the socket goes back to
+//! tokio and the connection gets a task again.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Wake, Waker};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
+use slab::Slab;
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use crate::frame_boundaries::FrameBoundaries;
+use crate::peer::Peer;
+use crate::server_stream::ServerStream;
+
+/// How often the server looks for connections that rested through a whole
+/// tick (so a connection goes dormant after one to two ticks of quiet).
+pub const DORMANCY_TICK: Duration = Duration::from_secs(1);
+
+/// What the dormitory needs from a sleeping connection's owner.
+pub trait Sleeper: Send + 'static {
+  fn peer(&self) -> &Peer;
+  /// Serve connection `generation` again, on a task of its own.
+  fn wake(self, stream: ServerStream<TcpStream>, generation: u32);
+  /// Its socket could not go back to tokio: the connection is lost.
+  fn lost(self);
+}
+
+/// A dormant connection.
+struct Dormant<O> {
+  socket: std::net::TcpStream,
+  boundaries: FrameBoundaries,
+  owner: O,
+  generation: u32,
+  /// Keeps the server's `close()` waiting for this connection as if it
+  /// were a task.
+  _tracked: TaskTrackerToken,
+}
+
+/// The epoll set, owned by the `AsyncFd` through which tokio watches it.
+struct Epoll {
+  poll: Mutex<Poll>,
+  fd: RawFd,
+}
+
+impl AsRawFd for Epoll {
+  fn as_raw_fd(&self) -> RawFd {
+    self.fd
+  }
+}
+
+struct Inner<O> {
+  epoll: AsyncFd<Epoll>,
+  registry: Registry,
+  dormant: Mutex<Slab<Dormant<O>>>,
+  /// Keys woken by JS or the heartbeat, for the dormitory task.
+  woken: Mutex<Vec<usize>>,
+  notify: Notify,
+}
+
+/// The dormant connections of one server.
+pub struct Dormitory<O> {
+  inner: Arc<Inner<O>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+  mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<O: Sleeper> Dormitory<O> {
+  /// Makes the epoll set and starts the task that wakes connections; it
+  /// ends once `shutdown` is cancelled and no connection sleeps. Must run
+  /// within the runtime.
+  pub fn start(shutdown: CancellationToken) -> io::Result<Dormitory<O>> {
+    let poll = Poll::new()?;
+    let registry = poll.registry().try_clone()?;
+    let epoll = Epoll { fd: poll.as_raw_fd(), poll: Mutex::new(poll) };
+    // SAFETY: `epoll` owns the `Poll` whose descriptor it reports, so the
+    // descriptor stays open, and the same, for the `AsyncFd`'s whole life.
+    let epoll = unsafe { AsyncFd::register_with_interest(epoll, tokio::io::Interest::READABLE) }
+      .map_err(io::Error::from)?;
+    let inner = Arc::new(Inner {
+      epoll,
+      registry,
+      dormant: Mutex::new(Slab::new()),
+      woken: Mutex::new(Vec::new()),
+      notify: Notify::new(),
+    });
+    tokio::spawn(run(Arc::clone(&inner), shutdown));
+    Ok(Dormitory { inner })
+  }
+
+  /// Puts a resting connection to sleep. One whose stream holds more than
+  /// the socket and where frames begin stays awake, on a new task.
+  pub fn admit(
+    &self,
+    stream: ServerStream<TcpStream>,
+    owner: O,
+    generation: u32,
+    tracked: TaskTrackerToken,
+  ) {
+    let (socket, boundaries) = match stream.into_dormant() {
+      Ok(parts) => parts,
+      Err(stream) => return owner.wake(stream, generation),
+    };
+    let Ok(socket) = socket.into_std() else { return owner.lost() };
+    let mut dormant = lock(&self.inner.dormant);
+    let entry = dormant.vacant_entry();
+    let key = entry.key();
+    let fd = socket.as_raw_fd();
+    if self.inner.registry.register(&mut SourceFd(&fd), Token(key), Interest::READABLE).is_err() {
+      drop(dormant);
+      // Back to tokio at once: it cannot sleep.
+      match TcpStream::from_std(socket) {
+        Ok(socket) => owner.wake(ServerStream::resume(socket, boundaries), generation),
+        Err(_) => owner.lost(),
+      }
+      return;
+    }
+    // JS's next send, close or ping wakes the connection by its key; what
+    // came before that registration is found now.
+    let waker = Waker::from(Arc::new(KeyWaker { inner: Arc::downgrade(&self.inner), key }));
+    let pending = owner.peer().poll_work(&mut Context::from_waker(&waker)).is_ready();
+    entry.insert(Dormant { socket, boundaries, owner, generation, _tracked: tracked });
+    drop(dormant);
+    if pending {
+      waker.wake();
+    }
+  }
+}
+
+/// Wakes the dormant connection `key`.
+struct KeyWaker<O> {
+  inner: Weak<Inner<O>>,
+  key: usize,
+}
+
+impl<O: Send + 'static> Wake for KeyWaker<O> {
+  fn wake(self: Arc<Self>) {
+    self.wake_by_ref();
+  }
+
+  fn wake_by_ref(self: &Arc<Self>) {
+    if let Some(inner) = self.inner.upgrade() {
+      lock(&inner.woken).push(self.key);
+      inner.notify.notify_one();
+    }
+  }
+}
+
+async fn run<O: Sleeper>(inner: Arc<Inner<O>>, shutdown: CancellationToken) {
+  let mut events = Events::with_capacity(256);
+  let mut keys = Vec::new();
+  let mut stopping = false;
+  loop {
+    tokio::select! {
+      _ = shutdown.cancelled(), if !stopping => stopping = true,
+      ready = inner.epoll.readable() => {
+        let Ok(mut guard) = ready else { return };
+        let mut poll = lock(&inner.epoll.get_ref().poll);
+        while poll.poll(&mut events, Some(Duration::ZERO)).is_ok() && !events.is_empty() {
+          keys.extend(events.iter().map(|event| event.token().0));
+        }
+        drop(poll);
+        guard.clear_ready();
+      }
+      _ = inner.notify.notified() => {}
+    }
+    keys.append(&mut lock(&inner.woken));
+    for key in keys.drain(..) {
+      wake_up(&inner, key);
+    }
+    // The server's close() woke every connection.
+    if stopping && lock(&inner.dormant).is_empty() {
+      return;
+    }
+  }
+}
+
+/// Gives dormant connection `key` back to tokio. A key may be stale (woken
+/// twice, or after its slot was reused): then there is nothing to do, or
+/// another connection wakes for nothing and sleeps again.
+fn wake_up<O: Sleeper>(inner: &Inner<O>, key: usize) {
+  let Some(dormant) = lock(&inner.dormant).try_remove(key) else { return };
+  let Dormant { socket, boundaries, owner, generation, .. } = dormant;
+  let _ = inner.registry.deregister(&mut SourceFd(&socket.as_raw_fd()));
+  match TcpStream::from_std(socket) {
+    Ok(socket) => owner.wake(ServerStream::resume(socket, boundaries), generation),
+    Err(_) => owner.lost(),
+  }
+}
