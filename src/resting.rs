@@ -6,6 +6,9 @@
 //! future made when bytes arrive or something is queued, and dropped once
 //! the connection is quiet again with nothing half done.
 //!
+//! A connection that stays quiet leaves even this task behind and goes
+//! dormant (dormancy.rs); a new one does so as soon as it is quiet.
+//!
 //! The task is a hand-written future rather than an `async fn`: an async
 //! function keeps room for its arguments and every nested future's for its
 //! whole life, which would cost an idle connection about a kilobyte.
