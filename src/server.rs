@@ -775,14 +775,19 @@ impl Sleeper for ServedConnection {
 /// dormant: a TLS connection keeps rustls's state, and an adopted one
 /// relayed through a socket pair is not worth it.
 trait MaySleep: Sized {
-  const MAY_SLEEP: bool;
+  const MAY_SLEEP: bool = false;
+
+  /// The stream as the plain TCP one it is, when `MAY_SLEEP`.
   fn plain_tcp(
     stream: ServerStream<Self>,
-  ) -> std::result::Result<ServerStream<TcpStream>, ServerStream<Self>>;
+  ) -> std::result::Result<ServerStream<TcpStream>, ServerStream<Self>> {
+    Err(stream)
+  }
 }
 
 impl MaySleep for TcpStream {
   const MAY_SLEEP: bool = true;
+
   fn plain_tcp(
     stream: ServerStream<Self>,
   ) -> std::result::Result<ServerStream<TcpStream>, ServerStream<Self>> {
@@ -790,20 +795,6 @@ impl MaySleep for TcpStream {
   }
 }
 
-impl MaySleep for TlsStream<TcpStream> {
-  const MAY_SLEEP: bool = false;
-  fn plain_tcp(
-    stream: ServerStream<Self>,
-  ) -> std::result::Result<ServerStream<TcpStream>, ServerStream<Self>> {
-    Err(stream)
-  }
-}
+impl MaySleep for TlsStream<TcpStream> {}
 
-impl MaySleep for UnixStream {
-  const MAY_SLEEP: bool = false;
-  fn plain_tcp(
-    stream: ServerStream<Self>,
-  ) -> std::result::Result<ServerStream<TcpStream>, ServerStream<Self>> {
-    Err(stream)
-  }
-}
+impl MaySleep for UnixStream {}
