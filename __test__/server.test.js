@@ -690,23 +690,17 @@ for (const [name, streamOf] of [
     const errors = [];
     server.on('error', (err) => errors.push(err));
 
-    client.send(JSON.stringify('early'));
-    client.send('not json');
-    await roundTrip(client);
-    await delay(50);
-
-    const first = collect(stream, 1);
-    client.send(JSON.stringify('observed'));
-    assert.deepEqual(await first, [['observed', connection]]);
-
-    // Unobserved again once the last subscriber has gone.
-    client.send(JSON.stringify('after dispose'));
-    client.send('not json after dispose');
-    await roundTrip(client);
-    await delay(50);
-    const second = collect(stream, 1);
-    client.send(JSON.stringify('observed again'));
-    assert.deepEqual(await second, [['observed again', connection]]);
+    // Before the first subscriber, then again once the last one has gone
+    // (the collect() of the first round disposes of its subscription).
+    for (const round of ['before', 'after dispose']) {
+      client.send(JSON.stringify(`unobserved ${round}`));
+      client.send(`not json ${round}`);
+      await roundTrip(client);
+      await delay(50);
+      const observed = collect(stream, 1);
+      client.send(JSON.stringify(`observed ${round}`));
+      assert.deepEqual(await observed, [[`observed ${round}`, connection]]);
+    }
     assert.deepEqual(errors, []);
   });
 }
