@@ -17,7 +17,7 @@ const decideUpgrade = require('./verify');
 const { decodeMessage, invalidJsonError, INVALID_JSON } = require('./decode');
 const parseHeaders = require('./headers');
 const { attach, handOver, refuseUpgrade } = require('./attach');
-const { kClosing, kDeliver, kEnd, kHandle } = require('./symbols');
+const { kClosing, kDeliver, kEnd, kHandle, kMembers } = require('./symbols');
 
 
 // A timer this long never fires; it only holds the event loop open.
@@ -44,6 +44,8 @@ class Server extends ConnectionGroup {
   #lastAddress = '';
   #lastProtocol = '';
   #pushAll = null;
+  // Whether the addon tells of every connection as it opens (see `#watch`).
+  #announcing = false;
   #address = null;
   #ready;
   #readyRead = false;
@@ -156,6 +158,42 @@ class Server extends ConnectionGroup {
   }
 
   /**
+   * The number of open connections.
+   *
+   * @type {Number}
+   */
+  get size() {
+    return super.size + this.#core.native.unannouncedCount();
+  }
+
+  /**
+   * Iterate over the connections.
+   *
+   * @return {Iterator<Connection>} The connections
+   */
+  [Symbol.iterator]() {
+    for (const unannounced of this.#core.native.announceAll()) {
+      this.#onOpen(unannounced.handle, unannounced, false);
+    }
+    return super[Symbol.iterator]();
+  }
+
+  addListener(event, listener) {
+    this.#watch(event);
+    return super.addListener(event, listener);
+  }
+
+  on(event, listener) {
+    this.#watch(event);
+    return super.on(event, listener);
+  }
+
+  prependListener(event, listener) {
+    this.#watch(event);
+    return super.prependListener(event, listener);
+  }
+
+  /**
    * Send a message to every connection but those in `options.except`. It is
    * encoded once and the same bytes are queued to every connection in Rust.
    *
@@ -244,6 +282,22 @@ class Server extends ConnectionGroup {
     this.#unref = false;
     this.#keepAlive?.ref();
     return this;
+  }
+
+  /**
+   * A server nobody listens to for 'add' or 'remove' needs no object for
+   * a connection until it has something to say: the addon tells JS of a
+   * connection only at its first message that JS observes, at its peer's
+   * close frame, or when JS lists the connections. Idle connections then
+   * cost JS nothing. From the first 'add' or 'remove' listener on, every
+   * connection is told of as it opens. (`once` and `prependOnceListener`
+   * go through `on` and `prependListener`.)
+   */
+  #watch(event) {
+    if ((event === 'add' || event === 'remove') && !this.#announcing) {
+      this.#announcing = true;
+      this.#core.native.announceOpens();
+    }
   }
 
   #holdProcess() {
@@ -390,7 +444,11 @@ class Server extends ConnectionGroup {
     if (this.#pushAll !== null) this.#pushAll(message, connection);
   }
 
-  #onOpen(handle, detail) {
+  /**
+   * A connection opened: `'add'` it, or when it opened before anybody
+   * listened (`announced` false), make it a member without the event.
+   */
+  #onOpen(handle, detail, announced) {
     const context = this.#contexts.get(handle);
     this.#contexts.delete(handle);
     if (detail.remoteAddress !== this.#lastAddress) this.#lastAddress = detail.remoteAddress;
@@ -403,7 +461,10 @@ class Server extends ConnectionGroup {
       context
     );
     this.#connections.set(handle, connection);
-    this.add(connection);
+    // It was open when close() was called.
+    if (this.#closing !== null) connection[kClosing]();
+    if (announced) this.add(connection);
+    else this[kMembers].set(connection.id, connection);
   }
 
   #onDetail(handle, detail) {
@@ -412,7 +473,10 @@ class Server extends ConnectionGroup {
         this.#onVerify(handle, detail);
         break;
       case 'Open':
-        this.#onOpen(handle, detail);
+        this.#onOpen(handle, detail, true);
+        break;
+      case 'OpenedEarlier':
+        this.#onOpen(handle, detail, false);
         break;
       case 'Closing':
         this.#connections.get(handle)?.[kClosing]();

@@ -46,6 +46,10 @@ pub enum EventDetail {
   },
   /// A connection opened (server: a client was accepted; socket: connected).
   Open { remote_address: String, remote_port: u32, protocol: String },
+  /// A server connection that opened before JS listened for openings, and
+  /// that JS hears of only now (its first event, or its end): JS makes its
+  /// connection object without emitting 'add'.
+  OpenedEarlier { remote_address: String, remote_port: u32, protocol: String },
   /// A server connection received its peer's close frame: it is offline.
   Closing {},
   /// A connection ended. A socket says whether it will try again; a server

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{BorrowedFd, IntoRawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -106,21 +106,60 @@ pub struct AdoptedRequest {
   pub remote_port: u32,
 }
 
+/// A connection JS may address by its handle.
 struct Client {
   peer: Peer,
   raw_headers: Box<str>,
+  remote: Remote,
+  protocol: Box<str>,
+  /// Whether JS has heard of the connection (see `Shared::announce`).
+  announced: AtomicBool,
 }
 
-/// Where a client connects from, as JS reports it.
+impl Client {
+  /// `(remoteAddress, remotePort, protocol)`: what JS makes its object of.
+  fn describe(&self) -> (String, u32, String) {
+    (self.remote.address(), self.remote.port.into(), self.protocol.to_string())
+  }
+
+  fn open_event(&self, earlier: bool) -> EventDetail {
+    let (remote_address, remote_port, protocol) = self.describe();
+    if earlier {
+      EventDetail::OpenedEarlier { remote_address, remote_port, protocol }
+    } else {
+      EventDetail::Open { remote_address, remote_port, protocol }
+    }
+  }
+}
+
+/// Where a client connects from; `ip` is `None` when Node could not tell
+/// (an adopted socket already closed).
+#[derive(Clone, Copy)]
 struct Remote {
-  address: String,
-  port: u32,
+  ip: Option<IpAddr>,
+  port: u16,
+}
+
+impl Remote {
+  /// As Node reports it: `::ffff:127.0.0.1` on a dual-stack listener.
+  fn address(&self) -> String {
+    self.ip.map(|ip| ip.to_string()).unwrap_or_default()
+  }
 }
 
 impl From<SocketAddr> for Remote {
   fn from(address: SocketAddr) -> Remote {
-    Remote { address: address.ip().to_string(), port: address.port().into() }
+    Remote { ip: Some(address.ip()), port: address.port() }
   }
+}
+
+/// A connection JS has not heard of yet, as `announceAll` hands it over.
+#[napi(object)]
+pub struct Unannounced {
+  pub handle: u32,
+  pub remote_address: String,
+  pub remote_port: u32,
+  pub protocol: String,
 }
 
 struct Shared {
@@ -133,6 +172,11 @@ struct Shared {
   events: Arc<EventQueue>,
   /// Whether JS observes the server's `messages` (all connections).
   observe_all: AtomicBool,
+  /// Whether JS listens for connections opening or ending ('add' or
+  /// 'remove'); until it does, connections are announced lazily.
+  announce_opens: AtomicBool,
+  /// Connections open that JS has not heard of.
+  unannounced: AtomicUsize,
   shutdown: CancellationToken,
   tasks: TaskTracker,
   path: Option<String>,
@@ -169,6 +213,15 @@ impl Shared {
 
   fn client(&self, handle: u32) -> Option<Arc<Client>> {
     self.clients().get(&handle).cloned()
+  }
+
+  /// Tells JS of a connection it has not heard of yet, before any other
+  /// event about it.
+  fn announce(&self, handle: u32, client: &Client) {
+    if !client.announced.swap(true, Ordering::AcqRel) {
+      self.unannounced.fetch_sub(1, Ordering::Relaxed);
+      self.events.detail(handle, client.open_event(true));
+    }
   }
 
   /// A handle for a new connection. Handle 0 means the server itself in
@@ -226,6 +279,8 @@ impl NativeServer {
       verdicts: Mutex::new(HashMap::new()),
       events: EventQueue::start(on_events)?,
       observe_all: AtomicBool::new(false),
+      announce_opens: AtomicBool::new(false),
+      unannounced: AtomicUsize::new(0),
       shutdown: CancellationToken::new(),
       tasks: TaskTracker::new(),
       path: options.path,
@@ -398,6 +453,38 @@ impl NativeServer {
     }
   }
 
+  /// From now on, tells JS of every connection as it opens, and of the end
+  /// of every connection it has not heard of (JS listens for 'add' or
+  /// 'remove').
+  #[napi]
+  pub fn announce_opens(&self) {
+    self.shared.announce_opens.store(true, Ordering::Release);
+  }
+
+  /// How many open connections JS has not heard of.
+  #[napi]
+  pub fn unannounced_count(&self) -> u32 {
+    self.shared.unannounced.load(Ordering::Relaxed) as u32
+  }
+
+  /// The open connections JS has not heard of, in the order they were
+  /// accepted; JS has heard of them from now on.
+  #[napi]
+  pub fn announce_all(&self) -> Vec<Unannounced> {
+    let mut found = Vec::new();
+    for (&handle, client) in self.shared.clients().iter() {
+      if !client.announced.swap(true, Ordering::AcqRel) {
+        let (remote_address, remote_port, protocol) = client.describe();
+        found.push(Unannounced { handle, remote_address, remote_port, protocol });
+      }
+    }
+    self.shared.unannounced.fetch_sub(found.len(), Ordering::Relaxed);
+    // Handles count up as connections are accepted; they wrap only after
+    // four billion.
+    found.sort_unstable_by_key(|connection| connection.handle);
+    found
+  }
+
   /// Turns delivery of every connection's messages to JS on or off.
   #[napi]
   pub fn observe_all(&self, observed: bool) {
@@ -483,13 +570,18 @@ impl NativeServer {
     let handle = self.shared.new_handle();
     let shared = Arc::clone(&self.shared);
     let head = head.to_vec();
-    let remote = Remote { address: request.remote_address, port: request.remote_port };
+    // Node's `remoteAddress` always parses; it is undefined (empty here)
+    // only for a socket already closed.
+    let remote = Remote {
+      ip: request.remote_address.parse().ok(),
+      port: u16::try_from(request.remote_port).unwrap_or(0),
+    };
     let serving = async move {
       if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
         return;
       }
       stream.start_frames(head);
-      start_connection(&shared, stream, remote, handle, raw, request.protocol);
+      start_connection(&shared, stream, handle, (raw, request.protocol, remote), true);
     };
     napi::bindgen_prelude::spawn(self.shared.tasks.track_future(serving));
     handle
@@ -587,7 +679,8 @@ where
     shared.verdicts().remove(&handle);
     return;
   };
-  start_connection(&shared, stream, remote, handle, raw_headers, protocol);
+  let decided_in_js = shared.verify;
+  start_connection(&shared, stream, handle, (raw_headers, protocol, remote), decided_in_js);
 }
 
 /// The opening handshake on an accepted stream: read and check the
@@ -631,8 +724,8 @@ where
       EventDetail::Verify {
         url: request.uri().to_string(),
         raw_headers: raw_headers.to_string(),
-        remote_address: remote.address.clone(),
-        remote_port: remote.port,
+        remote_address: remote.address(),
+        remote_port: remote.port.into(),
         protocols: offered,
       },
     );
@@ -662,24 +755,37 @@ where
   Some((stream, raw_headers, protocol))
 }
 
-/// Reports an upgraded connection open and starts serving it, on a task of
-/// its own that holds little more than the socket while the connection is
-/// quiet (see resting.rs).
+/// Starts serving an upgraded connection, on a task of its own that holds
+/// little more than the socket while the connection is quiet (see
+/// resting.rs), and reports it open when JS listens for that.
+///
+/// `decided_in_js`: JS accepted the upgrade itself (`verifyClient`, or the
+/// user's http server) and keeps what it decided until the connection
+/// opens, so it hears of it at once.
 fn start_connection<S>(
   shared: &Arc<Shared>,
   stream: ServerStream<S>,
-  remote: Remote,
   handle: u32,
-  raw_headers: Box<str>,
-  protocol: String,
+  (raw_headers, protocol, remote): (Box<str>, String, Remote),
+  decided_in_js: bool,
 ) where
   S: AsyncRead + AsyncWrite + MaySleep + Unpin + Send + 'static,
 {
-  let client = Arc::new(Client { peer: Peer::new(), raw_headers });
+  let announce = decided_in_js || shared.announce_opens.load(Ordering::Acquire);
+  let client = Arc::new(Client {
+    peer: Peer::new(),
+    raw_headers,
+    remote,
+    protocol: protocol.into_boxed_str(),
+    announced: AtomicBool::new(announce),
+  });
+  if !announce {
+    shared.unannounced.fetch_add(1, Ordering::Relaxed);
+  }
   shared.clients().insert(handle, Arc::clone(&client));
-  let open =
-    EventDetail::Open { remote_address: remote.address, remote_port: remote.port, protocol };
-  shared.events.detail(handle, open);
+  if announce {
+    shared.events.detail(handle, client.open_event(false));
+  }
   if shared.shutdown.is_cancelled() {
     client.peer.close(going_away());
   }
@@ -713,11 +819,15 @@ where
           if client.peer.observed.load(Ordering::Relaxed)
             || shared.observe_all.load(Ordering::Relaxed)
           {
+            shared.announce(handle, &client);
             events.message(handle, binary, payload);
           }
         }
         // JS marks the connection offline; its 'remove' follows.
-        Incoming::Closing => events.detail(handle, EventDetail::Closing {}),
+        Incoming::Closing => {
+          shared.announce(handle, &client);
+          events.detail(handle, EventDetail::Closing {});
+        }
       };
       resting::active_period(stream, shared.config, &client.peer, generation, deliver).await
     })
@@ -744,7 +854,18 @@ where
 
 impl ServedConnection {
   fn report_end(&self, ended: Ended) {
-    self.shared.clients().remove(&self.handle);
+    let shared = &self.shared;
+    shared.clients().remove(&self.handle);
+    // Of a connection JS never heard of, only a 'remove' listener would
+    // hear the end.
+    let announced = self.client.announced.swap(true, Ordering::AcqRel);
+    if !announced {
+      shared.unannounced.fetch_sub(1, Ordering::Relaxed);
+      if !shared.announce_opens.load(Ordering::Acquire) {
+        return;
+      }
+      shared.events.detail(self.handle, self.client.open_event(true));
+    }
     let detail = EventDetail::Close {
       code: ended.code.into(),
       reason: ended.reason,

@@ -1,0 +1,142 @@
+'use strict';
+
+// A Server nobody listens to for 'add' or 'remove' makes a connection's JS
+// object only when it is needed: at the connection's first message that JS
+// observes, or when JS lists the connections (lib/server.js, `#watch`).
+// Until then the connection is still a member in every way JS can see.
+
+const assert = require('node:assert/strict');
+const { test } = require('node:test');
+
+const WebSocket = require('ws');
+
+const { collect, closed, next, once, openClient, startServer, track, until, urlOf } =
+  require('./helpers');
+
+/**
+ * Open `count` ws clients, offering `protocols`, one after the other; wait
+ * until the server counts them.
+ */
+async function openInOrder(t, server, count, protocols) {
+  const clients = [];
+  for (let i = 0; i < count; i++) {
+    const client = track(new WebSocket(urlOf(server), protocols));
+    t.after(() => client.terminate());
+    await once(client, 'open');
+    clients.push(client);
+  }
+  await until(() => server.size === count, `server.size ${count}`);
+  return clients;
+}
+
+const localPort = (client) => client._socket.localPort;
+
+test('connections nobody listened for are counted, listed in order and fully described', async (t) => {
+  const server = await startServer(t);
+  const clients = await openInOrder(t, server, 3, ['chat', 'other']);
+
+  const listed = [...server];
+  assert.deepEqual(
+    listed.map((connection) => connection.remotePort),
+    clients.map(localPort),
+    'one per client, in the order they connected'
+  );
+  assert.equal(new Set(listed.map((connection) => connection.id)).size, 3);
+  for (const connection of listed) {
+    assert.equal(connection.remoteAddress, '127.0.0.1');
+    assert.equal(connection.protocol, 'chat');
+    assert.equal(connection.headers['sec-websocket-protocol'], 'chat,other');
+    assert.equal(connection.offline, false);
+    assert.equal(server.has(connection), true);
+    assert.equal(server.id(connection.id), connection);
+  }
+  assert.deepEqual([...server], listed, 'listing again gives the same objects');
+  assert.equal(server.size, 3);
+
+  listed[1].send({ to: 'the second' });
+  assert.deepEqual(await next(clients[1]), [{ data: '{"to":"the second"}', binary: false }]);
+});
+
+test("'add' is not emitted late; 'remove' is, for a connection opened before the listener", async (t) => {
+  const server = await startServer(t);
+  const [early] = await openInOrder(t, server, 1);
+
+  const added = [];
+  const removed = [];
+  server.on('add', (connection) => added.push(connection));
+  server.on('remove', (connection, info) => removed.push([connection, info]));
+  const late = await openClient(t, server);
+  await until(() => added.length === 1, "'add' for the second client");
+  assert.equal(added[0].remotePort, localPort(late));
+  assert.equal(server.size, 2);
+
+  const earlyPort = localPort(early);
+  early.close(4001, 'bye');
+  await until(() => removed.length === 1, "'remove' for the first client");
+  const [connection, info] = removed[0];
+  assert.equal(connection.remotePort, earlyPort);
+  assert.deepEqual(info, { code: 4001, reason: 'bye', wasClean: true });
+  assert.equal(connection.closeCode, 4001);
+  assert.equal(connection.headers.upgrade, 'websocket', 'headers still readable after the end');
+  assert.equal(server.has(connection), false);
+  assert.equal(added.length, 1, 'no late add');
+  assert.equal(server.size, 1);
+});
+
+test('a message from a connection JS had not heard of comes with its member connection', async (t) => {
+  const server = await startServer(t);
+  const [first, second] = await openInOrder(t, server, 2);
+  const errors = [];
+  server.on('error', (err) => errors.push(err));
+
+  const received = collect(server.messages, 1);
+  second.send(JSON.stringify({ hello: 'server' }));
+  const [[message, sender]] = await received;
+  assert.deepEqual(message, { hello: 'server' });
+  assert.equal(sender.remotePort, localPort(second));
+  assert.equal(server.has(sender), true);
+  const listed = [...server];
+  assert.equal(listed.length, 2);
+  assert.equal(listed.filter((connection) => connection === sender).length, 1);
+
+  sender.send('reply');
+  assert.deepEqual(await next(second), [{ data: '"reply"', binary: false }]);
+
+  // Invalid JSON is reported with the connection too.
+  const listening = server.messages.forEach(() => {});
+  t.after(() => listening.dispose());
+  first.send('not json');
+  await until(() => errors.length === 1, 'ERR_INVALID_JSON');
+  assert.equal(errors[0].code, 'ERR_INVALID_JSON');
+  assert.equal(errors[0].connection, listed.find((c) => c.remotePort === localPort(first)));
+});
+
+test('connections nobody heard of end without a trace, and the count follows', async (t) => {
+  const server = await startServer(t);
+  const clients = await openInOrder(t, server, 3);
+  clients[0].close(1000);
+  clients[1].terminate();
+  await until(() => server.size === 1, 'server.size 1');
+  const listed = [...server];
+  assert.equal(listed.length, 1);
+  assert.equal(listed[0].remotePort, localPort(clients[2]));
+});
+
+test('close() closes connections nobody heard of; listed while closing, they are offline', async (t) => {
+  const server = await startServer(t);
+  const clients = await openInOrder(t, server, 2);
+  const closing = server.close();
+  const listed = [...server];
+  assert.equal(listed.length, 2);
+  assert.deepEqual(
+    listed.map((connection) => connection.offline),
+    [true, true]
+  );
+  const codes = await Promise.all(clients.map((client) => closed(client)));
+  assert.deepEqual(
+    codes.map(({ code }) => code),
+    [1001, 1001]
+  );
+  await closing;
+  assert.equal(server.size, 0);
+});
