@@ -43,16 +43,18 @@ function fakeConnection(id, { type = 'websocket', owner } = {}) {
   return connection;
 }
 
-// A native Server as `send` sees it: `sendTo` records its calls.
-function fakeOwner(name) {
+// A native Server as `send` sees it: `encode` refuses what `refuses` says
+// (a BigInt by default), `sendTo` records its calls.
+function fakeOwner(name, { refuses = (message) => typeof message === 'bigint' } = {}) {
   const owner = {
     name,
     calls: [],
-    sendTo(connections, message) {
-      if (typeof message === 'bigint') {
-        throw new TypeError('Do not know how to serialize a BigInt');
-      }
-      owner.calls.push([connections.map((c) => c.id), message]);
+    encode(message) {
+      if (refuses(message)) throw new TypeError(`${name} cannot encode it`);
+      return message;
+    },
+    sendTo(connections, payload) {
+      owner.calls.push([connections.map((c) => c.id), payload]);
       return connections.length;
     }
   };
@@ -423,14 +425,20 @@ describe('ConnectionGroup', () => {
       assert.deepEqual(owner.calls, [[['a', 'b'], 'x']]);
     });
 
-    it('throws an encoding error before sending anything', () => {
-      const owner = fakeOwner('server');
+    it('throws an encoding error before sending anything, whichever owner refuses', () => {
+      const accepting = fakeOwner('accepting', { refuses: () => false });
+      const refusing = fakeOwner('refusing');
       const plain = fakeConnection('plain');
-      const group = groupOf(plain, fakeConnection('native', { owner }));
+      const group = groupOf(
+        fakeConnection('first', { owner: accepting }),
+        plain,
+        fakeConnection('native', { owner: refusing })
+      );
 
       assert.throws(() => group.send(1n), { name: 'TypeError' });
       assert.deepEqual(plain.sent, []);
-      assert.deepEqual(owner.calls, []);
+      assert.deepEqual(accepting.calls, []);
+      assert.deepEqual(refusing.calls, []);
     });
   });
 });

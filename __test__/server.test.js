@@ -526,6 +526,20 @@ test('send() of a value JSON cannot encode throws a TypeError and sends nothing'
   assert.deepEqual(await next(client), [{ data: '"next"', binary: false }]);
 });
 
+test("a group's send() across two Servers sends nothing when either cannot encode the message", async (t) => {
+  const jsonServer = await startServer(t);
+  const textServer = await startServer(t, { json: false });
+  const { client: jsonClient } = await connect(t, jsonServer);
+  const { client: textClient } = await connect(t, textServer);
+  // Both orders: the Server that refuses may come first or second.
+  for (const group of [jsonServer.union(textServer), textServer.union(jsonServer)]) {
+    assert.throws(() => group.send({ object: 'json: false refuses it' }), TypeError);
+  }
+  assert.equal(jsonServer.union(textServer).send('a string both take'), 2);
+  assert.deepEqual(await next(jsonClient), [{ data: '"a string both take"', binary: false }]);
+  assert.deepEqual(await next(textClient), [{ data: 'a string both take', binary: false }]);
+});
+
 test('send() encodes the object as it is at the call', async (t) => {
   const server = await startServer(t);
   const { client, connection } = await connect(t, server);

@@ -181,8 +181,8 @@ class ConnectionGroup extends Base {
    * Send a message to every member but those in `options.except`.
    *
    * Members of a native Server are handed to it in one call per Server, which
-   * encodes the message once. Those calls come first: an encoding error
-   * (a `TypeError`) is thrown by the first of them, before anything is sent.
+   * encodes the message once. They come first: an encoding error (a
+   * `TypeError`) is thrown before anything is sent.
    *
    * @param {*} message The message
    * @param {Object} [options] Options object
@@ -205,9 +205,16 @@ class ConnectionGroup extends Base {
       else byOwner.set(owner, [connection]);
     }
 
+    // Every Server encodes before any sends: with several Servers of
+    // different `json`, one may refuse what another accepts.
+    const encoded = Array.from(byOwner, ([owner, connections]) => [
+      owner,
+      connections,
+      owner.encode(message)
+    ]);
     let queued = 0;
-    for (const [owner, connections] of byOwner) {
-      queued += owner.sendTo(connections, message);
+    for (const [owner, connections, payload] of encoded) {
+      queued += owner.sendTo(connections, payload);
     }
     for (const connection of others) {
       if (connection.send(message) === true) queued++;

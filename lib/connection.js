@@ -3,7 +3,6 @@
 const { randomUUID } = require('node:crypto');
 
 const Stream = require('./stream');
-const encode = require('./encode');
 const parseHeaders = require('./headers');
 const { checkClose } = require('./validation');
 const { reportUserError } = require('./errors');
@@ -59,7 +58,7 @@ class Connection {
    * The class of one Server's connections.
    *
    * @param {Object} core The Server's core: `{ server, native, outbox,
-   *     json, order, sendTo }`
+   *     json, order, encode, sendTo }`
    * @return {Function} A subclass whose prototype holds `core`
    * @private
    */
@@ -190,8 +189,8 @@ class Connection {
    */
   send(message) {
     if (this.offline) return false;
-    const { outbox, json, order } = this[kNativeOwner];
-    const payload = encode(message, json);
+    const { outbox, encode, order } = this[kNativeOwner];
+    const payload = encode(message);
     return order.submit(payload, (ready) => {
       outbox.push(this[kHandle], ready);
       return true;

@@ -127,7 +127,8 @@ class Server extends ConnectionGroup {
       outbox: new Outbox(native, options.json),
       json: options.json,
       order: new SendOrder((err) => reportUserError(this, blobReadError(err))),
-      sendTo: (connections, message) => this.#sendTo(connections, message)
+      encode: (message) => encode(message, options.json),
+      sendTo: (connections, payload) => this.#sendTo(connections, payload)
     };
     this.#Connection = Connection.forServer(this.#core);
 
@@ -209,8 +210,8 @@ class Server extends ConnectionGroup {
       this.#owns(c)
     );
     const handles = skipped.length > 0 ? Uint32Array.from(skipped, (c) => c[kHandle]) : null;
-    const { native, json, order, outbox } = this.#core;
-    const payload = encode(message, json);
+    const { native, encode, order, outbox } = this.#core;
+    const payload = encode(message);
     return order.submit(
       payload,
       (ready) => {
@@ -413,16 +414,15 @@ class Server extends ConnectionGroup {
   }
 
   /**
-   * For groups: queue one message to several of this server's connections
-   * in one call into the addon.
+   * For groups: queue one message, encoded by `core.encode`, to several of
+   * this server's connections in one call into the addon.
    *
    * @param {Connection[]} connections Members of this server
-   * @param {*} message The message
+   * @param {(String|Buffer|Promise<Buffer>)} payload The encoded message
    * @return {Number} How many connections it was queued to
    */
-  #sendTo(connections, message) {
-    const { native, json, order, outbox } = this.#core;
-    const payload = encode(message, json);
+  #sendTo(connections, payload) {
+    const { native, order, outbox } = this.#core;
     const handles = Uint32Array.from(connections, (c) => c[kHandle]);
     const deliver = (ready) => {
       outbox.flush();

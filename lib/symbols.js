@@ -4,10 +4,10 @@
 // the public API, so they never collide with a user's or a base class's keys.
 module.exports = {
   // On a connection owned by a native Server (on its class's prototype):
-  // that Server's core. Groups use its `sendTo(connections, message)`, which
-  // encodes once, queues to all of them in one Rust call, returns how many
-  // it queued to, and throws before queueing anything when the message
-  // cannot be encoded.
+  // that Server's core. Groups use its `encode(message)`, which throws a
+  // TypeError when the message cannot be encoded, and its
+  // `sendTo(connections, payload)`, which queues the encoded message to all
+  // of them in one Rust call and returns how many it queued to.
   kNativeOwner: Symbol('kNativeOwner'),
   // A ConnectionGroup's members: a Map from connection id to connection.
   kMembers: Symbol('kMembers'),
