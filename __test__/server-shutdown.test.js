@@ -64,10 +64,11 @@ test('close(): new connections are refused at once', async (t) => {
   for (let round = 0; round < 60; round++) {
     const server = await startServer(t);
     const { port } = server.address();
-    await openClient(t, server);
-    await until(() => server.size === 1, "the first client's 'add'");
     let added = 0;
     server.on('add', () => added++);
+    await openClient(t, server);
+    await until(() => added === 1, "the first client's 'add'");
+    added = 0;
 
     const closing = server.close();
     const outcome = await attempt(t, port);

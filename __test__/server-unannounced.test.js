@@ -8,7 +8,10 @@
 const assert = require('node:assert/strict');
 const { test } = require('node:test');
 
+const { Worker } = require('node:worker_threads');
 const WebSocket = require('ws');
+
+const { ConnectionGroup } = require('..');
 
 const { collect, closed, next, once, openClient, startServer, track, until, urlOf } =
   require('./helpers');
@@ -30,6 +33,12 @@ async function openInOrder(t, server, count, protocols) {
 }
 
 const localPort = (client) => client._socket.localPort;
+
+/** Keep the JS thread busy for `ms` while the addon's thread goes on. */
+function busy(ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end);
+}
 
 test('connections nobody listened for are counted, listed in order and fully described', async (t) => {
   const server = await startServer(t);
@@ -57,30 +66,90 @@ test('connections nobody listened for are counted, listed in order and fully des
   assert.deepEqual(await next(clients[1]), [{ data: '{"to":"the second"}', binary: false }]);
 });
 
-test("'add' is not emitted late; 'remove' is, for a connection opened before the listener", async (t) => {
+test("the first 'add' listener hears of the connections JS had not met, on the next tick", async (t) => {
   const server = await startServer(t);
   const [early] = await openInOrder(t, server, 1);
 
   const added = [];
   const removed = [];
   server.on('add', (connection) => added.push(connection));
+  assert.equal(added.length, 0, 'not from within on()');
   server.on('remove', (connection, info) => removed.push([connection, info]));
+  await until(() => added.length === 1, "'add' for the first client");
+  assert.equal(added[0].remotePort, localPort(early));
+  assert.equal(server.has(added[0]), true);
+
   const late = await openClient(t, server);
-  await until(() => added.length === 1, "'add' for the second client");
-  assert.equal(added[0].remotePort, localPort(late));
+  await until(() => added.length === 2, "'add' for the second client");
+  assert.equal(added[1].remotePort, localPort(late));
   assert.equal(server.size, 2);
 
-  const earlyPort = localPort(early);
   early.close(4001, 'bye');
   await until(() => removed.length === 1, "'remove' for the first client");
   const [connection, info] = removed[0];
-  assert.equal(connection.remotePort, earlyPort);
+  assert.equal(connection, added[0]);
   assert.deepEqual(info, { code: 4001, reason: 'bye', wasClean: true });
   assert.equal(connection.closeCode, 4001);
   assert.equal(connection.headers.upgrade, 'websocket', 'headers still readable after the end');
   assert.equal(server.has(connection), false);
-  assert.equal(added.length, 1, 'no late add');
   assert.equal(server.size, 1);
+});
+
+test("a 'remove' listener alone hears the end of a connection JS never met", async (t) => {
+  const server = await startServer(t);
+  const [client] = await openInOrder(t, server, 1);
+  const removed = [];
+  server.on('remove', (connection, info) => removed.push([connection, info]));
+  const port = localPort(client);
+  client.close(4002);
+  await until(() => removed.length === 1, "'remove'");
+  assert.equal(removed[0][0].remotePort, port);
+  assert.equal(removed[0][1].code, 4002);
+  assert.equal(server.size, 0);
+});
+
+test('a group made while a connection JS had not met is being told of still gets it', async (t) => {
+  const server = await startServer(t);
+  const [client] = await openInOrder(t, server, 1);
+  const received = collect(server.messages, 1);
+  client.send(JSON.stringify('hello'));
+  // Hold the JS thread while the addon tells of the connection, so that
+  // the news is on its way while the groups list the server.
+  busy(200);
+  const all = server.filter(() => true);
+  const union = server.union(new ConnectionGroup());
+  const [[, sender]] = await received;
+  assert.equal(all.has(sender), true);
+  assert.equal(union.has(sender), true);
+  assert.equal(all.size, 1);
+});
+
+test('a connection that opens while a group lists the server joins the group', async (t) => {
+  const server = await startServer(t);
+  await openInOrder(t, server, 1);
+  // A raw upgrade from another thread arrives while the predicate below
+  // holds the JS thread, between the listing and the group's listener.
+  const opener = new Worker(
+    `const net = require('node:net');
+    const { workerData: port, parentPort } = require('node:worker_threads');
+    parentPort.once('message', () => {
+      const socket = net.connect(port, '127.0.0.1', () => socket.write(
+        'GET / HTTP/1.1\\r\\nHost: x\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n'));
+      socket.on('data', () => parentPort.postMessage('upgraded'));
+    });`,
+    { eval: true, workerData: server.address().port }
+  );
+  t.after(() => opener.terminate());
+  const upgraded = new Promise((resolve) => opener.once('message', resolve));
+  const group = server.filter(() => {
+    opener.postMessage('go');
+    busy(300);
+    return true;
+  });
+  await upgraded;
+  await until(() => group.size === 2, 'both connections in the group');
+  assert.equal(server.size, 2);
 });
 
 test('a message from a connection JS had not heard of comes with its member connection', async (t) => {

@@ -6,13 +6,24 @@
 
 const assert = require('node:assert/strict');
 const http = require('node:http');
+const net = require('node:net');
 const { test } = require('node:test');
+const { setFlagsFromString } = require('node:v8');
+const { runInNewContext } = require('node:vm');
 
 const WebSocket = require('ws');
 
 const { Server } = require('..');
 const { within, once, track, next } = require('./helpers');
-const { delay, defer, serve, listenOn, upgradeRequest } = require('./server-kit');
+const {
+  delay,
+  defer,
+  serve,
+  until,
+  listenOn,
+  upgradeHeaders,
+  upgradeRequest
+} = require('./server-kit');
 
 const MODES = ['standalone', 'attached'];
 
@@ -323,3 +334,40 @@ for (const mode of MODES) {
     assert.equal(server.size, 0);
   });
 }
+
+test('[standalone] the context of an upgrade that never opens is let go', async (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc');
+  const collected = new Set();
+  const registry = new FinalizationRegistry((url) => collected.add(url));
+  let answered = 0;
+  const { port } = await start(t, 'standalone', {
+    handshakeTimeout: 300,
+    // '/ws?late' is answered after its handshake timed out; '/ws?gone'
+    // after its client reset the connection, so the 101 cannot be written.
+    verifyClient: async ({ req }) => {
+      await delay(req.url.endsWith('late') ? 600 : 100);
+      answered++;
+      const context = { url: req.url };
+      registry.register(context, req.url);
+      return context;
+    }
+  });
+  for (const which of ['late', 'gone']) {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('error', () => {});
+    await once(socket, 'connect');
+    const headers = Object.entries(upgradeHeaders(port)).map(([name, value]) => `${name}: ${value}\r\n`);
+    socket.write(`GET /ws?${which} HTTP/1.1\r\n${headers.join('')}\r\n`);
+    if (which === 'gone') {
+      await delay(20);
+      socket.resetAndDestroy();
+    }
+  }
+  await until(() => answered === 2, 'both verdicts', 3000);
+  for (let i = 0; i < 50 && collected.size < 2; i++) {
+    await delay(20);
+    gc();
+  }
+  assert.deepEqual([...collected].sort(), ['/ws?gone', '/ws?late']);
+});

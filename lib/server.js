@@ -173,25 +173,34 @@ class Server extends ConnectionGroup {
    * @return {Iterator<Connection>} The connections
    */
   [Symbol.iterator]() {
-    for (const unannounced of this.#core.native.announceAll()) {
-      this.#onOpen(unannounced.handle, unannounced, false);
+    // Connections JS meets by listing them join without an 'add': the
+    // lister sees them here.
+    for (const found of this.#core.native.announceAll()) {
+      const connection = this.#meet(found.handle, found);
+      this[kMembers].set(connection.id, connection);
     }
     return super[Symbol.iterator]();
   }
 
   addListener(event, listener) {
-    this.#watch(event);
-    return super.addListener(event, listener);
+    const unmet = this.#watch(event);
+    super.addListener(event, listener);
+    this.#addSoon(unmet);
+    return this;
   }
 
   on(event, listener) {
-    this.#watch(event);
-    return super.on(event, listener);
+    const unmet = this.#watch(event);
+    super.on(event, listener);
+    this.#addSoon(unmet);
+    return this;
   }
 
   prependListener(event, listener) {
-    this.#watch(event);
-    return super.prependListener(event, listener);
+    const unmet = this.#watch(event);
+    super.prependListener(event, listener);
+    this.#addSoon(unmet);
+    return this;
   }
 
   /**
@@ -288,17 +297,33 @@ class Server extends ConnectionGroup {
   /**
    * A server nobody listens to for 'add' or 'remove' needs no object for
    * a connection until it has something to say: the addon tells JS of a
-   * connection only at its first message that JS observes, at its peer's
-   * close frame, or when JS lists the connections. Idle connections then
-   * cost JS nothing. From the first 'add' or 'remove' listener on, every
-   * connection is told of as it opens. (`once` and `prependOnceListener`
-   * go through `on` and `prependListener`.)
+   * connection (an `Open`, and so an 'add') only at its first message that
+   * JS observes or its peer's close frame, and lists it when JS iterates.
+   * Idle connections then cost JS nothing. From the first 'add' or
+   * 'remove' listener on, every connection is told of as it opens, and
+   * those JS has not met yet are returned here, to be added once the
+   * listener is in place. (`once` and `prependOnceListener` go through
+   * `on` and `prependListener`.)
+   *
+   * @return {Connection[]} The connections JS had not met
    */
   #watch(event) {
-    if ((event === 'add' || event === 'remove') && !this.#announcing) {
-      this.#announcing = true;
-      this.#core.native.announceOpens();
-    }
+    if ((event !== 'add' && event !== 'remove') || this.#announcing) return [];
+    this.#announcing = true;
+    return this.#core.native.announceOpens().map((found) => this.#meet(found.handle, found));
+  }
+
+  /**
+   * Add connections on the next tick: listeners are not called from
+   * within `on()`. One removed meanwhile is not added.
+   */
+  #addSoon(connections) {
+    if (connections.length === 0) return;
+    process.nextTick(() => {
+      for (const connection of connections) {
+        if (this.#owns(connection)) this.add(connection);
+      }
+    });
   }
 
   #holdProcess() {
@@ -393,8 +418,9 @@ class Server extends ConnectionGroup {
       socket: { remoteAddress: remote.address, remotePort: remote.port }
     };
     const verdict = await this.#decide(detail.url, headers, remote, req);
-    if (verdict.accept) this.#contexts.set(handle, verdict.context);
-    this.#core.native.decide(handle, verdict);
+    // Kept until the connection opens, unless the upgrade stopped waiting.
+    const waited = this.#core.native.decide(handle, verdict);
+    if (waited && verdict.accept) this.#contexts.set(handle, verdict.context);
   }
 
   #decide(url, headers, remote, req) {
@@ -445,10 +471,10 @@ class Server extends ConnectionGroup {
   }
 
   /**
-   * A connection opened: `'add'` it, or when it opened before anybody
-   * listened (`announced` false), make it a member without the event.
+   * Make the object of a connection JS has just heard of. It is a member
+   * once the caller adds it.
    */
-  #onOpen(handle, detail, announced) {
+  #meet(handle, detail) {
     const context = this.#contexts.get(handle);
     this.#contexts.delete(handle);
     if (detail.remoteAddress !== this.#lastAddress) this.#lastAddress = detail.remoteAddress;
@@ -463,8 +489,7 @@ class Server extends ConnectionGroup {
     this.#connections.set(handle, connection);
     // It was open when close() was called.
     if (this.#closing !== null) connection[kClosing]();
-    if (announced) this.add(connection);
-    else this[kMembers].set(connection.id, connection);
+    return connection;
   }
 
   #onDetail(handle, detail) {
@@ -473,10 +498,10 @@ class Server extends ConnectionGroup {
         this.#onVerify(handle, detail);
         break;
       case 'Open':
-        this.#onOpen(handle, detail, true);
+        this.add(this.#meet(handle, detail));
         break;
-      case 'OpenedEarlier':
-        this.#onOpen(handle, detail, false);
+      case 'Abandoned':
+        this.#contexts.delete(handle);
         break;
       case 'Closing':
         this.#connections.get(handle)?.[kClosing]();

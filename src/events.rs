@@ -44,12 +44,13 @@ pub enum EventDetail {
     remote_port: u32,
     protocols: Vec<String>,
   },
-  /// A connection opened (server: a client was accepted; socket: connected).
+  /// A connection opened (server: a client was accepted, or one accepted
+  /// earlier that JS had not heard of; socket: connected).
   Open { remote_address: String, remote_port: u32, protocol: String },
-  /// A server connection that opened before JS listened for openings, and
-  /// that JS hears of only now (its first event, or its end): JS makes its
-  /// connection object without emitting 'add'.
-  OpenedEarlier { remote_address: String, remote_port: u32, protocol: String },
+  /// An upgrade JS accepted (`verifyClient`, or the user's http server)
+  /// that never opened: it timed out or the client left. JS drops what it
+  /// kept for it.
+  Abandoned {},
   /// A server connection received its peer's close frame: it is offline.
   Closing {},
   /// A connection ended. A socket says whether it will try again; a server

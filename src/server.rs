@@ -122,13 +122,9 @@ impl Client {
     (self.remote.address(), self.remote.port.into(), self.protocol.to_string())
   }
 
-  fn open_event(&self, earlier: bool) -> EventDetail {
+  fn open_event(&self) -> EventDetail {
     let (remote_address, remote_port, protocol) = self.describe();
-    if earlier {
-      EventDetail::OpenedEarlier { remote_address, remote_port, protocol }
-    } else {
-      EventDetail::Open { remote_address, remote_port, protocol }
-    }
+    EventDetail::Open { remote_address, remote_port, protocol }
   }
 }
 
@@ -220,8 +216,25 @@ impl Shared {
   fn announce(&self, handle: u32, client: &Client) {
     if !client.announced.swap(true, Ordering::AcqRel) {
       self.unannounced.fetch_sub(1, Ordering::Relaxed);
-      self.events.detail(handle, client.open_event(true));
+      self.events.detail(handle, client.open_event());
     }
+  }
+
+  /// The open connections JS has not heard of, in the order they were
+  /// accepted; JS has heard of them once it has this list.
+  fn take_unannounced(&self, clients: &HashMap<u32, Arc<Client>>) -> Vec<Unannounced> {
+    let mut found = Vec::new();
+    for (&handle, client) in clients {
+      if !client.announced.swap(true, Ordering::AcqRel) {
+        let (remote_address, remote_port, protocol) = client.describe();
+        found.push(Unannounced { handle, remote_address, remote_port, protocol });
+      }
+    }
+    self.unannounced.fetch_sub(found.len(), Ordering::Relaxed);
+    // Handles count up as connections are accepted; they wrap only after
+    // four billion.
+    found.sort_unstable_by_key(|connection| connection.handle);
+    found
   }
 
   /// A handle for a new connection. Handle 0 means the server itself in
@@ -356,13 +369,12 @@ impl NativeServer {
     Ok(Relay { handle, fd: theirs.into_raw_fd() })
   }
 
-  /// JS's verdict on the upgrade of connection `handle`.
+  /// JS's verdict on the upgrade of connection `handle`; false when the
+  /// upgrade no longer waits for it (it timed out, or the client left).
   #[napi]
-  pub fn decide(&self, handle: u32, verdict: Verdict) {
-    if let Some(waiting) = self.shared.verdicts().remove(&handle) {
-      // An error means the upgrade already timed out.
-      let _ = waiting.send(verdict);
-    }
+  pub fn decide(&self, handle: u32, verdict: Verdict) -> bool {
+    let waiting = self.shared.verdicts().remove(&handle);
+    waiting.is_some_and(|waiting| waiting.send(verdict).is_ok())
   }
 
   /// Queues `payloads[i]` to connection `handles[i]`, for every i: all the
@@ -455,10 +467,14 @@ impl NativeServer {
 
   /// From now on, tells JS of every connection as it opens, and of the end
   /// of every connection it has not heard of (JS listens for 'add' or
-  /// 'remove').
+  /// 'remove'). Returns the connections JS has not heard of so far.
   #[napi]
-  pub fn announce_opens(&self) {
+  pub fn announce_opens(&self) -> Vec<Unannounced> {
+    // Under the lock that `start_connection` reads the flag under: every
+    // connection is either in this list or announced as it opens.
+    let clients = self.shared.clients();
     self.shared.announce_opens.store(true, Ordering::Release);
+    self.shared.take_unannounced(&clients)
   }
 
   /// How many open connections JS has not heard of.
@@ -467,22 +483,10 @@ impl NativeServer {
     self.shared.unannounced.load(Ordering::Relaxed) as u32
   }
 
-  /// The open connections JS has not heard of, in the order they were
-  /// accepted; JS has heard of them from now on.
+  /// The open connections JS has not heard of (see `take_unannounced`).
   #[napi]
   pub fn announce_all(&self) -> Vec<Unannounced> {
-    let mut found = Vec::new();
-    for (&handle, client) in self.shared.clients().iter() {
-      if !client.announced.swap(true, Ordering::AcqRel) {
-        let (remote_address, remote_port, protocol) = client.describe();
-        found.push(Unannounced { handle, remote_address, remote_port, protocol });
-      }
-    }
-    self.shared.unannounced.fetch_sub(found.len(), Ordering::Relaxed);
-    // Handles count up as connections are accepted; they wrap only after
-    // four billion.
-    found.sort_unstable_by_key(|connection| connection.handle);
-    found
+    self.shared.take_unannounced(&self.shared.clients())
   }
 
   /// Turns delivery of every connection's messages to JS on or off.
@@ -578,6 +582,7 @@ impl NativeServer {
     };
     let serving = async move {
       if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
+        shared.events.detail(handle, EventDetail::Abandoned {});
         return;
       }
       stream.start_frames(head);
@@ -677,6 +682,9 @@ where
   let Some((stream, raw_headers, protocol)) = upgraded else {
     // Too slow, refused or gone: nothing was reported as a connection yet.
     shared.verdicts().remove(&handle);
+    if shared.verify {
+      shared.events.detail(handle, EventDetail::Abandoned {});
+    }
     return;
   };
   let decided_in_js = shared.verify;
@@ -771,20 +779,24 @@ fn start_connection<S>(
 ) where
   S: AsyncRead + AsyncWrite + MaySleep + Unpin + Send + 'static,
 {
-  let announce = decided_in_js || shared.announce_opens.load(Ordering::Acquire);
   let client = Arc::new(Client {
     peer: Peer::new(),
     raw_headers,
     remote,
     protocol: protocol.into_boxed_str(),
-    announced: AtomicBool::new(announce),
+    announced: AtomicBool::new(true),
   });
+  let mut clients = shared.clients();
+  // Read under the lock, against `announce_opens`.
+  let announce = decided_in_js || shared.announce_opens.load(Ordering::Acquire);
   if !announce {
+    client.announced.store(false, Ordering::Relaxed);
     shared.unannounced.fetch_add(1, Ordering::Relaxed);
   }
-  shared.clients().insert(handle, Arc::clone(&client));
+  clients.insert(handle, Arc::clone(&client));
+  drop(clients);
   if announce {
-    shared.events.detail(handle, client.open_event(false));
+    shared.events.detail(handle, client.open_event());
   }
   if shared.shutdown.is_cancelled() {
     client.peer.close(going_away());
@@ -864,7 +876,7 @@ impl ServedConnection {
       if !shared.announce_opens.load(Ordering::Acquire) {
         return;
       }
-      shared.events.detail(self.handle, self.client.open_event(true));
+      shared.events.detail(self.handle, self.client.open_event());
     }
     let detail = EventDetail::Close {
       code: ended.code.into(),
