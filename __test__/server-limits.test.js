@@ -161,6 +161,24 @@ test('heartbeatInterval: a healthy ws client (it answers pings) stays connected'
   assert.deepEqual(await next(client), [{ data: '"alive"', binary: false }]);
 });
 
+test('heartbeatInterval: pings to many connections are spread over the interval, each pinged once per interval', async (t) => {
+  const interval = 640;
+  const server = await serve(t, { heartbeatInterval: interval });
+  const clients = await Promise.all(Array.from({ length: 32 }, () => openClient(t, server)));
+  const pingedAt = clients.map(() => []);
+  const start = Date.now();
+  clients.forEach((client, i) => client.on('ping', () => pingedAt[i].push(Date.now() - start)));
+
+  await delay(2 * interval + 100);
+  for (const times of pingedAt) {
+    assert.ok(times.length >= 2 && times.length <= 3, `pinged at ${times} ms`);
+  }
+  // All at once, the first pings would arrive within a few milliseconds.
+  const first = pingedAt.map((times) => times[0]);
+  const spread = Math.max(...first) - Math.min(...first);
+  assert.ok(spread > interval / 2, `first pings spread over ${spread} ms`);
+});
+
 test('heartbeatInterval: a silent client that also stopped reading (server writes stalled) is removed after two intervals', async (t) => {
   // What a stopped process looks like: it answers nothing and reads
   // nothing, so what the server sends fills the kernel buffers and the

@@ -10,31 +10,42 @@ use tokio_util::sync::CancellationToken;
 
 use crate::peer::{now_ms, Peer};
 
-/// Checks for silent peers this many times per interval, so a dead peer is
-/// dropped at most a quarter interval after its two intervals are up.
-const CHECKS_PER_INTERVAL: u32 = 4;
+/// The interval is cut into at most this many slots, each pinging the
+/// connections whose key falls in it. A ping brings a dormant connection
+/// back into tokio for a moment (dormancy.rs): spread out, thousands of
+/// idle connections never all wake at once, and the memory they use
+/// while awake stays small.
+const MAX_SLOTS: u32 = 32;
+
+/// Slots are at least this long, so that a short interval does not spin
+/// the timer.
+const MIN_SLOT: Duration = Duration::from_millis(10);
 
 /// Runs until `stop` is cancelled. `for_each_peer` visits every connection
-/// the heartbeat watches.
+/// the heartbeat watches, with a key that spreads them over the slots (a
+/// server's connection handles, which count up).
 pub async fn run(
   interval: Duration,
   stop: CancellationToken,
-  mut for_each_peer: impl FnMut(&mut dyn FnMut(&Peer)),
+  mut for_each_peer: impl FnMut(&mut dyn FnMut(u32, &Peer)),
 ) {
+  let slots = u32::try_from(interval.as_millis() / MIN_SLOT.as_millis())
+    .unwrap_or(MAX_SLOTS)
+    .clamp(1, MAX_SLOTS);
   // tokio refuses a zero period.
-  let period = (interval / CHECKS_PER_INTERVAL).max(Duration::from_millis(1));
+  let period = (interval / slots).max(Duration::from_millis(1));
   let mut ticks = tokio::time::interval(period);
   ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
   let silence_limit = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).saturating_mul(2);
-  for tick in 1u32.. {
+  for tick in 0u32.. {
     tokio::select! {
       _ = stop.cancelled() => return,
       _ = ticks.tick() => {}
     }
     let now = now_ms();
-    let ping = tick % CHECKS_PER_INTERVAL == 0;
-    for_each_peer(&mut |peer| {
-      if !peer.drop_if_silent(now, silence_limit) && ping {
+    let slot = tick % slots;
+    for_each_peer(&mut |key, peer| {
+      if !peer.drop_if_silent(now, silence_limit) && key % slots == slot {
         peer.ping();
       }
     });

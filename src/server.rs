@@ -553,8 +553,8 @@ impl NativeServer {
     }
     let shared = Arc::clone(&self.shared);
     let beat = heartbeat::run(shared.heartbeat_interval, shared.shutdown.clone(), move |visit| {
-      for client in shared.clients().values() {
-        visit(&client.peer);
+      for (&handle, client) in shared.clients().iter() {
+        visit(handle, &client.peer);
       }
     });
     napi::bindgen_prelude::spawn(beat);

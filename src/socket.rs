@@ -117,7 +117,7 @@ impl NativeSocket {
       let peer = Arc::clone(&peer);
       let beat =
         heartbeat::run(millis(options.heartbeat_interval), heartbeat.clone(), move |visit| {
-          visit(&peer)
+          visit(0, &peer)
         });
       napi::bindgen_prelude::spawn(beat);
     }
