@@ -36,6 +36,9 @@ const FULL = {
   fanoutMessages: 2000,
   idleConnections: 10000,
   idleSettle: 2,
+  // Past our default heartbeat interval (30 s): every connection has been
+  // pinged once, which wakes a dormant one for a moment.
+  idleHold: 35,
   bigConnections: 1,
   bigInflight: 2,
   bigSize: 1048576,
@@ -70,6 +73,7 @@ const QUICK = {
   fanoutMessages: 500,
   idleConnections: 2000,
   idleSettle: 0.5,
+  idleHold: 0,
   bigWarmup: 0.5,
   bigSeconds: 2,
   clientWarmup: 0.5,
@@ -96,7 +100,8 @@ const HELP = `usage: node bench/run.js [options]       (npm run bench -- [option
   --clients LIST        clients: ours,ws,ws+bufferutil,undici
   --echo-seconds S, --echo-connections N, --echo-inflight K, --echo-warmup S
   --fanout-receivers R, --fanout-messages M
-  --idle-connections N, --idle-settle S
+  --idle-connections N, --idle-settle S, --idle-hold S (0: skip the
+                        second reading, after holding S seconds more)
   --big-seconds S, --big-connections N, --big-inflight K, --big-size BYTES
   --client-seconds S, --client-connections N, --client-inflight K
   --ours-dir DIR        the mytosis-websocket checkout to measure (the package root)
@@ -543,9 +548,11 @@ const SCENARIOS = {
     kind: 'server',
     describe: (o) =>
       `${o.idleConnections} connections opened and held; server RSS after a full GC, ` +
-      `(RSS with them - RSS before) / ${o.idleConnections}`,
+      `(RSS with them - RSS before) / ${o.idleConnections}, ${o.idleSettle} s after they opened` +
+      (o.idleHold > 0 ? ` and again ${o.idleHold} s later ("held")` : ''),
     metrics: [
       { key: 'bytes_per_conn', label: 'RSS bytes/conn', short: 'bytes/conn', better: 'lower' },
+      { key: 'held_bytes_per_conn', label: 'held RSS bytes/conn', better: 'lower' },
       { key: 'heap_per_conn', label: 'JS heap bytes/conn', better: 'lower' },
       { key: 'rss_before_mb', label: 'RSS before MB', digits: 1 },
       { key: 'rss_after_mb', label: 'RSS after MB', digits: 1 },
@@ -575,11 +582,17 @@ const SCENARIOS = {
           }
           await sleep(options.idleSettle * 1000);
           const after = await stats(server, true);
+          let held = null;
+          if (options.idleHold > 0) {
+            await sleep(options.idleHold * 1000);
+            held = await stats(server, true);
+          }
           lg.send('stop');
           return {
             connections: n,
             server_connections: after.connections,
             bytes_per_conn: (after.rss - before.rss) / n,
+            held_bytes_per_conn: held && (held.rss - before.rss) / n,
             heap_per_conn: (after.heapUsed - before.heapUsed) / n,
             rss_before_mb: before.rss / 2 ** 20,
             rss_after_mb: after.rss / 2 ** 20,
@@ -942,8 +955,11 @@ const TARGETS = [
     what: 'idle: at most 1,000 bytes per connection',
     need: ['idle', 'ours'],
     eval: (m) => {
-      const b = m.idle.ours.bytes_per_conn;
-      return { measured: `${report.fmt(b)} bytes`, ok: b <= 1000, by: `${(b / 1000).toFixed(1)}x the target` };
+      // The worse of the two readings, when the connections were held.
+      const { bytes_per_conn: first, held_bytes_per_conn: held } = m.idle.ours;
+      const b = Math.max(first, held ?? first);
+      const measured = held === null ? `${report.fmt(b)} bytes` : `${report.fmt(first)}; held ${report.fmt(held)} bytes`;
+      return { measured, ok: b <= 1000, by: `${(b / 1000).toFixed(1)}x the target` };
     }
   },
   {
