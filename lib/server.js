@@ -44,7 +44,8 @@ class Server extends ConnectionGroup {
   #lastAddress = '';
   #lastProtocol = '';
   #pushAll = null;
-  // Whether the addon tells of every connection as it opens (see `#watch`).
+  // Whether the addon tells of every connection as it opens (see
+  // `#addListener`).
   #announcing = false;
   #address = null;
   #ready;
@@ -183,24 +184,15 @@ class Server extends ConnectionGroup {
   }
 
   addListener(event, listener) {
-    const unmet = this.#watch(event);
-    super.addListener(event, listener);
-    this.#addSoon(unmet);
-    return this;
+    return this.#addListener(super.addListener, event, listener);
   }
 
   on(event, listener) {
-    const unmet = this.#watch(event);
-    super.on(event, listener);
-    this.#addSoon(unmet);
-    return this;
+    return this.#addListener(super.on, event, listener);
   }
 
   prependListener(event, listener) {
-    const unmet = this.#watch(event);
-    super.prependListener(event, listener);
-    this.#addSoon(unmet);
-    return this;
+    return this.#addListener(super.prependListener, event, listener);
   }
 
   /**
@@ -301,29 +293,28 @@ class Server extends ConnectionGroup {
    * JS observes or its peer's close frame, and lists it when JS iterates.
    * Idle connections then cost JS nothing. From the first 'add' or
    * 'remove' listener on, every connection is told of as it opens, and
-   * those JS has not met yet are returned here, to be added once the
-   * listener is in place. (`once` and `prependOnceListener` go through
-   * `on` and `prependListener`.)
+   * those JS has not met yet are added on the next tick, once the listener
+   * is in place (listeners are not called from within `on()`). `once` and
+   * `prependOnceListener` go through `on` and `prependListener`.
    *
-   * @return {Connection[]} The connections JS had not met
+   * @param {Function} add The EventEmitter method that adds the listener
    */
-  #watch(event) {
-    if ((event !== 'add' && event !== 'remove') || this.#announcing) return [];
-    this.#announcing = true;
-    return this.#core.native.announceOpens().map((found) => this.#meet(found.handle, found));
-  }
-
-  /**
-   * Add connections on the next tick: listeners are not called from
-   * within `on()`. One removed meanwhile is not added.
-   */
-  #addSoon(connections) {
-    if (connections.length === 0) return;
-    process.nextTick(() => {
-      for (const connection of connections) {
-        if (this.#owns(connection)) this.add(connection);
-      }
-    });
+  #addListener(add, event, listener) {
+    const first = (event === 'add' || event === 'remove') && !this.#announcing;
+    if (first) this.#announcing = true;
+    const unmet = first
+      ? this.#core.native.announceOpens().map((found) => this.#meet(found.handle, found))
+      : [];
+    add.call(this, event, listener);
+    if (unmet.length > 0) {
+      process.nextTick(() => {
+        for (const connection of unmet) {
+          // Unless removed meanwhile.
+          if (this.#owns(connection)) this.add(connection);
+        }
+      });
+    }
+    return this;
   }
 
   #holdProcess() {
