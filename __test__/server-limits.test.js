@@ -161,20 +161,23 @@ test('heartbeatInterval: a healthy ws client (it answers pings) stays connected'
   assert.deepEqual(await next(client), [{ data: '"alive"', binary: false }]);
 });
 
-test('heartbeatInterval: pings to many connections are spread over the interval, each pinged once per interval', async (t) => {
+test('heartbeatInterval: the first ping comes half an interval after opening or later, and pings to many connections are spread over the interval', async (t) => {
   const interval = 640;
+  const start = Date.now();
   const server = await serve(t, { heartbeatInterval: interval });
   const clients = await Promise.all(Array.from({ length: 32 }, () => openClient(t, server)));
   const pingedAt = clients.map(() => []);
-  const start = Date.now();
   clients.forEach((client, i) => client.on('ping', () => pingedAt[i].push(Date.now() - start)));
 
-  await delay(2 * interval + 100);
+  await delay(3 * interval + 100);
+  const first = pingedAt.map((times) => times[0]);
   for (const times of pingedAt) {
+    // The first ping between 1/2 and 3/2 intervals after opening, then one
+    // every interval.
     assert.ok(times.length >= 2 && times.length <= 3, `pinged at ${times} ms`);
+    assert.ok(times[0] >= interval / 2 && times[0] <= 1.5 * interval + 200, `pinged at ${times} ms`);
   }
   // All at once, the first pings would arrive within a few milliseconds.
-  const first = pingedAt.map((times) => times[0]);
   const spread = Math.max(...first) - Math.min(...first);
   assert.ok(spread > interval / 2, `first pings spread over ${spread} ms`);
 });

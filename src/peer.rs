@@ -95,6 +95,8 @@ pub struct Peer {
   queued: AtomicUsize,
   /// `now_ms()` when the last frame arrived, for the heartbeat.
   pub last_seen: AtomicU64,
+  /// `now_ms()` when the connection opened, for the heartbeat's first ping.
+  opened_at: AtomicU64,
   /// A termination for connection `kill >> 8`, reason `kill & 0xff`; 0 for
   /// none. It does not wait in the queue: a peer that reads nothing stalls
   /// the queue, and is exactly the peer to drop.
@@ -126,6 +128,7 @@ impl Peer {
       buffered: AtomicUsize::new(0),
       queued: AtomicUsize::new(0),
       last_seen: AtomicU64::new(now_ms()),
+      opened_at: AtomicU64::new(0),
       kill: AtomicU64::new(0),
       close_requested: AtomicU32::new(NO_CONNECTION),
       quiet: AtomicU8::new(ACTIVE),
@@ -136,9 +139,16 @@ impl Peer {
   pub fn open_connection(&self) -> u32 {
     let generation =
       self.generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1) % ANY_CONNECTION;
-    self.last_seen.store(now_ms(), Ordering::Relaxed);
+    let now = now_ms();
+    self.last_seen.store(now, Ordering::Relaxed);
+    self.opened_at.store(now, Ordering::Relaxed);
     self.connected.store(true, Ordering::Release);
     generation
+  }
+
+  /// Milliseconds since the connection opened.
+  pub fn age_ms(&self, now: u64) -> u64 {
+    now.saturating_sub(self.opened_at.load(Ordering::Relaxed))
   }
 
   /// The connection rests from now on (resting.rs).
