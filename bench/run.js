@@ -36,9 +36,10 @@ const FULL = {
   fanoutMessages: 2000,
   idleConnections: 10000,
   idleSettle: 2,
-  // Past our default heartbeat interval (30 s): every connection has been
-  // pinged once, which wakes a dormant one for a moment.
-  idleHold: 35,
+  // Past one and a half of our default heartbeat interval (30 s): every
+  // connection has had its first ping, which wakes a dormant one for a
+  // moment.
+  idleHold: 48,
   bigConnections: 1,
   bigInflight: 2,
   bigSize: 1048576,
