@@ -74,8 +74,11 @@ test("the first 'add' listener hears of the connections JS had not met, on the n
   const removed = [];
   server.on('add', (connection) => added.push(connection));
   assert.equal(added.length, 0, 'not from within on()');
+  assert.equal(server.size, 1, 'a member from the call on');
+  const [member] = server;
   server.on('remove', (connection, info) => removed.push([connection, info]));
   await until(() => added.length === 1, "'add' for the first client");
+  assert.equal(added[0], member);
   assert.equal(added[0].remotePort, localPort(early));
   assert.equal(server.has(added[0]), true);
 

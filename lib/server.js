@@ -176,10 +176,7 @@ class Server extends ConnectionGroup {
   [Symbol.iterator]() {
     // Connections JS meets by listing them join without an 'add': the
     // lister sees them here.
-    for (const found of this.#core.native.announceAll()) {
-      const connection = this.#meet(found.handle, found);
-      this[kMembers].set(connection.id, connection);
-    }
+    for (const found of this.#core.native.announceAll()) this.#join(found);
     return super[Symbol.iterator]();
   }
 
@@ -292,25 +289,24 @@ class Server extends ConnectionGroup {
    * connection (an `Open`, and so an 'add') only at its first message that
    * JS observes or its peer's close frame, and lists it when JS iterates.
    * Idle connections then cost JS nothing. From the first 'add' or
-   * 'remove' listener on, every connection is told of as it opens, and
-   * those JS has not met yet are added on the next tick, once the listener
-   * is in place (listeners are not called from within `on()`). `once` and
-   * `prependOnceListener` go through `on` and `prependListener`.
+   * 'remove' listener on, every connection is told of as it opens; those
+   * JS has not met yet join at once, and 'add' is emitted for them on the
+   * next tick, once the listener is in place (listeners are not called
+   * from within `on()`). `once` and `prependOnceListener` go through `on`
+   * and `prependListener`.
    *
    * @param {Function} add The EventEmitter method that adds the listener
    */
   #addListener(add, event, listener) {
     const first = (event === 'add' || event === 'remove') && !this.#announcing;
     if (first) this.#announcing = true;
-    const unmet = first
-      ? this.#core.native.announceOpens().map((found) => this.#meet(found.handle, found))
-      : [];
+    const unmet = first ? this.#core.native.announceOpens().map((found) => this.#join(found)) : [];
     add.call(this, event, listener);
     if (unmet.length > 0) {
       process.nextTick(() => {
         for (const connection of unmet) {
           // Unless removed meanwhile.
-          if (this.#owns(connection)) this.add(connection);
+          if (this.has(connection)) this.emit('add', connection);
         }
       });
     }
@@ -480,6 +476,19 @@ class Server extends ConnectionGroup {
     this.#connections.set(handle, connection);
     // It was open when close() was called.
     if (this.#closing !== null) connection[kClosing]();
+    return connection;
+  }
+
+  /**
+   * A connection JS has just met outside an `Open` event joins without an
+   * 'add' (the caller emits one when it should).
+   *
+   * @param {Object} found `{ handle, remoteAddress, remotePort, protocol }`
+   * @return {Connection} The connection
+   */
+  #join(found) {
+    const connection = this.#meet(found.handle, found);
+    this[kMembers].set(connection.id, connection);
     return connection;
   }
 

@@ -117,6 +117,18 @@ struct Client {
 }
 
 impl Client {
+  /// A connection just upgraded, announced until `start_connection` says
+  /// otherwise.
+  fn new(raw_headers: Box<str>, protocol: String, remote: Remote) -> Client {
+    Client {
+      peer: Peer::new(),
+      raw_headers,
+      remote,
+      protocol: protocol.into_boxed_str(),
+      announced: AtomicBool::new(true),
+    }
+  }
+
   /// `(remoteAddress, remotePort, protocol)`: what JS makes its object of.
   fn describe(&self) -> (String, u32, String) {
     (self.remote.address(), self.remote.port.into(), self.protocol.to_string())
@@ -586,7 +598,7 @@ impl NativeServer {
         return;
       }
       stream.start_frames(head);
-      start_connection(&shared, stream, handle, (raw, request.protocol, remote), true);
+      start_connection(&shared, stream, handle, Client::new(raw, request.protocol, remote), true);
     };
     napi::bindgen_prelude::spawn(self.shared.tasks.track_future(serving));
     handle
@@ -687,8 +699,8 @@ where
     }
     return;
   };
-  let decided_in_js = shared.verify;
-  start_connection(&shared, stream, handle, (raw_headers, protocol, remote), decided_in_js);
+  let client = Client::new(raw_headers, protocol, remote);
+  start_connection(&shared, stream, handle, client, shared.verify);
 }
 
 /// The opening handshake on an accepted stream: read and check the
@@ -774,18 +786,12 @@ fn start_connection<S>(
   shared: &Arc<Shared>,
   stream: ServerStream<S>,
   handle: u32,
-  (raw_headers, protocol, remote): (Box<str>, String, Remote),
+  client: Client,
   decided_in_js: bool,
 ) where
   S: AsyncRead + AsyncWrite + MaySleep + Unpin + Send + 'static,
 {
-  let client = Arc::new(Client {
-    peer: Peer::new(),
-    raw_headers,
-    remote,
-    protocol: protocol.into_boxed_str(),
-    announced: AtomicBool::new(true),
-  });
+  let client = Arc::new(client);
   let mut clients = shared.clients();
   // Read under the lock, against `announce_opens`.
   let announce = decided_in_js || shared.announce_opens.load(Ordering::Acquire);
@@ -868,16 +874,15 @@ impl ServedConnection {
   fn report_end(&self, ended: Ended) {
     let shared = &self.shared;
     shared.clients().remove(&self.handle);
-    // Of a connection JS never heard of, only a 'remove' listener would
-    // hear the end.
-    let announced = self.client.announced.swap(true, Ordering::AcqRel);
-    if !announced {
+    // Out of `clients`, the connection is announced by this task or not
+    // at all. The end of one JS never heard of matters only to a 'remove'
+    // listener.
+    let unheard_of = !self.client.announced.load(Ordering::Acquire);
+    if unheard_of && !shared.announce_opens.load(Ordering::Acquire) {
       shared.unannounced.fetch_sub(1, Ordering::Relaxed);
-      if !shared.announce_opens.load(Ordering::Acquire) {
-        return;
-      }
-      shared.events.detail(self.handle, self.client.open_event());
+      return;
     }
+    shared.announce(self.handle, &self.client);
     let detail = EventDetail::Close {
       code: ended.code.into(),
       reason: ended.reason,
