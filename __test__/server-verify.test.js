@@ -2,12 +2,19 @@
 
 // verifyClient and handleProtocols, on a standalone Server (the addon reads
 // the upgrade and asks JS) and on one attached to an http.Server (JS reads
-// it). SPEC section 5, issue 4 items 2 and 3.
+// it). SPEC section 5, issue 4 items 2 and 3. Then failing closed: every
+// refusal the user means is one, a mistaken status or header answers 500,
+// and an upgrade not decided within handshakeTimeout is dropped; these run
+// attached to an https.Server too.
 
 const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
 const http = require('node:http');
+const https = require('node:https');
 const net = require('node:net');
+const path = require('node:path');
 const { test } = require('node:test');
+const tls = require('node:tls');
 const { setFlagsFromString } = require('node:v8');
 const { runInNewContext } = require('node:vm');
 
@@ -22,10 +29,14 @@ const {
   until,
   listenOn,
   upgradeHeaders,
-  upgradeRequest
+  upgradeRequest,
+  makeCertificate
 } = require('./server-kit');
 
 const MODES = ['standalone', 'attached'];
+// 'https': attached to an https.Server (JS reads the upgrade over TLS and
+// relays the bytes to the addon).
+const ALL_MODES = [...MODES, 'https'];
 
 /**
  * A Server in `mode` serving `/ws`, closed after the test: `{ server, port }`.
@@ -37,7 +48,9 @@ async function start(t, mode, options) {
   }
   const httpServer = await listenOn(
     t,
-    http.createServer((req, res) => res.end('plain http'))
+    mode === 'https'
+      ? https.createServer(makeCertificate(), (req, res) => res.end('plain https'))
+      : http.createServer((req, res) => res.end('plain http'))
   );
   const server = new Server({ server: httpServer, path: '/ws', ...options });
   defer(t, () => within(server.close(), 7000, 'server.close()'));
@@ -334,6 +347,348 @@ for (const mode of MODES) {
     assert.equal(server.size, 0);
   });
 }
+
+// --- failing closed ----------------------------------------------------------
+
+/**
+ * An upgrade request over http or, in 'https' mode, over TLS; answers as
+ * upgradeRequest does: `{ status, headers, body }`.
+ */
+function ask(mode, port, requestPath = '/ws', extraHeaders = {}) {
+  if (mode !== 'https') return upgradeRequest(port, requestPath, extraHeaders);
+  const answer = new Promise((resolve, reject) => {
+    const req = https.request({
+      host: '127.0.0.1',
+      port,
+      path: requestPath,
+      headers: upgradeHeaders(port, extraHeaders),
+      agent: false,
+      rejectUnauthorized: false
+    });
+    req.on('upgrade', (res, socket) => {
+      socket.destroy();
+      resolve({ status: res.statusCode, headers: res.headers, body: '' });
+    });
+    req.on('response', (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  return within(answer, 3000, `an answer to the upgrade of ${requestPath}`);
+}
+
+/**
+ * Send an upgrade request on a raw TCP (or TLS) socket. `ended` resolves,
+ * once the server closes the socket, with every byte it sent (as latin1
+ * text) and how many ms after the request that was.
+ */
+async function rawUpgrade(t, mode, port, extraHeaders = {}) {
+  const socket =
+    mode === 'https'
+      ? tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false })
+      : net.connect({ host: '127.0.0.1', port });
+  defer(t, () => socket.destroy());
+  socket.on('error', () => {});
+  await once(socket, mode === 'https' ? 'secureConnect' : 'connect');
+  const chunks = [];
+  socket.on('data', (chunk) => chunks.push(chunk));
+  const closed = new Promise((resolve) => socket.on('close', resolve));
+  const headers = Object.entries(upgradeHeaders(port, extraHeaders));
+  socket.write(`GET /ws HTTP/1.1\r\n${headers.map(([n, v]) => `${n}: ${v}\r\n`).join('')}\r\n`);
+  const sentAt = Date.now();
+  const ended = within(closed, 4000, 'the server to close the raw socket').then(() => ({
+    text: Buffer.concat(chunks).toString('latin1'),
+    after: Date.now() - sentAt
+  }));
+  return { socket, ended };
+}
+
+/** Count the server's 'add' events and 'error' events from now on. */
+function watch(server) {
+  const seen = { added: 0, errors: [] };
+  server.on('add', () => seen.added++);
+  server.on('error', (err) => seen.errors.push(err));
+  return seen;
+}
+
+for (const mode of ALL_MODES) {
+  const wsUrl = (port) => `${mode === 'https' ? 'wss' : 'ws'}://127.0.0.1:${port}/ws`;
+
+  test(`[${mode}] verifyClient cb(false, 302, 'Found', { Location }) redirects and never opens`, async (t) => {
+    const { server, port } = await start(t, mode, {
+      verifyClient: (info, cb) => cb(false, 302, 'Found', { Location: '/login' })
+    });
+    const seen = watch(server);
+
+    const answer = await ask(mode, port);
+    assert.equal(answer.status, 302);
+    assert.equal(answer.headers.location, '/login');
+    assert.equal(answer.body, 'Found');
+
+    // A ws client sees the redirect and does not open.
+    const client = new WebSocket(wsUrl(port), { rejectUnauthorized: false });
+    defer(t, () => client.terminate());
+    let opened = false;
+    client.on('open', () => (opened = true));
+    client.on('error', () => {});
+    const [, response] = await once(client, 'unexpected-response');
+    assert.equal(response.statusCode, 302);
+    assert.equal(response.headers.location, '/login');
+
+    // Returned, a 3xx is a redirect too.
+    const returned = await start(t, mode, {
+      verifyClient: async () => ({ status: 307, headers: { Location: '/elsewhere' } })
+    });
+    const seenReturned = watch(returned.server);
+    const redirect = await ask(mode, returned.port);
+    assert.equal(redirect.status, 307);
+    assert.equal(redirect.headers.location, '/elsewhere');
+
+    await delay(50);
+    assert.equal(opened, false, 'the ws client never opened');
+    for (const watched of [seen, seenReturned]) {
+      assert.equal(watched.added, 0, "no 'add'");
+      assert.deepEqual(watched.errors, []);
+    }
+    assert.equal(server.size + returned.server.size, 0);
+  });
+
+  test(`[${mode}] verifyClient cb(false, code) always refuses: with code when it is an integer 300-599, else 401`, async (t) => {
+    const calls = {
+      'cb(false, 0)': (cb) => cb(false, 0),
+      "cb(false, '403')": (cb) => cb(false, '403'),
+      'cb(false, 200)': (cb) => cb(false, 200),
+      'cb(false, 101)': (cb) => cb(false, 101),
+      'cb(false, 600)': (cb) => cb(false, 600),
+      'cb(false, 403.5)': (cb) => cb(false, 403.5),
+      'cb(false, null)': (cb) => cb(false, null),
+      'cb(false)': (cb) => cb(false),
+      'cb(0, 200) (async)': (cb) => setTimeout(() => cb(0, 200), 5)
+    };
+    for (const [call, answer] of Object.entries(calls)) {
+      const { server, port } = await start(t, mode, { verifyClient: (info, cb) => answer(cb) });
+      const seen = watch(server);
+      const { status } = await ask(mode, port);
+      assert.equal(status, 401, call);
+      await delay(10);
+      assert.equal(seen.added, 0, `${call}: no 'add'`);
+      assert.equal(server.size, 0, call);
+      assert.deepEqual(seen.errors, [], `${call}: a refusal is no error`);
+    }
+
+    const { server, port } = await start(t, mode, { verifyClient: (info, cb) => cb(false, 403) });
+    const seen = watch(server);
+    const refused = await ask(mode, port);
+    assert.equal(refused.status, 403);
+    assert.equal(refused.body, 'Forbidden', "without a message the body is the status's text");
+    assert.equal(seen.added, 0);
+  });
+
+  test(`[${mode}] verifyClient returning an own status that is no refusal answers 500 and emits 'error'`, async (t) => {
+    const verdicts = {
+      '{ status: 200 }': () => ({ status: 200, user: 'alice' }),
+      "{ status: '403' }": async () => ({ status: '403' }),
+      '{ status: 101 }': () => ({ status: 101 }),
+      '{ status: 600 }': () => ({ status: 600 }),
+      '{ status: undefined }': async () => ({ status: undefined, user: 'alice' }),
+      '{ status: null }': () => ({ status: null })
+    };
+    for (const [verdict, verifyClient] of Object.entries(verdicts)) {
+      const { server, port } = await start(t, mode, { verifyClient });
+      const seen = watch(server);
+      const answer = await ask(mode, port);
+      assert.equal(answer.status, 500, verdict);
+      await until(() => seen.errors.length > 0, `${verdict}: 'error'`, 2000);
+      const [err] = seen.errors;
+      assert.ok(err instanceof RangeError, verdict);
+      assert.equal(err.code, 'ERR_INVALID_ARG_VALUE', verdict);
+      assert.match(err.message, /status/, verdict);
+      assert.equal(seen.errors.length, 1, verdict);
+      assert.equal(seen.added, 0, `${verdict}: no 'add'`);
+      assert.equal(server.size, 0, verdict);
+    }
+
+    // An integer status from 300 to 599 is a refusal: `reason` is the body.
+    const { server, port } = await start(t, mode, {
+      verifyClient: () => ({ status: 451, reason: 'x' })
+    });
+    const seen = watch(server);
+    const answer = await ask(mode, port);
+    assert.equal(answer.status, 451);
+    assert.equal(answer.body, 'x');
+    assert.deepEqual(seen.errors, []);
+    assert.equal(seen.added, 0);
+  });
+
+  test(`[${mode}] refusal headers with a bad name or a CR/LF/NUL value answer 500, are never written, and emit 'error'`, async (t) => {
+    // Each header carries a marker that must appear nowhere in the answer.
+    const bad = {
+      'a leading space': { ' X-Leading-Space': 'marker' },
+      'a space inside': { 'Bad Name': 'marker' },
+      'a colon': { 'X:y': 'marker' },
+      'no name': { '': 'marker' },
+      'a non-ASCII name': { 'X-Ünicode': 'marker' },
+      'CR LF in the value': { 'X-Fine': 'marker\r\nX-Injected: evil' },
+      'LF in the value': { 'X-Fine': 'marker\nX-Injected: evil' },
+      'CR in the value': { 'X-Fine': 'marker\rX-Injected: evil' },
+      'NUL in the value': { 'X-Fine': 'marker\0evil' }
+    };
+    for (const [what, headers] of Object.entries(bad)) {
+      // Next to a good header, which is not written either.
+      const all = { 'Retry-After': 'marker', ...headers };
+      const forms = {
+        returned: () => ({ status: 429, reason: 'slow down', headers: all }),
+        callback: (info, cb) => cb(false, 429, 'slow down', all)
+      };
+      for (const [form, verifyClient] of Object.entries(forms)) {
+        const label = `${what} (${form})`;
+        const { server, port } = await start(t, mode, { verifyClient });
+        const seen = watch(server);
+        const { ended } = await rawUpgrade(t, mode, port);
+        const { text } = await ended;
+        assert.match(text, /^HTTP\/1\.1 500 /, label);
+        assert.ok(!text.includes('marker'), `${label}: no header written, got ${JSON.stringify(text)}`);
+        assert.ok(!text.includes('evil'), label);
+        assert.ok(!text.includes('X-Injected'), label);
+        assert.ok(!text.includes('slow down'), label);
+        for (const name of Object.keys(all)) {
+          if (name !== '') assert.ok(!text.includes(name.trim()), `${label}: ${name}`);
+        }
+        assert.ok(!/\r\n:/.test(text), `${label}: no nameless header`);
+        await until(() => seen.errors.length > 0, `${label}: 'error'`, 2000);
+        assert.equal(seen.errors[0].code, 'ERR_INVALID_ARG_VALUE', label);
+        assert.match(seen.errors[0].message, /header/, label);
+        assert.equal(seen.added, 0, label);
+      }
+    }
+
+    // Good headers are written, through the http client too.
+    const { port } = await start(t, mode, {
+      verifyClient: () => ({ status: 429, headers: { 'Retry-After': 7, "X-Odd!#$%&'*+-.^_`|~1": 'a b\tc' } })
+    });
+    const answer = await ask(mode, port);
+    assert.equal(answer.status, 429);
+    assert.equal(answer.headers['retry-after'], '7');
+    assert.equal(answer.headers["x-odd!#$%&'*+-.^_`|~1"], 'a b\tc');
+  });
+
+  const hanging = {
+    'a verifyClient promise': (late) => ({
+      verifyClient: () => new Promise((resolve) => late.push(() => resolve({ user: 'late' })))
+    }),
+    'a verifyClient callback': (late) => ({
+      verifyClient: (info, cb) => late.push(() => cb(true))
+    }),
+    'a handleProtocols promise': (late) => ({
+      handleProtocols: (protocols) => new Promise((resolve) => late.push(() => resolve(protocols[0])))
+    })
+  };
+  for (const [what, optionsOf] of Object.entries(hanging)) {
+    test(`[${mode}] handshakeTimeout: ${what} that never answers: the socket is closed, a later verdict opens nothing`, async (t) => {
+      const late = [];
+      const { server, port } = await start(t, mode, { handshakeTimeout: 500, ...optionsOf(late) });
+      const seen = watch(server);
+      const { ended } = await rawUpgrade(t, mode, port, { 'Sec-WebSocket-Protocol': 'chat' });
+      const { text, after } = await ended;
+      assert.equal(late.length, 1, 'the user code was asked');
+      assert.ok(after >= 400, `closed after ${after} ms, not before the timeout`);
+      assert.ok(after <= 1500, `closed after ${after} ms`);
+      assert.ok(!text.includes('101'), `no 101: ${JSON.stringify(text)}`);
+
+      // The verdict comes at last: nothing opens.
+      late[0]();
+      await delay(200);
+      assert.equal(seen.added, 0, "no 'add'");
+      assert.equal(server.size, 0);
+      assert.deepEqual(seen.errors, []);
+
+      // The server still serves clients that are decided in time.
+      late.length = 0;
+      const pending = ask(mode, port, '/ws', { 'Sec-WebSocket-Protocol': 'chat' });
+      await until(() => late.length === 1, 'the next upgrade to be asked about', 2000);
+      late[0]();
+      assert.equal((await pending).status, 101);
+    });
+  }
+}
+
+test('[attached] a client that resets its socket while verifyClient decides does not crash the process', async (t) => {
+  let answered = 0;
+  const forms = {
+    accept: async () => {
+      await delay(200);
+      answered++;
+      return { user: 'gone' };
+    },
+    refuse: async () => {
+      await delay(200);
+      answered++;
+      return { status: 403, reason: 'x'.repeat(100000) };
+    }
+  };
+  for (const [form, verifyClient] of Object.entries(forms)) {
+    const { server, port } = await start(t, 'attached', { verifyClient });
+    const seen = watch(server);
+    const { socket } = await rawUpgrade(t, 'attached', port);
+    await delay(50);
+    socket.resetAndDestroy();
+    await until(() => answered > 0, `${form}: the verdict`, 2000);
+    answered = 0;
+    // An unhandled 'error' on the upgrade's socket would have ended the
+    // test process by now.
+    await delay(100);
+    assert.equal(seen.added, 0, `${form}: no 'add' for a client that left`);
+    assert.equal(server.size, 0, form);
+  }
+});
+
+test('[attached] an upgrade decided in time leaves no timer that holds the process', async () => {
+  // A child with an attached Server and a long handshakeTimeout: one client
+  // is accepted, then everything is closed. Any timer the upgrade left
+  // would keep the child alive for a minute.
+  const script = `
+    const http = require('node:http');
+    const WebSocket = require(process.env.WS);
+    const { Server } = require(process.env.PKG);
+    const httpServer = http.createServer();
+    const server = new Server({
+      server: httpServer,
+      handshakeTimeout: 60000,
+      verifyClient: async () => ({ user: 'alice' }),
+      handleProtocols: async (protocols) => protocols[0]
+    });
+    httpServer.listen(0, '127.0.0.1', () => {
+      const client = new WebSocket('ws://127.0.0.1:' + httpServer.address().port, ['chat']);
+      client.on('open', async () => {
+        client.terminate();
+        await server.close();
+        httpServer.close();
+        console.log('CLOSED');
+      });
+    });
+  `;
+  const child = spawn(process.execPath, ['-e', script], {
+    env: { ...process.env, PKG: path.resolve(__dirname, '..'), WS: require.resolve('ws') },
+    stdio: ['ignore', 'pipe', 'pipe']
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk) => (stdout += chunk));
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
+  try {
+    const code = await within(exited, 8000, 'the child to exit');
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /CLOSED/);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
 
 test('[standalone] the context of an upgrade that never opens is let go', async (t) => {
   setFlagsFromString('--expose-gc');

@@ -3,6 +3,8 @@
 const net = require('node:net');
 const { STATUS_CODES } = require('node:http');
 
+const { isHeaderName, isHeaderValue } = require('./http-field');
+
 // One router per http server: it owns that server's single 'upgrade'
 // listener and hands each upgrade to the Server whose path matches.
 const routers = new WeakMap();
@@ -52,7 +54,9 @@ function createRouter(httpServer) {
 }
 
 /**
- * Answer an upgrade with an HTTP error and close the socket.
+ * Answer an upgrade with an HTTP error and close the socket. Headers were
+ * checked by the caller (lib/verify.js); should one still not be a valid
+ * field, none is written and the answer is a 500.
  *
  * @param {net.Socket} socket The upgrade's socket
  * @param {Number} status The status code
@@ -61,11 +65,11 @@ function createRouter(httpServer) {
  */
 function refuseUpgrade(socket, status, body = STATUS_CODES[status] ?? '', headers = []) {
   if (!socket.writable) return socket.destroy();
+  const valid = headers.every((field, i) => (i % 2 === 0 ? isHeaderName(field) : isHeaderValue(field)));
+  if (!valid) return refuseUpgrade(socket, 500);
   let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\n`;
   head += `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n`;
-  for (let i = 0; i + 1 < headers.length; i += 2) {
-    if (!/[\r\n]/.test(headers[i] + headers[i + 1])) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  }
+  for (let i = 0; i + 1 < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
   socket.end(`${head}\r\n${body}`);
 }
 
