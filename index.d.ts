@@ -71,6 +71,14 @@ export interface ServerConnection extends Connection {
   /** `code` is 1000 or 3000-4999; `reason` at most 123 UTF-8 bytes. */
   close(code?: number, reason?: string): void;
   terminate(): void;
+  /** Stop reading and delivering this connection's messages until `resume()`. */
+  pause(): this;
+  /** Deliver what waited, then read again. */
+  resume(): this;
+  /** `'drain'`: `bufferedAmount` fell under half of `maxBackpressure` after passing it. */
+  on(event: 'drain', listener: () => void): this;
+  once(event: 'drain', listener: () => void): this;
+  off(event: 'drain', listener: () => void): this;
 }
 
 export interface VerifyClientInfo {
@@ -84,7 +92,7 @@ export interface VerifyClientInfo {
 }
 
 export interface VerifyClientRefusal {
-  /** 400-599. */
+  /** An integer from 300 to 599 (a 3xx with a `Location` header redirects); any other `status` answers 500. */
   status: number;
   reason?: string;
   headers?: Record<string, string>;
@@ -109,6 +117,12 @@ export interface ServerOptions {
   heartbeatInterval?: number;
   /** Unsent bytes after which a connection is dropped (1008). Default 16 MiB. */
   maxBackpressure?: number;
+  /** Bytes of one connection's messages waiting for JS before it stops being read. Default 1 MiB. */
+  maxReceiveBuffer?: number;
+  /** The same across all connections, messages still arriving included. Default 64 MiB. */
+  maxReceiveBufferTotal?: number;
+  /** Upgrades past this many open connections are answered 503. Default `Infinity`. */
+  maxConnections?: number;
   /** SO_REUSEPORT (Linux, macOS). */
   reusePort?: boolean;
   /** Only upgrade this path (the query is ignored). */
@@ -117,7 +131,7 @@ export interface ServerOptions {
   json?: boolean;
   /** Bytes; default 16 MiB. Larger messages close the connection with 1009. */
   maxPayload?: number;
-  /** Milliseconds; default 10000. */
+  /** Milliseconds; default 10000. Bounds `verifyClient` and `handleProtocols` too, attached or standalone. */
   handshakeTimeout?: number;
   /** Compression is never negotiated; only `false` is accepted. */
   perMessageDeflate?: false;
@@ -143,7 +157,8 @@ export type ErrorCode =
   | 'ERR_HANDSHAKE'
   | 'ERR_TLS'
   | 'ERR_HEARTBEAT'
-  | 'ERR_BLOB_READ';
+  | 'ERR_BLOB_READ'
+  | 'ERR_INTERNAL';
 
 export interface MytosisWebSocketError extends Error {
   code: ErrorCode | string;
@@ -163,7 +178,8 @@ export declare class Server extends ConnectionGroup<ServerConnection> {
   /** Resolves with `address()` once listening. */
   readonly ready: Promise<AddressInfo>;
   address(): AddressInfo | null;
-  close(): Promise<void>;
+  /** Close every connection with `code` (1001) and `reason`; drop those still open after `timeout` ms (5000). */
+  close(options?: { code?: number; reason?: string; timeout?: number }): Promise<void>;
   ref(): this;
   unref(): this;
   on(event: 'add', listener: (connection: ServerConnection) => void): this;
@@ -192,6 +208,8 @@ export interface SocketOptions {
   json?: boolean;
   binaryType?: 'arraybuffer' | 'blob';
   maxPayload?: number;
+  /** Bytes of messages waiting for JS before the socket stops reading (Node build). Default 1 MiB. */
+  maxReceiveBuffer?: number;
   headers?: Record<string, string>;
   heartbeatInterval?: number;
 }

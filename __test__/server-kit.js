@@ -256,3 +256,84 @@ module.exports = {
   drain,
   makeCertificate
 };
+
+/**
+ * A peer in a child process (fixtures/flood.js) that sends small JSON
+ * messages as fast as TCP takes them: `floodPeer(t, ['client', port, ms])`
+ * connects to a server, `floodPeer(t, ['server', ms])` listens for one
+ * client. `events` holds its reports in order; `waitFor(type, ms)` the
+ * first report of a type (rejecting on 'failed' or its exit). Killed after
+ * the test if it still runs.
+ */
+function floodPeer(t, args) {
+  const { fork } = require('node:child_process');
+  const child = fork(path.join(__dirname, 'fixtures', 'flood.js'), args.map(String), {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc']
+  });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  let alive = true;
+  exited.then(() => (alive = false));
+  defer(t, async () => {
+    if (!alive) return;
+    child.kill('SIGKILL');
+    await exited;
+  });
+  const events = [];
+  const waiters = new Set();
+  child.on('message', (event) => {
+    events.push(event);
+    for (const waiter of waiters) waiter(event);
+  });
+  return {
+    child,
+    events,
+    waitFor(type, ms = 5000) {
+      const found = events.find((event) => event.type === type);
+      if (found !== undefined) return Promise.resolve(found);
+      let waiter;
+      const arrived = new Promise((resolve, reject) => {
+        waiter = (event) => {
+          if (event.type === type) resolve(event);
+          else if (event.type === 'failed') reject(new Error(`the flood peer failed: ${event.message}`));
+        };
+        waiters.add(waiter);
+        exited.then(() => reject(new Error(`the flood peer exited before '${type}'`)));
+      });
+      return within(arrived, ms, `'${type}' from the flood peer`).finally(() => waiters.delete(waiter));
+    }
+  };
+}
+
+module.exports.floodPeer = floodPeer;
+
+/** Keep the JS thread busy for `us` microseconds, as slow synchronous work does. */
+function busyWait(us) {
+  const end = performance.now() + us / 1000;
+  while (performance.now() < end);
+}
+
+/**
+ * The peak RSS of this process from now on, as growth over now: sampled
+ * every 50 ms by a timer, and whenever `sample()` is called (from a busy
+ * handler, when timers run late). `over` turns true once the growth passes
+ * `bound`, so a test can stop early instead of eating all memory.
+ */
+function watchMemory(bound) {
+  const baseline = process.memoryUsage.rss();
+  const watch = {
+    peak: baseline,
+    over: false,
+    sample() {
+      const rss = process.memoryUsage.rss();
+      if (rss > watch.peak) watch.peak = rss;
+      if (rss - baseline > bound) watch.over = true;
+    },
+    growth: () => watch.peak - baseline,
+    stop: () => clearInterval(timer)
+  };
+  const timer = setInterval(() => watch.sample(), 50);
+  return watch;
+}
+
+module.exports.busyWait = busyWait;
+module.exports.watchMemory = watchMemory;

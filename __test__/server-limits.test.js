@@ -435,6 +435,18 @@ const BAD_VALUES = {
     [-1, 'a non-negative integer or Infinity'],
     [0.5, 'a non-negative integer or Infinity']
   ],
+  maxReceiveBuffer: [
+    [-1, 'a non-negative integer or Infinity'],
+    ['1MB', 'a non-negative integer or Infinity']
+  ],
+  maxReceiveBufferTotal: [
+    [1.5, 'a non-negative integer or Infinity'],
+    [null, 'a non-negative integer or Infinity']
+  ],
+  maxConnections: [
+    [-1, 'a non-negative integer or Infinity'],
+    ['10', 'a non-negative integer or Infinity']
+  ],
   reusePort: [[1, 'a boolean']],
   handshakeTimeout: [
     [-5, 'a non-negative number'],

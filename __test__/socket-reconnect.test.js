@@ -89,6 +89,7 @@ describe('Socket options (SPEC 4): validated at construction', () => {
     json: true,
     binaryType: 'arraybuffer',
     maxPayload: 16 * 1024 * 1024,
+    maxReceiveBuffer: 1024 * 1024,
     headers: {},
     tls: {},
     heartbeatInterval: 30000
@@ -112,6 +113,7 @@ describe('Socket options (SPEC 4): validated at construction', () => {
     json: [['true', 0], /boolean/],
     binaryType: [['nodebuffer', 1], /'arraybuffer' or 'blob'/],
     maxPayload: [[-1, 1.5, '1'], /integer/],
+    maxReceiveBuffer: [[-1, 1.5, '1'], /non-negative integer or Infinity/],
     headers: [['x', { Authorization: 5 }], /object of string values/],
     tls: [['x', 5], /object/],
     heartbeatInterval: [[-1, '30'], /non-negative number/]

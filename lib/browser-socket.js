@@ -30,9 +30,9 @@ const BROWSER = {
 /**
  * The browser build's Socket: the same API as in Node, over the global
  * `WebSocket` (or the `WebSocket` option). Binary messages arrive as an
- * ArrayBuffer, or a Blob with `binaryType: 'blob'`. `heartbeatInterval` and
- * `maxPayload` are inert: a browser's WebSocket cannot ping or bound what it
- * receives.
+ * ArrayBuffer, or a Blob with `binaryType: 'blob'`. `heartbeatInterval`,
+ * `maxPayload` and `maxReceiveBuffer` are inert: a browser's WebSocket
+ * cannot ping, bound what it receives or stop reading.
  *
  * @extends SocketCore
  */

@@ -1,6 +1,7 @@
 'use strict';
 
 const { randomUUID } = require('node:crypto');
+const EventEmitter = require('node:events');
 
 const Stream = require('./stream');
 const parseHeaders = require('./headers');
@@ -24,11 +25,15 @@ const ENDED = 2;
 
 /**
  * What few connections use, made on first need so that an idle connection
- * does not carry it: its own `messages`, its parsed headers and how it ended.
+ * does not carry it: its own `messages`, its parsed headers, how it ended,
+ * and the emitter of its events.
  *
  * @private
  */
 class Extras {
+  events = null;
+  // While paused: the messages that reached JS after `pause()`, in order.
+  held = null;
   messages = null;
   // The `messages` publisher's push while the stream is observed.
   push = null;
@@ -58,7 +63,7 @@ class Connection {
    * The class of one Server's connections.
    *
    * @param {Object} core The Server's core: `{ server, native, outbox,
-   *     json, order, encode, sendTo }`
+   *     json, order, encode, sendTo, deliverToAll }`
    * @return {Function} A subclass whose prototype holds `core`
    * @private
    */
@@ -216,6 +221,98 @@ class Connection {
   }
 
   /**
+   * Stop reading this connection and delivering its messages until
+   * `resume()`: for a handler that awaits something before it can take the
+   * next message. Messages already received wait in JS (at most about
+   * `maxReceiveBuffer` of them: the addon stops reading at once); what the
+   * client sends meanwhile waits in the kernel, whose full buffers slow the
+   * client down. Nothing is dropped, and the heartbeat does not count the
+   * pause as silence.
+   *
+   * @return {Connection} this
+   */
+  pause() {
+    if (this.#state === ENDED) return this;
+    const extras = (this.#extras ??= new Extras());
+    if (extras.held === null) {
+      extras.held = [];
+      this[kNativeOwner].native.pause(this[kHandle], true);
+    }
+    return this;
+  }
+
+  /**
+   * Deliver the messages that waited, then read this connection again. A
+   * callback that pauses again stops the delivery there.
+   *
+   * @return {Connection} this
+   */
+  resume() {
+    const extras = this.#extras;
+    const held = extras?.held;
+    if (held == null) return this;
+    extras.held = null;
+    const { deliverToAll } = this[kNativeOwner];
+    for (let i = 0; i < held.length; i++) {
+      extras.push?.(held[i], this);
+      deliverToAll(held[i], this);
+      if (extras.held !== null) {
+        // Paused again: the rest wait for the next resume().
+        extras.held = held.slice(i + 1);
+        return this;
+      }
+    }
+    if (this.#state !== ENDED) this[kNativeOwner].native.pause(this[kHandle], false);
+    return this;
+  }
+
+  /**
+   * Listen for `'drain'`: emitted when `bufferedAmount` falls under half of
+   * the Server's `maxBackpressure` after rising past it.
+   *
+   * @param {String} event The event name
+   * @param {Function} listener The listener
+   * @return {Connection} this
+   */
+  on(event, listener) {
+    const extras = (this.#extras ??= new Extras());
+    (extras.events ??= new EventEmitter()).on(event, listener);
+    return this;
+  }
+
+  addListener(event, listener) {
+    return this.on(event, listener);
+  }
+
+  once(event, listener) {
+    const extras = (this.#extras ??= new Extras());
+    (extras.events ??= new EventEmitter()).once(event, listener);
+    return this;
+  }
+
+  off(event, listener) {
+    this.#extras?.events?.off(event, listener);
+    return this;
+  }
+
+  removeListener(event, listener) {
+    return this.off(event, listener);
+  }
+
+  listenerCount(event) {
+    return this.#extras?.events?.listenerCount(event) ?? 0;
+  }
+
+  /**
+   * @param {String} event The event name
+   * @param {...*} args Its arguments
+   * @return {Boolean} Whether it had listeners
+   */
+  emit(event, ...args) {
+    return this.#extras?.events?.emit(event, ...args) ?? false;
+  }
+
+  /**
    * Drop the connection at once, without a closing handshake.
    */
   terminate() {
@@ -227,13 +324,20 @@ class Connection {
   }
 
   /**
-   * Push a received message to this connection's `messages`.
+   * Deliver a received message to this connection's `messages` and its
+   * Server's, or keep it while paused.
    *
    * @param {*} message The decoded message
    * @private
    */
   [kDeliver](message) {
-    this.#extras?.push?.(message, this);
+    const extras = this.#extras;
+    if (extras?.held != null) {
+      extras.held.push(message);
+      return;
+    }
+    extras?.push?.(message, this);
+    this[kNativeOwner].deliverToAll(message, this);
   }
 
   /**
@@ -261,6 +365,14 @@ class Connection {
     }
     if (this.#state === ENDED) return;
     this.#state = ENDED;
+    // Its last messages are delivered before it ends, paused or not.
+    const extras = this.#extras;
+    const held = extras?.held ?? [];
+    if (extras !== null) extras.held = null;
+    for (const message of held) {
+      extras.push?.(message, this);
+      this[kNativeOwner].deliverToAll(message, this);
+    }
     this.#extras?.messages?.[kComplete]();
   }
 }

@@ -53,6 +53,7 @@ class NativeTransport {
         maxEnqueuedMessages: options.maxEnqueuedMessages,
         heartbeatInterval: options.heartbeatInterval,
         maxPayload: options.maxPayload,
+        maxReceiveBuffer: options.maxReceiveBuffer,
         startClosed: options.startClosed,
         tlsCa: [options.tls.ca ?? []].flat().map(String),
         tlsRejectUnauthorized: options.tls.rejectUnauthorized ?? true

@@ -18,6 +18,9 @@ const SERVER_OPTIONS = Object.freeze({
   tls: ['tls', undefined],
   heartbeatInterval: ['milliseconds', 30000],
   maxBackpressure: ['limit', 16 * 1024 * 1024],
+  maxReceiveBuffer: ['limit', 1024 * 1024],
+  maxReceiveBufferTotal: ['limit', 64 * 1024 * 1024],
+  maxConnections: ['limit', Infinity],
   reusePort: ['boolean', false],
   handshakeTimeout: ['milliseconds', 10000],
   perMessageDeflate: ['noCompression', false]

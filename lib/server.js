@@ -17,11 +17,16 @@ const decideUpgrade = require('./verify');
 const { decodeMessage, invalidJsonError, INVALID_JSON } = require('./decode');
 const parseHeaders = require('./headers');
 const { attach, handOver, refuseUpgrade } = require('./attach');
+const { checkServerClose } = require('./validation');
 const { kClosing, kDeliver, kEnd, kHandle, kMembers } = require('./symbols');
 
 
 // A timer this long never fires; it only holds the event loop open.
 const FOREVER = 2 ** 31 - 1;
+
+// Seconds an upgrade refused past `maxConnections` is told to wait, as the
+// addon tells standalone ones.
+const RETRY_WHEN_FULL = '5';
 
 /**
  * A WebSocket server whose sockets are served by the addon. It is the
@@ -38,6 +43,8 @@ class Server extends ConnectionGroup {
   #connections = new Map();
   // What verifyClient accepted each upgrade with, until it opens.
   #contexts = new Map();
+  // Upgrades of an attached server waiting for their verdict.
+  #deciding = 0;
   // The strings of the last connection opened. The next one shares them when
   // they are equal (behind a proxy every address is, and most servers speak
   // one subprotocol) rather than keeping its own copies.
@@ -107,6 +114,9 @@ class Server extends ConnectionGroup {
           handshakeTimeout: Math.min(options.handshakeTimeout, 0xffffffff),
           heartbeatInterval: Math.min(options.heartbeatInterval, 0xffffffff),
           maxBackpressure: options.maxBackpressure,
+          maxReceiveBuffer: options.maxReceiveBuffer,
+          maxReceiveBufferTotal: options.maxReceiveBufferTotal,
+          maxConnections: options.maxConnections,
           verify: options.verifyClient !== undefined || options.handleProtocols !== undefined,
           tlsCert: options.tls && String(options.tls.cert),
           tlsKey: options.tls && String(options.tls.key),
@@ -129,7 +139,8 @@ class Server extends ConnectionGroup {
       json: options.json,
       order: new SendOrder((err) => reportUserError(this, blobReadError(err))),
       encode: (message) => encode(message, options.json),
-      sendTo: (connections, payload) => this.#sendTo(connections, payload)
+      sendTo: (connections, payload) => this.#sendTo(connections, payload),
+      deliverToAll: (message, connection) => this.#pushAll?.(message, connection)
     };
     this.#Connection = Connection.forServer(this.#core);
 
@@ -238,13 +249,24 @@ class Server extends ConnectionGroup {
   }
 
   /**
-   * Stop accepting, close every connection with 1001, terminate those still
-   * open after 5 s, emit `'remove'` for each and then `'close'`.
+   * Stop accepting, close every connection (with 1001 unless told
+   * otherwise), terminate those still open after the grace period, emit
+   * `'remove'` for each and then `'close'`.
    *
+   * @param {Object} [options] Options object
+   * @param {Number} [options.code=1001] The close code: 1000-1003,
+   *     1007-1014 or 3000-4999 (1012 tells clients the service restarts)
+   * @param {String} [options.reason=''] At most 123 UTF-8 bytes
+   * @param {Number} [options.timeout=5000] Milliseconds clients get to
+   *     answer the close frame before they are dropped
    * @return {Promise<void>} Resolves when all is closed; every call returns
    *     the same Promise
+   * @throws {RangeError} `ERR_INVALID_ARG_VALUE` for a bad code or reason
+   * @throws {TypeError} `ERR_INVALID_ARG_TYPE` for a bad timeout
    */
-  close() {
+  close(options = {}) {
+    const { code = 1001, reason = '', timeout = 5000 } = options ?? {};
+    checkServerClose(code, reason, timeout);
     if (this.#closing === null) {
       this.#closing = new Promise((resolve) => {
         this.#resolveClosing = resolve;
@@ -256,7 +278,7 @@ class Server extends ConnectionGroup {
       this.#core.outbox.flush();
       // From the call on, every connection is offline (SPEC section 5).
       for (const connection of this.#connections.values()) connection[kClosing]();
-      this.#core.native.close();
+      this.#core.native.close(code, reason, timeout);
     }
     return this.#closing;
   }
@@ -368,9 +390,37 @@ class Server extends ConnectionGroup {
   async #onUpgrade(req, socket, head) {
     // No byte may be read by Node from now on: they belong to the addon.
     socket.pause();
+    // Node's http server no longer listens for the socket's errors: a
+    // client that resets it while the upgrade is decided must not crash
+    // the process.
+    socket.on('error', () => socket.destroy());
+    // The open connections (and those being handed over) count in the
+    // addon; the upgrades being decided, here.
+    if (this.#core.native.admitted() + this.#deciding >= this.#options.maxConnections) {
+      return refuseUpgrade(socket, 503, 'Too many connections', ['Retry-After', RETRY_WHEN_FULL]);
+    }
+    this.#deciding++;
+    // As standalone, the upgrade must be decided within handshakeTimeout:
+    // past it the socket is destroyed (no 101 is ever written) and the late
+    // verdict is dropped. The timer holds no process; the socket does.
+    let expired = false;
+    const timer = setTimeout(() => {
+      expired = true;
+      socket.destroy();
+    }, Math.min(this.#options.handshakeTimeout, FOREVER));
+    timer.unref();
     const headers = req.headers;
     const remote = { address: req.socket.remoteAddress, port: req.socket.remotePort };
-    const verdict = await this.#decide(req.url, headers, remote, req);
+    let verdict;
+    try {
+      verdict = await this.#decide(req.url, headers, remote, req);
+    } finally {
+      clearTimeout(timer);
+      this.#deciding--;
+    }
+    // Timed out, or the client left: nothing is left to answer, and an
+    // accepted verdict must not hand a dead socket to the addon.
+    if (expired || socket.destroyed) return;
     if (this.#closing !== null) return refuseUpgrade(socket, 503);
     if (!verdict.accept) {
       return refuseUpgrade(socket, verdict.status, verdict.reason, verdict.headers);
@@ -454,7 +504,6 @@ class Server extends ConnectionGroup {
       return;
     }
     connection[kDeliver](message);
-    if (this.#pushAll !== null) this.#pushAll(message, connection);
   }
 
   /**
@@ -492,6 +541,24 @@ class Server extends ConnectionGroup {
     return connection;
   }
 
+  /**
+   * An error the addon reports on its own: accepting failed (out of file
+   * descriptors: it tries again, slower while it lasts), or a bug of ours
+   * ended a connection (`ERR_INTERNAL`, the connection closes with 1011).
+   * Neither is the user's doing nor a reason to stop serving: without an
+   * 'error' listener it is printed as a process warning.
+   */
+  #onError(handle, detail) {
+    const err =
+      detail.code === 'ERR_ACCEPT'
+        ? systemError(detail.errno ?? 0, 'accept', '; accepting again shortly')
+        : codedError(Error, detail.code, detail.message, {
+            connection: this.#connections.get(handle)
+          });
+    if (this.listenerCount('error') > 0) reportPeerError(this, err);
+    else process.emitWarning(err);
+  }
+
   #onDetail(handle, detail) {
     switch (detail.type) {
       case 'Verify':
@@ -505,6 +572,12 @@ class Server extends ConnectionGroup {
         break;
       case 'Closing':
         this.#connections.get(handle)?.[kClosing]();
+        break;
+      case 'Drain':
+        this.#connections.get(handle)?.emit('drain');
+        break;
+      case 'Error':
+        this.#onError(handle, detail);
         break;
       case 'Close': {
         const connection = this.#connections.get(handle);
@@ -527,20 +600,27 @@ class Server extends ConnectionGroup {
 }
 
 /**
+ * A system error shaped like Node's, from the errno the addon reports:
+ * `code` (`EMFILE`...), `errno`, `syscall` and a message that names them.
+ */
+function systemError(errno, syscall, detail = '') {
+  const [code, description] = util.getSystemErrorMap().get(-errno) ?? ['EUNKNOWN', 'unknown error'];
+  return codedError(Error, code, `${syscall} ${code}: ${description}${detail}`, {
+    errno: -errno,
+    syscall
+  });
+}
+
+/**
  * A listen failure shaped like Node's: `listen EADDRINUSE: address already
  * in use :::8080`, with `code`, `errno`, `syscall`, `address` and `port`.
  * The addon's error message starts with the OS errno.
  */
 function listenError(err, options) {
   const errno = Number.parseInt(err.message, 10);
-  const [code, description] = util.getSystemErrorMap().get(-errno) ?? ['EUNKNOWN', err.message];
   const address = options.host ?? '::';
-  return codedError(
-    Error,
-    code,
-    `listen ${code}: ${description} ${address}:${options.port}`,
-    { errno: -errno, syscall: 'listen', address, port: options.port }
-  );
+  const where = ` ${address}:${options.port}`;
+  return Object.assign(systemError(errno, 'listen', where), { address, port: options.port });
 }
 
 module.exports = Server;

@@ -17,6 +17,7 @@ const SOCKET_OPTIONS = Object.freeze({
   json: ['boolean', true],
   binaryType: ['binaryType', 'arraybuffer'],
   maxPayload: ['bytes', 16 * 1024 * 1024],
+  maxReceiveBuffer: ['limit', 1024 * 1024],
   headers: ['headers', {}],
   tls: ['clientTls', {}],
   heartbeatInterval: ['milliseconds', 30000]

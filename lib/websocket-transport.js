@@ -16,9 +16,10 @@ const MAX_TIMER = 2 ** 31 - 1;
  * of lib/retry-delay.js, `connectionTimeout`, `maxRetries`, `minUptime` and
  * the offline queue. See lib/socket-core.js for the interface.
  *
- * A WHATWG WebSocket can neither send pings nor bound the size of what it
- * receives, so `heartbeatInterval` and `maxPayload` are inert here (the
- * browser still answers the server's pings). Frames handed to the WebSocket
+ * A WHATWG WebSocket can neither send pings, bound the size of what it
+ * receives nor stop reading, so `heartbeatInterval`, `maxPayload` and
+ * `maxReceiveBuffer` are inert here (the browser still answers the
+ * server's pings). Frames handed to the WebSocket
  * are its own: when a connection drops, those it had not written are lost,
  * and only messages still in the offline queue go out on the next one.
  */

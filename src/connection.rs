@@ -9,16 +9,17 @@
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep, timeout};
-use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -26,17 +27,29 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::buffers::payload_len;
 use crate::direct_frame::{DirectFrame, DIRECT_MIN_LEN};
-use crate::peer::{is_ping, now_ms, Outgoing, Peer, Termination, ANY_CONNECTION};
-
-/// How long we wait for the peer to answer our close frame before dropping
-/// the connection (SPEC: `'remove'` at the latest 5 s after our close frame).
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::flow::Flow;
+use crate::peer::{is_ping, now_ms, Outgoing, Paused, Peer, Termination, ANY_CONNECTION};
 
 /// How long we try to deliver a close frame after a protocol error.
 const ERROR_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Rounds of read-and-write one poll may run before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 32;
+
+/// The longest string V8 makes (`v8::String::kMaxLength` on 64-bit
+/// platforms), in UTF-16 code units. A longer text cannot reach JS.
+const MAX_JS_STRING: usize = (1 << 29) - 24;
+
+/// The reasons of the close frames we send when we end a connection
+/// ourselves: fixed short texts, never a library's error message.
+pub mod reason {
+  pub const PROTOCOL_ERROR: &str = "protocol error";
+  pub const INVALID_UTF8: &str = "invalid UTF-8";
+  pub const TOO_BIG: &str = "message too big";
+  pub const BACKPRESSURE: &str = "backpressure limit exceeded";
+  pub const STALLED: &str = "message stalled while paused";
+  pub const INTERNAL_ERROR: &str = "internal error";
+}
 
 /// A server connection lives once; a client's queue outlives its
 /// connections and keeps accepting sends for the next one.
@@ -53,11 +66,29 @@ pub struct Ended {
   pub was_clean: bool,
   /// The heartbeat found the peer silent.
   pub heartbeat_lost: bool,
+  /// A bug of ours (a panic) ended it, with 1011.
+  pub internal_error: bool,
 }
 
 impl Ended {
   pub fn abnormal() -> Ended {
-    Ended { code: 1006, reason: String::new(), was_clean: false, heartbeat_lost: false }
+    Ended {
+      code: 1006,
+      reason: String::new(),
+      was_clean: false,
+      heartbeat_lost: false,
+      internal_error: false,
+    }
+  }
+
+  /// Ended by us with `code` and one of the fixed reasons.
+  fn by_us(code: CloseCode, reason: &str) -> Ended {
+    Ended { code: code.into(), reason: reason.to_owned(), ..Ended::abnormal() }
+  }
+
+  /// Ended by a panic on the connection's path.
+  pub fn internal_error() -> Ended {
+    Ended { internal_error: true, ..Ended::by_us(CloseCode::Error, reason::INTERNAL_ERROR) }
   }
 }
 
@@ -68,6 +99,11 @@ enum Stop {
   Terminated(Termination),
   CloseTimedOut,
   Failed(WsError),
+  /// Stopped by the receive buffers' total in the middle of a message for
+  /// too long (flow.rs).
+  Stalled,
+  /// A panic on the connection's path, caught.
+  Panicked,
 }
 
 /// What a connection hands its owner as it reads.
@@ -76,6 +112,8 @@ pub enum Incoming {
   Data(bool, Bytes),
   /// The peer's close frame arrived: the connection is closing.
   Closing,
+  /// The unsent bytes fell under half of `maxBackpressure` after passing it.
+  Drain,
 }
 
 /// Whether a connection stopped to rest or ended.
@@ -99,6 +137,12 @@ pub trait Inbound {
   fn poll_large_binary(&mut self, _cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
     Poll::Ready(None)
   }
+
+  /// Bytes read of the message being received, when they count against the
+  /// receive buffers' total (a server's; a client has no total).
+  fn arriving(&self) -> usize {
+    0
+  }
 }
 
 /// Runs one client connection until it ends: writes what is queued on
@@ -112,24 +156,27 @@ pub async fn drive<S>(
   ws: &mut WebSocketStream<S>,
   backlog: &mut VecDeque<Message>,
   peer: &Peer,
+  flow: &Flow,
   deliver: impl FnMut(Incoming),
 ) -> Ended
 where
   S: AsyncRead + AsyncWrite + Inbound + Unpin,
 {
   let generation = peer.open_connection();
-  match drive_until_rest(ws, backlog, peer, generation, Role::Client, deliver).await {
+  match drive_until_rest(ws, backlog, peer, flow, generation, Role::Client, deliver).await {
     Outcome::Ended(ended) => ended,
     Outcome::Rested => unreachable!("a connection that may not rest never rests"),
   }
 }
 
 /// Runs connection `generation` of `peer` until it ends, or until it is
-/// quiet with nothing half done and the stream may rest.
+/// quiet with nothing half done and the stream may rest. Reading stops
+/// while `flow` says so.
 pub async fn drive_until_rest<S>(
   ws: &mut WebSocketStream<S>,
   backlog: &mut VecDeque<Message>,
   peer: &Peer,
+  flow: &Flow,
   generation: u32,
   role: Role,
   mut deliver: impl FnMut(Incoming),
@@ -148,8 +195,13 @@ where
   // after what tungstenite holds, and nothing is written or read (which may
   // write a pong) until it is out.
   let mut direct: Option<DirectFrame> = None;
+  // Bytes of a message being received, as last counted in `flow`.
+  let mut arriving = 0usize;
+  // Runs while the receive buffers' total stops the connection in the
+  // middle of a message.
+  let mut stall_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
 
-  let stopped = poll_fn(|cx| {
+  let mut poll_rounds = |cx: &mut Context<'_>| -> Poll<Option<Stop>> {
     // Read once per poll: the rounds of one poll take microseconds, and the
     // heartbeat counts in milliseconds.
     let mut now = None;
@@ -162,7 +214,7 @@ where
         return Poll::Ready(Some(Stop::Terminated(why)));
       }
       if close_deadline.is_none() && peer.close_requested_for(generation) {
-        close_deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
+        close_deadline = Some(Box::pin(sleep(flow.close_timeout())));
       }
 
       // Feed every queued frame to tungstenite's write buffer.
@@ -209,7 +261,7 @@ where
           Outgoing::Close(frame, _) => {
             sent_close = true;
             if close_deadline.is_none() {
-              close_deadline = Some(Box::pin(sleep(CLOSE_TIMEOUT)));
+              close_deadline = Some(Box::pin(sleep(flow.close_timeout())));
             }
             Message::Close(Some(frame))
           }
@@ -244,7 +296,12 @@ where
         }
       }
 
-      let read = if direct.is_some() {
+      if flushed && peer.drained(flow.drain_below) {
+        deliver(Incoming::Drain);
+      }
+
+      let may_read = flow.may_read(peer, arriving, cx);
+      let read = if direct.is_some() || !may_read {
         Poll::Pending
       } else {
         match ws.poll_next_unpin(cx) {
@@ -262,6 +319,15 @@ where
           progressed = true;
           peer.last_seen.store(*now.get_or_insert_with(now_ms), Ordering::Relaxed);
           match message {
+            #[cfg(feature = "panic-trigger")]
+            Message::Text(text) if text.as_str() == "__panic__" => {
+              panic!("the panic-trigger build was asked to panic")
+            }
+            Message::Text(text) if !fits_js_string(&text) => {
+              let size = text.len();
+              let too_long = CapacityError::MessageTooLong { size, max_size: MAX_JS_STRING };
+              return Poll::Ready(Some(Stop::Failed(WsError::Capacity(too_long))));
+            }
             Message::Text(text) => deliver(Incoming::Data(false, Bytes::from(text))),
             Message::Binary(bytes) => deliver(Incoming::Data(true, bytes)),
             Message::Close(frame) => {
@@ -280,7 +346,20 @@ where
         Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Stop::Failed(error))),
         Poll::Pending => {}
       }
+      let now_arriving = ws.get_ref().arriving();
+      if now_arriving != arriving {
+        flow.arriving(arriving, now_arriving);
+        arriving = now_arriving;
+      }
 
+      if peer.is_paused(Paused::BY_TOTAL) && arriving > 0 {
+        let stall = stall_deadline.get_or_insert_with(|| Box::pin(sleep(flow.stall_limit)));
+        if stall.as_mut().poll(cx).is_ready() {
+          return Poll::Ready(Some(Stop::Stalled));
+        }
+      } else {
+        stall_deadline = None;
+      }
       if let Some(deadline) = close_deadline.as_mut() {
         if deadline.as_mut().poll(cx).is_ready() {
           return Poll::Ready(Some(Stop::CloseTimedOut));
@@ -294,7 +373,7 @@ where
           && taken.is_empty()
           && backlog.is_empty()
           && direct.is_none();
-        if idle && ws.get_ref().may_rest() {
+        if idle && may_read && ws.get_ref().may_rest() {
           // Nothing to do and nothing half done: the caller may drop
           // tungstenite's state until the next bytes or sends.
           return Poll::Ready(None);
@@ -304,8 +383,14 @@ where
     }
     cx.waker().wake_by_ref();
     Poll::Pending
+  };
+  let stopped = poll_fn(|cx| {
+    // A panic here is a bug of ours: it ends this connection (with 1011),
+    // not the process or the other connections.
+    catch_unwind(AssertUnwindSafe(|| poll_rounds(cx))).unwrap_or(Poll::Ready(Some(Stop::Panicked)))
   })
   .await;
+  flow.arriving(arriving, 0);
   let Some(stop) = stopped else { return Outcome::Rested };
 
   peer.connected.store(false, Ordering::Release);
@@ -325,60 +410,61 @@ where
     }));
   }
 
-  Outcome::Ended(match stop {
-    Stop::Finished => match received_close {
-      Some(Some(frame)) => Ended {
-        code: frame.code.into(),
-        reason: frame.reason.to_string(),
-        was_clean: true,
-        heartbeat_lost: false,
-      },
-      Some(None) => {
-        Ended { code: 1005, reason: String::new(), was_clean: true, heartbeat_lost: false }
-      }
-      None => Ended::abnormal(),
-    },
-    Stop::Terminated(Termination::Backpressure) => Ended {
-      code: CloseCode::Policy.into(),
-      reason: "Backpressure limit exceeded".to_owned(),
-      was_clean: false,
-      heartbeat_lost: false,
-    },
-    Stop::Terminated(why) => {
-      Ended { heartbeat_lost: why == Termination::Heartbeat, ..Ended::abnormal() }
+  let failed = match stop {
+    Stop::Finished => {
+      return Outcome::Ended(match received_close {
+        Some(Some(frame)) => Ended {
+          code: frame.code.into(),
+          reason: frame.reason.to_string(),
+          was_clean: true,
+          ..Ended::abnormal()
+        },
+        Some(None) => Ended { code: 1005, was_clean: true, ..Ended::abnormal() },
+        None => Ended::abnormal(),
+      })
     }
-    Stop::CloseTimedOut => Ended::abnormal(),
+    Stop::Terminated(Termination::Backpressure) => {
+      return Outcome::Ended(Ended::by_us(CloseCode::Policy, reason::BACKPRESSURE))
+    }
+    Stop::Terminated(why) => {
+      let heartbeat_lost = why == Termination::Heartbeat;
+      return Outcome::Ended(Ended { heartbeat_lost, ..Ended::abnormal() });
+    }
+    Stop::CloseTimedOut => return Outcome::Ended(Ended::abnormal()),
     Stop::Failed(error) => match close_code_for(&error) {
-      Some(code) => {
-        let reason = error.to_string();
-        let frame = CloseFrame { code, reason: truncate_reason(&reason).into() };
-        // Best effort: the peer broke the protocol and may not read it.
-        let _ = timeout(ERROR_CLOSE_TIMEOUT, ws.close(Some(frame))).await;
-        Ended { code: code.into(), reason, was_clean: false, heartbeat_lost: false }
-      }
-      None => Ended::abnormal(),
+      Some((code, reason)) => Ended::by_us(code, reason),
+      None => return Outcome::Ended(Ended::abnormal()),
     },
-  })
+    Stop::Stalled => Ended::by_us(CloseCode::Policy, reason::STALLED),
+    Stop::Panicked => Ended::internal_error(),
+  };
+  // We end the connection: tell the peer why, as far as it still listens
+  // (it may have broken the protocol, or not read at all).
+  // After a panic, tungstenite's state may be what panicked: caught too.
+  let frame = CloseFrame { code: failed.code.into(), reason: failed.reason.as_str().into() };
+  let _ =
+    AssertUnwindSafe(timeout(ERROR_CLOSE_TIMEOUT, ws.close(Some(frame)))).catch_unwind().await;
+  Outcome::Ended(failed)
 }
 
-/// The close code that tells the peer why we drop it, for errors the peer
-/// caused; `None` for transport failures, where no frame can be sent.
-fn close_code_for(error: &WsError) -> Option<CloseCode> {
+/// Whether a text fits in a JavaScript string (V8 counts UTF-16 units,
+/// never more than the UTF-8 bytes).
+fn fits_js_string(text: &str) -> bool {
+  text.len() <= MAX_JS_STRING || text.encode_utf16().count() <= MAX_JS_STRING
+}
+
+/// The close code and reason that tell the peer why we drop it, for errors
+/// the peer caused; `None` for transport failures, where no frame can be
+/// sent.
+fn close_code_for(error: &WsError) -> Option<(CloseCode, &'static str)> {
   match error {
-    WsError::Utf8(_) => Some(CloseCode::Invalid),
-    WsError::Capacity(_) => Some(CloseCode::Size),
+    WsError::Utf8(_) => Some((CloseCode::Invalid, reason::INVALID_UTF8)),
+    WsError::Capacity(_) => Some((CloseCode::Size, reason::TOO_BIG)),
     // A reset is a transport failure reported as a protocol error.
     WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-    WsError::Protocol(_) | WsError::AttackAttempt => Some(CloseCode::Protocol),
+    WsError::Protocol(_) | WsError::AttackAttempt => {
+      Some((CloseCode::Protocol, reason::PROTOCOL_ERROR))
+    }
     _ => None,
   }
-}
-
-/// Close reasons are limited to 123 bytes; cut at a character boundary.
-fn truncate_reason(reason: &str) -> &str {
-  let mut end = reason.len().min(123);
-  while !reason.is_char_boundary(end) {
-    end -= 1;
-  }
-  &reason[..end]
 }

@@ -6,7 +6,11 @@
 //! packed: `records` holds `[tag, connection, byteLength]` triples and `bytes`
 //! the payloads back to back, so a batch of a thousand messages costs three
 //! JS values. Rare events (open, close, errors, large binaries) travel as
-//! `EventDetail` objects. `lib/dispatch.js` reads this format.
+//! `EventDetail` objects. `lib/batch.js` reads this format.
+//!
+//! A message counts against its owner's receive buffers (flow.rs) from the
+//! moment it is queued until the JS call of its batch has returned, that
+//! is, until every callback has seen it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,6 +24,8 @@ use napi::Status;
 use napi_derive::napi;
 
 use crate::buffers::to_js_array;
+use crate::flow::Flow;
+use crate::peer::Peer;
 use tokio::sync::Notify;
 
 /// Record tags; lib/dispatch.js uses the same numbers.
@@ -65,6 +71,9 @@ pub enum EventDetail {
   /// A binary message too large to copy into the packed batch, handed over
   /// without a copy.
   LargeBinary { data: Uint8Array },
+  /// A server connection's unsent bytes fell under half of
+  /// `maxBackpressure` after passing it.
+  Drain {},
   /// Something failed; `code` is one of the stable `ERR_*` codes, `status`
   /// the HTTP status of a refused upgrade, `errno` the system error number
   /// of a failed connection.
@@ -88,23 +97,50 @@ pub type EventCallback<'scope> = Function<'scope, EventArgs, ()>;
 /// The one threadsafe function per native object: weak (it never keeps the
 /// process alive; the JS facade holds a handle while that is wanted), not
 /// error-first, unbounded (the dispatcher keeps at most two batches queued).
-type EventSink = ThreadsafeFunction<Batch, (), EventArgs, Status, false, true, 0>;
+type EventSink = ThreadsafeFunction<Events, (), EventArgs, Status, false, true, 0>;
 
-/// Events gathered since the last call into JS.
+/// What holds a connection's `Peer`: a server's connection, or a socket's
+/// peer itself.
+pub trait Receiver: Send + Sync {
+  fn peer(&self) -> &Peer;
+}
+
+impl Receiver for Peer {
+  fn peer(&self) -> &Peer {
+    self
+  }
+}
+
+/// Events as JS receives them.
 #[derive(Default)]
-pub struct Batch {
+pub struct Events {
   records: Vec<u32>,
   bytes: Vec<u8>,
   details: Vec<EventDetail>,
 }
 
+/// Events gathered since the last call into JS, with the bytes each
+/// connection holds in them.
+#[derive(Default)]
+struct Batch {
+  events: Events,
+  /// Consecutive messages of one connection share an entry.
+  held: Vec<(Arc<dyn Receiver>, usize)>,
+}
+
 impl Batch {
   fn is_empty(&self) -> bool {
-    self.records.is_empty()
+    self.events.records.is_empty()
+  }
+
+  fn hold<R: Receiver + 'static>(&mut self, from: &Arc<R>, len: usize) {
+    match self.held.last_mut() {
+      Some((last, held)) if std::ptr::addr_eq(Arc::as_ptr(last), Arc::as_ptr(from)) => *held += len,
+      _ => self.held.push((Arc::clone(from) as Arc<dyn Receiver>, len)),
+    }
   }
 }
 
-#[derive(Default)]
 pub struct EventQueue {
   pending: Mutex<Batch>,
   /// Signalled when `pending` gains an event.
@@ -113,35 +149,56 @@ pub struct EventQueue {
   taken: Notify,
   /// Set by `finish`: deliver what is pending, then release the callback.
   finished: AtomicBool,
+  /// The receive buffers the queued messages count against.
+  pub flow: Flow,
 }
 
 impl EventQueue {
   /// Creates the queue and the task that delivers it to `callback`.
-  pub fn start(callback: EventCallback) -> napi::Result<Arc<EventQueue>> {
-    let queue = Arc::new(EventQueue::default());
+  pub fn start(callback: EventCallback, flow: Flow) -> napi::Result<Arc<EventQueue>> {
+    let queue = Arc::new(EventQueue {
+      pending: Mutex::default(),
+      queued: Notify::new(),
+      taken: Notify::new(),
+      finished: AtomicBool::new(false),
+      flow,
+    });
     let on_js_thread = Arc::clone(&queue);
     let sink: EventSink = callback
-      .build_threadsafe_function::<Batch>()
+      .build_threadsafe_function::<Events>()
       .weak::<true>()
       .callee_handled::<false>()
-      .build_callback(move |ctx: ThreadsafeCallContext<Batch>| {
+      .build_callback(move |ctx: ThreadsafeCallContext<Events>| {
         on_js_thread.taken.notify_one();
-        let Batch { records, bytes, details, .. } = ctx.value;
+        let Events { records, bytes, details } = ctx.value;
         Ok(FnArgs::from((Uint32Array::new(records), Buffer::from(bytes), details)))
       })?;
     napi::bindgen_prelude::spawn(deliver(Arc::clone(&queue), sink));
     Ok(queue)
   }
 
-  /// Queues a text or binary message received on connection `conn`.
-  pub fn message(&self, conn: u32, binary: bool, payload: Bytes) {
-    if binary && payload.len() >= LARGE_BINARY {
-      return self.detail(conn, EventDetail::LargeBinary { data: to_js_array(payload) });
-    }
-    let tag = if binary { TAG_BINARY } else { TAG_TEXT };
+  /// Queues a text or binary message received on connection `conn`, whose
+  /// `Peer` `from` holds.
+  pub fn message<R: Receiver + 'static>(
+    &self,
+    conn: u32,
+    from: &Arc<R>,
+    binary: bool,
+    payload: Bytes,
+  ) {
+    let len = payload.len();
+    self.flow.hold(from.peer(), len);
     let mut batch = self.lock();
-    batch.records.extend_from_slice(&[tag, conn, payload.len() as u32]);
-    batch.bytes.extend_from_slice(&payload);
+    batch.hold(from, len);
+    let events = &mut batch.events;
+    if binary && len >= LARGE_BINARY {
+      events.records.extend_from_slice(&[TAG_DETAIL, conn, 0]);
+      events.details.push(EventDetail::LargeBinary { data: to_js_array(payload) });
+    } else {
+      let tag = if binary { TAG_BINARY } else { TAG_TEXT };
+      events.records.extend_from_slice(&[tag, conn, len as u32]);
+      events.bytes.extend_from_slice(&payload);
+    }
     drop(batch);
     self.queued.notify_one();
   }
@@ -149,8 +206,8 @@ impl EventQueue {
   /// Queues a rare event about connection `conn` (0 for the owner itself).
   pub fn detail(&self, conn: u32, detail: EventDetail) {
     let mut batch = self.lock();
-    batch.records.extend_from_slice(&[TAG_DETAIL, conn, 0]);
-    batch.details.push(detail);
+    batch.events.records.extend_from_slice(&[TAG_DETAIL, conn, 0]);
+    batch.events.details.push(detail);
     drop(batch);
     self.queued.notify_one();
   }
@@ -182,7 +239,18 @@ async fn deliver(queue: Arc<EventQueue>, sink: EventSink) {
     let finished = queue.finished.load(Ordering::Acquire);
     let batch = queue.take();
     if !batch.is_empty() {
-      if sink.call(batch, ThreadsafeFunctionCallMode::NonBlocking) != Status::Ok {
+      let Batch { events, held } = batch;
+      let on_return = Arc::clone(&queue);
+      // Runs on the JS thread once the dispatcher has returned; a throw
+      // from it is reported as before (an uncaught exception).
+      let released = move |returned: napi::Result<()>, _| {
+        for (receiver, len) in held {
+          on_return.flow.release(receiver.peer(), len);
+        }
+        returned
+      };
+      let mode = ThreadsafeFunctionCallMode::NonBlocking;
+      if sink.call_with_return_value(events, mode, released) != Status::Ok {
         return;
       }
       if !finished {

@@ -26,6 +26,10 @@ pub struct FrameBoundaries {
   /// The bytes are not a valid frame sequence; tungstenite fails the
   /// connection, and we stop following.
   invalid: bool,
+  /// Bytes followed since the last message boundary: those of the message
+  /// being received.
+  /// (A u32 fits where padding was: dormant connections keep this.)
+  in_message: u32,
 }
 
 impl FrameBoundaries {
@@ -36,6 +40,7 @@ impl FrameBoundaries {
       payload_left: 0,
       fragmented: false,
       invalid: false,
+      in_message: 0,
     }
   }
 
@@ -52,38 +57,47 @@ impl FrameBoundaries {
     let all = bytes.len();
     let mut bytes = bytes;
     while !bytes.is_empty() && !self.invalid {
+      let before = bytes.len();
       if self.payload_left > 0 {
         let skipped = bytes.len().min(usize::try_from(self.payload_left).unwrap_or(usize::MAX));
         self.payload_left -= skipped as u64;
         bytes = &bytes[skipped..];
-        continue;
-      }
-      let had = usize::from(self.header_len);
-      let added = bytes.len().min(MAX_HEADER - had);
-      self.header[had..had + added].copy_from_slice(&bytes[..added]);
-      let mut cursor = Cursor::new(&self.header[..had + added]);
-      match FrameHeader::parse(&mut cursor) {
-        Ok(Some((header, payload_len))) => {
-          if had == 0 && !self.fragmented && stop(&header, payload_len) {
-            return all - bytes.len();
+      } else {
+        let had = usize::from(self.header_len);
+        let added = bytes.len().min(MAX_HEADER - had);
+        self.header[had..had + added].copy_from_slice(&bytes[..added]);
+        let mut cursor = Cursor::new(&self.header[..had + added]);
+        match FrameHeader::parse(&mut cursor) {
+          Ok(Some((header, payload_len))) => {
+            if had == 0 && !self.fragmented && stop(&header, payload_len) {
+              return all - bytes.len();
+            }
+            let used = cursor.position() as usize - had;
+            bytes = &bytes[used..];
+            self.header_len = 0;
+            self.payload_left = payload_len;
+            // Control frames may come between fragments and change nothing.
+            if let OpCode::Data(_) = header.opcode {
+              self.fragmented = !header.is_final;
+            }
           }
-          let used = cursor.position() as usize - had;
-          bytes = &bytes[used..];
-          self.header_len = 0;
-          self.payload_left = payload_len;
-          // Control frames may come between fragments and change nothing.
-          if let OpCode::Data(_) = header.opcode {
-            self.fragmented = !header.is_final;
+          Ok(None) => {
+            self.header_len = (had + added) as u8;
+            bytes = &[];
           }
+          Err(_) => self.invalid = true,
         }
-        Ok(None) => {
-          self.header_len = (had + added) as u8;
-          bytes = &[];
-        }
-        Err(_) => self.invalid = true,
       }
+      let followed = u32::try_from(before - bytes.len()).unwrap_or(u32::MAX);
+      self.in_message =
+        if self.between_messages() { 0 } else { self.in_message.saturating_add(followed) };
     }
     all
+  }
+
+  /// Bytes followed of the message being received; 0 between messages.
+  pub fn in_message(&self) -> usize {
+    self.in_message as usize
   }
 
   /// Payload bytes of the current frame still to come.
@@ -172,6 +186,24 @@ mod tests {
     fragmented.extend(frame(0x82, 1000));
     let mut boundaries = FrameBoundaries::new();
     assert_eq!(boundaries.follow_until(&fragmented, large_binary), fragmented.len());
+  }
+
+  #[test]
+  fn counts_the_bytes_of_the_message_being_received_only() {
+    let first = frame(0x81, 100);
+    let mut stream = first.clone();
+    stream.extend(frame(0x01, 50)); // text, not final
+    stream.extend(frame(0x89, 0)); // a ping in between
+    let fragments_end = stream.len();
+    stream.extend(frame(0x80, 20)); // final continuation
+    let mut boundaries = FrameBoundaries::new();
+    boundaries.follow(&stream[..60]);
+    assert_eq!(boundaries.in_message(), 60);
+    // The first message ends inside this read: only the second counts.
+    boundaries.follow(&stream[60..fragments_end]);
+    assert_eq!(boundaries.in_message(), fragments_end - first.len());
+    boundaries.follow(&stream[fragments_end..]);
+    assert_eq!(boundaries.in_message(), 0);
   }
 
   #[test]

@@ -7,6 +7,7 @@ mod connection;
 mod direct_frame;
 mod dormancy;
 mod events;
+mod flow;
 mod frame_boundaries;
 mod handshake;
 mod heartbeat;

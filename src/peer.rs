@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -60,6 +61,19 @@ pub struct Limits {
   pub max_buffered: usize,
 }
 
+/// Why a connection does not read (bits of `Peer::paused`; flow.rs).
+pub struct Paused;
+
+impl Paused {
+  /// `connection.pause()`.
+  pub const BY_JS: u8 = 1;
+  /// Its own messages waiting for JS passed `maxReceiveBuffer`.
+  pub const BY_OWN_BUFFER: u8 = 2;
+  /// The messages of all connections passed `maxReceiveBufferTotal`.
+  pub const BY_TOTAL: u8 = 4;
+  pub const ANY: u8 = Paused::BY_JS | Paused::BY_OWN_BUFFER | Paused::BY_TOTAL;
+}
+
 impl Limits {
   pub const NONE: Limits = Limits { max_queued: usize::MAX, max_buffered: usize::MAX };
 }
@@ -91,6 +105,14 @@ pub struct Peer {
   generation: AtomicU32,
   /// Payload bytes accepted by `send` and not yet handed to the kernel.
   pub buffered: AtomicUsize,
+  /// Set when `buffered` passes half of `maxBackpressure`, until the
+  /// connection reports it drained.
+  past_drain_mark: AtomicBool,
+  /// Bytes of received messages queued for JS whose callbacks have not run
+  /// yet (flow.rs).
+  pub undelivered: AtomicUsize,
+  /// `Paused` bits: why the connection does not read now.
+  paused: AtomicU8,
   /// Data messages in the queue, not yet given to tungstenite.
   queued: AtomicUsize,
   /// `now_ms()` when the last frame arrived, for the heartbeat.
@@ -126,6 +148,9 @@ impl Peer {
       connected: AtomicBool::new(false),
       generation: AtomicU32::new(NO_CONNECTION),
       buffered: AtomicUsize::new(0),
+      past_drain_mark: AtomicBool::new(false),
+      undelivered: AtomicUsize::new(0),
+      paused: AtomicU8::new(0),
       queued: AtomicUsize::new(0),
       last_seen: AtomicU64::new(now_ms()),
       opened_at: AtomicU64::new(0),
@@ -220,6 +245,9 @@ impl Peer {
       self.kill(ANY_CONNECTION, Termination::Backpressure);
       return false;
     }
+    if buffered > limits.max_buffered / 2 && !self.past_drain_mark.load(Ordering::Relaxed) {
+      self.past_drain_mark.store(true, Ordering::Relaxed);
+    }
     self.queued.fetch_add(1, Ordering::Relaxed);
     self.push(Outgoing::Message(message));
     true
@@ -277,7 +305,13 @@ impl Peer {
 
   /// For the heartbeat: drops the open connection if its peer has been
   /// silent for `limit_ms`; true if it did. A client reconnects after it.
+  /// A connection that does not read cannot hear its peer, so its silence
+  /// counts from when it reads again.
   pub fn drop_if_silent(&self, now: u64, limit_ms: u64) -> bool {
+    if self.is_paused(Paused::ANY) {
+      self.last_seen.store(now, Ordering::Relaxed);
+      return false;
+    }
     if !self.is_connected() || now.saturating_sub(self.last_seen.load(Ordering::Relaxed)) < limit_ms
     {
       return false;
@@ -302,6 +336,32 @@ impl Peer {
     if self.is_connected() {
       self.push(Outgoing::Message(Message::Ping(Bytes::new())));
     }
+  }
+
+  /// Stops reading for the reasons in `bits`.
+  pub fn pause(&self, bits: u8) {
+    self.paused.fetch_or(bits, Ordering::AcqRel);
+  }
+
+  /// No longer stops reading for the reasons in `bits`; wakes the
+  /// connection if that was why it stopped.
+  pub fn resume(&self, bits: u8) {
+    if self.paused.fetch_and(!bits, Ordering::AcqRel) & bits != 0 {
+      self.task.wake();
+    }
+  }
+
+  /// Whether the connection stops reading for any reason in `bits`.
+  pub fn is_paused(&self, bits: u8) -> bool {
+    self.paused.load(Ordering::Acquire) & bits != 0
+  }
+
+  /// After a write: whether the unsent bytes passed the drain mark and are
+  /// now under it (once per passing).
+  pub fn drained(&self, drain_below: usize) -> bool {
+    self.past_drain_mark.load(Ordering::Relaxed)
+      && self.buffered.load(Ordering::Relaxed) < drain_below
+      && self.past_drain_mark.swap(false, Ordering::Relaxed)
   }
 
   pub fn is_closing(&self) -> bool {
@@ -336,6 +396,11 @@ impl Peer {
       self.queued.fetch_sub(1, Ordering::Relaxed);
     }
   }
+}
+
+/// A close frame of a code and reason JS has checked.
+pub fn close_frame(code: u32, reason: String) -> CloseFrame {
+  CloseFrame { code: CloseCode::from(u16::try_from(code).unwrap_or(1000)), reason: reason.into() }
 }
 
 pub fn is_ping(message: &Message) -> bool {

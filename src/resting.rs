@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::connection::{drive_until_rest, Ended, Incoming, Outcome, Role};
+use crate::flow::Flow;
 use crate::peer::Peer;
 use crate::server_stream::{ServerStream, READ_AHEAD};
 
@@ -50,10 +51,23 @@ enum Phase<S> {
 }
 
 /// The task of one upgraded server connection.
-pub struct Resting<S, O> {
+pub struct Resting<S, O: Owner<S>> {
   phase: Phase<S>,
   owner: O,
   generation: u32,
+}
+
+impl<S, O: Owner<S>> Drop for Resting<S, O> {
+  /// A connection's task ends with its connection, or hands it to the
+  /// dormitory; dropped before that, it panicked outside the connection
+  /// loop (which catches its own), and tokio drops what panicked. The
+  /// connection ends with it, reported as our error.
+  fn drop(&mut self) {
+    if !matches!(self.phase, Phase::Ended) {
+      self.phase = Phase::Ended;
+      self.owner.ended(Ended::internal_error());
+    }
+  }
 }
 
 impl<S, O: Owner<S>> Resting<S, O> {
@@ -137,6 +151,7 @@ pub async fn active_period<S>(
   mut stream: ServerStream<S>,
   mut config: WebSocketConfig,
   peer: &Peer,
+  flow: &Flow,
   generation: u32,
   deliver: impl FnMut(Incoming),
 ) -> (ServerStream<S>, Outcome)
@@ -151,7 +166,7 @@ where
   let mut ws = WebSocketStream::from_raw_socket(&mut stream, WsRole::Server, Some(config)).await;
   let no_backlog = &mut VecDeque::new();
   let outcome =
-    drive_until_rest(&mut ws, no_backlog, peer, generation, Role::Server, deliver).await;
+    drive_until_rest(&mut ws, no_backlog, peer, flow, generation, Role::Server, deliver).await;
   drop(ws);
   (stream, outcome)
 }

@@ -21,7 +21,6 @@ use tokio::time::timeout;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::Request;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,19 +28,29 @@ use tokio_util::task::TaskTracker;
 use crate::buffers::{json_lines, to_message, Payload};
 use crate::connection::{Ended, Incoming};
 use crate::dormancy::{Dormitory, Sleeper, DORMANCY_TICK};
-use crate::events::{EventCallback, EventDetail, EventQueue};
+use crate::events::{EventCallback, EventDetail, EventQueue, Receiver};
+use crate::flow::Flow;
 use crate::handshake::{self, Refusal, Upgrade};
-use crate::peer::{Limits, Peer};
+use crate::peer::{close_frame, Limits, Paused, Peer};
 use crate::resting::{Active, Owner, Resting};
 use crate::server_stream::ServerStream;
 use crate::{heartbeat, resting, tls};
 
-/// Connections still open this long after the server's close frames are
-/// terminated.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// Pending connections the kernel may hold for `accept` (Node's default).
 const LISTEN_BACKLOG: u32 = 511;
+
+/// What an upgrade past `maxConnections` is told: come back in this many
+/// seconds.
+const FULL_RETRY_AFTER_SECONDS: &str = "5";
+
+/// How long the accept loop waits after a failed accept (out of
+/// descriptors or memory), doubling while it keeps failing.
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const ACCEPT_BACKOFF_MOST: Duration = Duration::from_secs(1);
+
+/// Without a heartbeat, a connection stopped by the receive buffers' total
+/// in the middle of a message is closed after this long.
+const STALL_LIMIT_WITHOUT_HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// Options the JS facade has already validated and filled with defaults.
 #[napi(object)]
@@ -56,6 +65,13 @@ pub struct NativeServerOptions {
   pub heartbeat_interval: u32,
   /// Unsent bytes a connection may hold before it is dropped with 1008.
   pub max_backpressure: f64,
+  /// Bytes of one connection's messages waiting for JS before it stops
+  /// reading (flow.rs); `Infinity` for no bound.
+  pub max_receive_buffer: f64,
+  /// The same across all connections, messages still arriving included.
+  pub max_receive_buffer_total: f64,
+  /// Connections open at once; upgrades past it are answered 503.
+  pub max_connections: f64,
   /// Whether JS decides each upgrade (`Verify` events answered by `decide`).
   pub verify: bool,
   /// PEM certificate chain and key: serve `wss://` directly.
@@ -116,6 +132,12 @@ struct Client {
   announced: AtomicBool,
 }
 
+impl Receiver for Client {
+  fn peer(&self) -> &Peer {
+    &self.peer
+  }
+}
+
 impl Client {
   /// A connection just upgraded, announced until `start_connection` says
   /// otherwise.
@@ -174,6 +196,8 @@ struct Shared {
   clients: Mutex<HashMap<u32, Arc<Client>>>,
   /// The listening socket, so that `close()` can stop it at once.
   listener: Mutex<Option<Arc<TcpListener>>>,
+  /// The close frame of `close()`, for connections that open after it.
+  closing_frame: Mutex<Option<CloseFrame>>,
   next_handle: AtomicU32,
   /// Upgrades waiting for JS's verdict, by connection handle.
   verdicts: Mutex<HashMap<u32, oneshot::Sender<Verdict>>>,
@@ -185,6 +209,9 @@ struct Shared {
   announce_opens: AtomicBool,
   /// Connections open that JS has not heard of.
   unannounced: AtomicUsize,
+  /// Connections open or upgrading past the admission check.
+  admitted: AtomicUsize,
+  max_connections: usize,
   shutdown: CancellationToken,
   tasks: TaskTracker,
   path: Option<String>,
@@ -221,6 +248,18 @@ impl Shared {
 
   fn client(&self, handle: u32) -> Option<Arc<Client>> {
     self.clients().get(&handle).cloned()
+  }
+
+  /// Admits one more connection unless `maxConnections` are open; it counts
+  /// until `discharge` (the guard's drop, or the connection's end).
+  fn admit(&self) -> Option<Admission<'_>> {
+    let below_max = |open: usize| (open < self.max_connections).then_some(open + 1);
+    self.admitted.fetch_update(Ordering::AcqRel, Ordering::Acquire, below_max).ok()?;
+    Some(Admission { shared: self })
+  }
+
+  fn discharge(&self) {
+    self.admitted.fetch_sub(1, Ordering::AcqRel);
   }
 
   /// Tells JS of a connection it has not heard of yet, before any other
@@ -262,6 +301,33 @@ impl Shared {
   }
 }
 
+/// An admitted connection not yet open: dropped, it leaves its place.
+struct Admission<'a> {
+  shared: &'a Shared,
+}
+
+impl Admission<'_> {
+  /// The connection opened: it keeps its place until it ends.
+  fn keep(self) {
+    std::mem::forget(self);
+  }
+}
+
+impl Drop for Admission<'_> {
+  fn drop(&mut self) {
+    self.shared.discharge();
+  }
+}
+
+/// A number option from JS where `Infinity` means no bound.
+fn bound(limit: f64) -> usize {
+  if limit.is_finite() {
+    limit as usize
+  } else {
+    usize::MAX
+  }
+}
+
 /// A WebSocket server. Created by lib/server.js, which owns the public API.
 #[napi]
 pub struct NativeServer {
@@ -292,20 +358,31 @@ impl NativeServer {
       ),
       _ => None,
     };
-    let max_buffered = if options.max_backpressure.is_finite() {
-      options.max_backpressure as usize
+    let max_buffered = bound(options.max_backpressure);
+    let heartbeat_interval = Duration::from_millis(options.heartbeat_interval.into());
+    let stall_limit = if heartbeat_interval.is_zero() {
+      STALL_LIMIT_WITHOUT_HEARTBEAT
     } else {
-      usize::MAX
+      heartbeat_interval * 2
     };
+    let max_each = bound(options.max_receive_buffer);
+    // One message of `maxPayload` must always be able to arrive: a total
+    // below it would stop such a message forever.
+    let max_total = bound(options.max_receive_buffer_total)
+      .max((options.max_payload as usize).saturating_add(max_each));
+    let flow = Flow::new(max_each, max_total, stall_limit, max_buffered);
     let shared = Shared {
       clients: Mutex::new(HashMap::new()),
       listener: Mutex::new(None),
+      closing_frame: Mutex::new(None),
       next_handle: AtomicU32::new(1),
       verdicts: Mutex::new(HashMap::new()),
-      events: EventQueue::start(on_events)?,
+      events: EventQueue::start(on_events, flow)?,
       observe_all: AtomicBool::new(false),
       announce_opens: AtomicBool::new(false),
       unannounced: AtomicUsize::new(0),
+      admitted: AtomicUsize::new(0),
+      max_connections: bound(options.max_connections),
       shutdown: CancellationToken::new(),
       tasks: TaskTracker::new(),
       path: options.path,
@@ -314,7 +391,7 @@ impl NativeServer {
       limits: Limits { max_buffered, ..Limits::NONE },
       config,
       handshake_timeout: Duration::from_millis(options.handshake_timeout.into()),
-      heartbeat_interval: Duration::from_millis(options.heartbeat_interval.into()),
+      heartbeat_interval,
       dormitory: OnceLock::new(),
     };
     let server = NativeServer { shared: Arc::new(shared) };
@@ -444,8 +521,7 @@ impl NativeServer {
   #[napi]
   pub fn close_connection(&self, handle: u32, code: u32, reason: String) -> bool {
     let Some(client) = self.shared.client(handle) else { return false };
-    let code = CloseCode::from(u16::try_from(code).unwrap_or(1000));
-    client.peer.close(CloseFrame { code, reason: reason.into() })
+    client.peer.close(close_frame(code, reason))
   }
 
   /// Drops one connection without a closing handshake.
@@ -469,6 +545,18 @@ impl NativeServer {
     self.shared.client(handle).map(|client| client.raw_headers.to_string())
   }
 
+  /// Stops or resumes reading one connection (`connection.pause()`).
+  #[napi]
+  pub fn pause(&self, handle: u32, paused: bool) {
+    if let Some(client) = self.shared.client(handle) {
+      if paused {
+        client.peer.pause(Paused::BY_JS);
+      } else {
+        client.peer.resume(Paused::BY_JS);
+      }
+    }
+  }
+
   /// Turns delivery of one connection's messages to JS on or off.
   #[napi]
   pub fn observe(&self, handle: u32, observed: bool) {
@@ -489,6 +577,13 @@ impl NativeServer {
     self.shared.take_unannounced(&clients)
   }
 
+  /// Connections open or being adopted: what an attached server's JS
+  /// holds against `maxConnections`, with the upgrades it is deciding.
+  #[napi]
+  pub fn admitted(&self) -> u32 {
+    u32::try_from(self.shared.admitted.load(Ordering::Acquire)).unwrap_or(u32::MAX)
+  }
+
   /// How many open connections JS has not heard of.
   #[napi]
   pub fn unannounced_count(&self) -> u32 {
@@ -507,14 +602,17 @@ impl NativeServer {
     self.shared.observe_all.store(observed, Ordering::Relaxed);
   }
 
-  /// Stops accepting, sends close 1001 to every connection, terminates
-  /// those still open after 5 s, then reports `Stopped` as the last event.
+  /// Stops accepting, sends close `code` with `reason` to every connection
+  /// (the facade has checked them), terminates those still open after
+  /// `timeout_ms`, then reports `Stopped` as the last event.
   #[napi]
-  pub fn close(&self) {
+  pub fn close(&self, code: u32, reason: String, timeout_ms: f64) {
     let shared = Arc::clone(&self.shared);
     if shared.shutdown.is_cancelled() {
       return;
     }
+    let grace = Duration::try_from_secs_f64(timeout_ms.max(0.0) / 1000.0).unwrap_or(Duration::MAX);
+    shared.events.flow.set_close_timeout(grace);
     // Cancel first: the accept task then reads the listener's failure below
     // as the end. A connection that registers after this sees the
     // cancellation and closes itself.
@@ -525,12 +623,14 @@ impl NativeServer {
     if let Some(listener) = lock(&shared.listener).take() {
       let _ = SockRef::from(&*listener).shutdown(std::net::Shutdown::Read);
     }
+    let closing = close_frame(code, reason);
     for client in shared.clients().values() {
-      client.peer.close(going_away());
+      client.peer.close(closing.clone());
     }
+    *lock(&shared.closing_frame) = Some(closing);
     napi::bindgen_prelude::spawn(async move {
       shared.tasks.close();
-      if timeout(SHUTDOWN_GRACE, shared.tasks.wait()).await.is_err() {
+      if timeout(grace, shared.tasks.wait()).await.is_err() {
         for client in shared.clients().values() {
           client.peer.terminate();
         }
@@ -584,6 +684,8 @@ impl NativeServer {
     S: AsyncRead + AsyncWrite + MaySleep + Unpin + Send + 'static,
   {
     let handle = self.shared.new_handle();
+    // JS admitted it (see `admitted`).
+    self.shared.admitted.fetch_add(1, Ordering::AcqRel);
     let shared = Arc::clone(&self.shared);
     let head = head.to_vec();
     // Node's `remoteAddress` always parses; it is undefined (empty here)
@@ -594,6 +696,7 @@ impl NativeServer {
     };
     let serving = async move {
       if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
+        shared.discharge();
         shared.events.detail(handle, EventDetail::Abandoned {});
         return;
       }
@@ -603,10 +706,6 @@ impl NativeServer {
     napi::bindgen_prelude::spawn(self.shared.tasks.track_future(serving));
     handle
   }
-}
-
-fn going_away() -> CloseFrame {
-  CloseFrame { code: CloseCode::Away, reason: "Server is closing".into() }
 }
 
 fn bind(host: &str, port: u16, reuse_port: bool) -> io::Result<TcpListener> {
@@ -644,6 +743,8 @@ fn adopted_response(request: &AdoptedRequest) -> Result<(Vec<u8>, Box<str>)> {
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
+  // Grows while accepting keeps failing; `None` while it succeeds.
+  let mut backoff: Option<Duration> = None;
   loop {
     let accepted = tokio::select! {
       biased;
@@ -652,6 +753,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
     };
     match accepted {
       Ok((stream, address)) => {
+        backoff = None;
         // Best effort: without it small frames may wait for Nagle's timer.
         let _ = stream.set_nodelay(true);
         let handle = shared.new_handle();
@@ -671,9 +773,29 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
       }
       // `close()` shut the listener down.
       Err(_) if shared.shutdown.is_cancelled() => return,
-      // Out of descriptors or memory: wait instead of spinning; the
-      // listener stays open and serves again once resources return.
-      Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+      // Out of descriptors or memory: say so once, then wait instead of
+      // spinning, longer while it lasts. The listener stays open, and the
+      // kernel keeps new connections in its backlog until we accept again.
+      Err(error) => {
+        let wait = match backoff {
+          None => {
+            let detail = EventDetail::Error {
+              code: "ERR_ACCEPT".into(),
+              message: error.to_string(),
+              status: None,
+              errno: error.raw_os_error(),
+            };
+            shared.events.detail(0, detail);
+            ACCEPT_BACKOFF_FIRST
+          }
+          Some(wait) => (wait * 2).min(ACCEPT_BACKOFF_MOST),
+        };
+        backoff = Some(wait);
+        tokio::select! {
+          _ = shared.shutdown.cancelled() => return,
+          _ = tokio::time::sleep(wait) => {}
+        }
+      }
     }
   }
 }
@@ -733,6 +855,15 @@ where
     let _ = handshake::refuse(&mut stream, &refusal).await;
     return None;
   }
+  let Some(admission) = shared.admit() else {
+    let full = Refusal {
+      status: 503,
+      body: "Too many connections".into(),
+      headers: vec![("Retry-After".into(), FULL_RETRY_AFTER_SECONDS.into())],
+    };
+    let _ = handshake::refuse(&mut stream, &full).await;
+    return None;
+  };
 
   let raw_headers = handshake::raw_headers(&request);
   let offered = handshake::offered_protocols(&request);
@@ -772,6 +903,7 @@ where
   stream.write_all(&response).await.ok()?;
   stream.flush().await.ok()?;
   stream.start_frames(leftover);
+  admission.keep();
   Some((stream, raw_headers, protocol))
 }
 
@@ -805,7 +937,9 @@ fn start_connection<S>(
     shared.events.detail(handle, client.open_event());
   }
   if shared.shutdown.is_cancelled() {
-    client.peer.close(going_away());
+    if let Some(closing) = lock(&shared.closing_frame).clone() {
+      client.peer.close(closing);
+    }
   }
   let served = ServedConnection { shared: Arc::clone(shared), client, handle };
   shared.tasks.spawn(Resting::new(stream, served));
@@ -838,7 +972,7 @@ where
             || shared.observe_all.load(Ordering::Relaxed)
           {
             shared.announce(handle, &client);
-            events.message(handle, binary, payload);
+            events.message(handle, &client, binary, payload);
           }
         }
         // JS marks the connection offline; its 'remove' follows.
@@ -846,8 +980,15 @@ where
           shared.announce(handle, &client);
           events.detail(handle, EventDetail::Closing {});
         }
+        // Only a connection JS has met can have a 'drain' listener.
+        Incoming::Drain => {
+          if client.announced.load(Ordering::Acquire) {
+            events.detail(handle, EventDetail::Drain {});
+          }
+        }
       };
-      resting::active_period(stream, shared.config, &client.peer, generation, deliver).await
+      let peer = &client.peer;
+      resting::active_period(stream, shared.config, peer, &events.flow, generation, deliver).await
     })
   }
 
@@ -874,6 +1015,11 @@ impl ServedConnection {
   fn report_end(&self, ended: Ended) {
     let shared = &self.shared;
     shared.clients().remove(&self.handle);
+    shared.discharge();
+    if ended.internal_error {
+      shared.announce(self.handle, &self.client);
+      shared.events.detail(self.handle, internal_error_event());
+    }
     // Out of `clients`, the connection is announced by this task or not
     // at all. The end of one JS never heard of matters only to a 'remove'
     // listener.
@@ -906,6 +1052,16 @@ impl Sleeper for ServedConnection {
 
   fn lost(self) {
     self.report_end(Ended::abnormal());
+  }
+}
+
+/// `ERR_INTERNAL`: a bug of ours ended a connection (with 1011).
+fn internal_error_event() -> EventDetail {
+  EventDetail::Error {
+    code: "ERR_INTERNAL".into(),
+    message: "An internal error of mytosis-websocket ended a connection (1011)".into(),
+    status: None,
+    errno: None,
   }
 }
 

@@ -294,6 +294,11 @@ impl<S: AsyncRead + Unpin> Inbound for &mut ServerStream<S> {
   fn poll_large_binary(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
     ServerStream::poll_large_binary(self, cx)
   }
+
+  fn arriving(&self) -> usize {
+    let large = self.large.as_ref().map_or(0, |frame| frame.payload.len());
+    self.boundaries.in_message() + large
+  }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ServerStream<S> {

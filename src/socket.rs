@@ -16,8 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Request};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
@@ -25,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::buffers::{json_lines, to_message, Payload};
 use crate::connection::{drive, Inbound, Incoming};
 use crate::events::{EventCallback, EventDetail, EventQueue};
-use crate::peer::{Limits, Peer};
+use crate::flow::Flow;
+use crate::peer::{close_frame, Limits, Peer};
 use crate::{heartbeat, tls};
 
 /// Options the JS facade has already validated and filled with defaults.
@@ -52,6 +52,9 @@ pub struct NativeSocketOptions {
   /// Ping period; 0 disables the heartbeat.
   pub heartbeat_interval: f64,
   pub max_payload: u32,
+  /// Bytes of messages waiting for JS before the socket stops reading
+  /// (flow.rs); `Infinity` for no bound.
+  pub max_receive_buffer: f64,
   pub start_closed: bool,
   /// Extra trusted certificates for `wss://`, PEM.
   pub tls_ca: Vec<String>,
@@ -103,7 +106,15 @@ impl NativeSocket {
   /// Creates the socket and, unless `startClosed`, starts connecting.
   #[napi(constructor)]
   pub fn new(options: NativeSocketOptions, on_events: EventCallback) -> Result<Self> {
-    let events = EventQueue::start(on_events)?;
+    let max_receive_buffer = if options.max_receive_buffer.is_finite() {
+      options.max_receive_buffer as usize
+    } else {
+      usize::MAX
+    };
+    // One connection: its own buffer is the total. A client is never
+    // stopped by a total, so the stall limit does not apply.
+    let flow = Flow::new(max_receive_buffer, usize::MAX, Duration::MAX, usize::MAX);
+    let events = EventQueue::start(on_events, flow)?;
     let peer = Arc::new(Peer::new());
     let (commands, command_inbox) = mpsc::unbounded_channel();
     let (urls, url_inbox) = mpsc::unbounded_channel();
@@ -217,10 +228,6 @@ impl Drop for NativeSocket {
   }
 }
 
-fn close_frame(code: u32, reason: String) -> CloseFrame {
-  CloseFrame { code: CloseCode::from(u16::try_from(code).unwrap_or(1000)), reason: reason.into() }
-}
-
 // A client's stream neither rests nor reads frames past tungstenite.
 impl Inbound for MaybeTlsStream<TcpStream> {}
 
@@ -324,10 +331,10 @@ impl Task {
           );
           let opened = Instant::now();
           let (peer, events) = (&self.peer, &self.events);
-          let ended = drive(&mut ws, &mut self.backlog, peer, |incoming| {
+          let ended = drive(&mut ws, &mut self.backlog, peer, &events.flow, |incoming| {
             if let Incoming::Data(binary, payload) = incoming {
               if peer.observed.load(Ordering::Relaxed) {
-                events.message(0, binary, payload);
+                events.message(0, peer, binary, payload);
               }
             }
           })
@@ -338,6 +345,10 @@ impl Task {
           if ended.heartbeat_lost {
             let message = "The server did not answer pings for two heartbeat intervals";
             self.events.detail(0, Failure::new("ERR_HEARTBEAT", message).into_event());
+          }
+          if ended.internal_error {
+            let message = "An internal error of mytosis-websocket ended the connection (1011)";
+            self.events.detail(0, Failure::new("ERR_INTERNAL", message).into_event());
           }
           // A `reconnect()` or `close()` made while connected comes next.
           let command = commands.try_recv().ok();
