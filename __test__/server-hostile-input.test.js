@@ -115,38 +115,6 @@ async function sendHugeText(socket, masked, answered) {
 }
 
 /**
- * Frames a client sent, unmasked: `[{ opcode, payload }]`. Stops at an
- * incomplete frame.
- */
-function parseClientFrames(bytes) {
-  const frames = [];
-  let at = 0;
-  while (at + 2 <= bytes.length) {
-    const opcode = bytes[at] & 0x0f;
-    const masked = (bytes[at + 1] & 0x80) !== 0;
-    let length = bytes[at + 1] & 0x7f;
-    let start = at + 2;
-    if (length === 126) {
-      if (start + 2 > bytes.length) break;
-      length = bytes.readUInt16BE(start);
-      start += 2;
-    } else if (length === 127) {
-      if (start + 8 > bytes.length) break;
-      length = Number(bytes.readBigUInt64BE(start));
-      start += 8;
-    }
-    const mask = masked ? bytes.subarray(start, start + 4) : null;
-    if (masked) start += 4;
-    if (start + length > bytes.length) break;
-    const payload = Buffer.from(bytes.subarray(start, start + length));
-    if (mask !== null) for (let i = 0; i < payload.length; i++) payload[i] ^= mask[i % 4];
-    frames.push({ opcode, payload });
-    at = start + length;
-  }
-  return frames;
-}
-
-/**
  * A WebSocket server written by hand on a `net` server, for a Socket to
  * connect to: it answers every upgrade with 101 and then hands the socket
  * to `onConnection(socket, index)`. `peers[i]` records the i-th
@@ -257,7 +225,7 @@ test(
   async (t) => {
     const peer = await handmadeServer(t, async (socket, index) => {
       if (index === 0) {
-        const answered = () => closeFrameOf(parseClientFrames(peer.peers[0].bytes())) !== null;
+        const answered = () => closeFrameOf(parseFrames(peer.peers[0].bytes())) !== null;
         await sendHugeText(socket, false, answered);
       } else {
         // A later connection gets one small message.
@@ -277,7 +245,7 @@ test(
     const closeEvent = await unlessError(s, closing, 50_000, "the Socket's 'close' after 540 MB of text");
     assert.equal(closeEvent.code, 1009);
     assert.equal(closeEvent.wasClean, false);
-    const answer = parseClientFrames(await within(peer.peers[0].ended, 10_000, 'the Socket to drop the connection'));
+    const answer = parseFrames(await within(peer.peers[0].ended, 10_000, 'the Socket to drop the connection'));
     assert.equal(closeFrameOf(answer)?.code, 1009, 'the server was sent close 1009');
     assert.deepEqual(messages.list, [], 'nothing was delivered');
 

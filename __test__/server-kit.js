@@ -10,6 +10,7 @@ const { execFileSync } = require('node:child_process');
 const { randomBytes } = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http');
+const https = require('node:https');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
@@ -57,18 +58,20 @@ function upgradeHeaders(port, extra = {}) {
 }
 
 /**
- * Send a WebSocket upgrade request with Node's http client and report the
- * answer: `{ status, headers, body }`; for a 101 the socket is destroyed and
- * `body` is ''. Rejects after `ms`.
+ * Send a WebSocket upgrade request with Node's http client (https with
+ * `tls`, trusting any certificate) and report the answer: `{ status,
+ * headers, body }`; for a 101 the socket is destroyed and `body` is ''.
+ * Rejects after `ms`.
  */
-function upgradeRequest(port, requestPath = '/', extraHeaders = {}, ms = 3000) {
+function upgradeRequest(port, requestPath = '/', extraHeaders = {}, ms = 3000, { tls = false } = {}) {
   const answer = new Promise((resolve, reject) => {
-    const req = http.request({
+    const req = (tls ? https : http).request({
       host: '127.0.0.1',
       port,
       path: requestPath,
       headers: upgradeHeaders(port, extraHeaders),
-      agent: false
+      agent: false,
+      rejectUnauthorized: false
     });
     req.on('upgrade', (res, socket) => {
       socket.destroy();
@@ -172,14 +175,16 @@ function clientFrame(first, payload, { masked = true } = {}) {
 }
 
 /**
- * Read the frames a server sent to a raw client (unmasked, as servers
- * send them): `[{ opcode, payload }]`. Stops at an incomplete frame.
+ * Read frames off raw bytes: those a server sent to a raw client
+ * (unmasked), or those a client sent (masked; unmasked here):
+ * `[{ opcode, payload }]`. Stops at an incomplete frame.
  */
 function parseFrames(bytes) {
   const frames = [];
   let at = 0;
   while (at + 2 <= bytes.length) {
     const opcode = bytes[at] & 0x0f;
+    const masked = (bytes[at + 1] & 0x80) !== 0;
     let length = bytes[at + 1] & 0x7f;
     let start = at + 2;
     if (length === 126) {
@@ -191,8 +196,15 @@ function parseFrames(bytes) {
       length = Number(bytes.readBigUInt64BE(start));
       start += 8;
     }
+    const mask = masked ? bytes.subarray(start, start + 4) : null;
+    if (masked) start += 4;
     if (start + length > bytes.length) break;
-    frames.push({ opcode, payload: bytes.subarray(start, start + length) });
+    let payload = bytes.subarray(start, start + length);
+    if (mask !== null) {
+      payload = Buffer.from(payload);
+      for (let i = 0; i < payload.length; i++) payload[i] ^= mask[i % 4];
+    }
+    frames.push({ opcode, payload });
     at = start + length;
   }
   return frames;

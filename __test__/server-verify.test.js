@@ -355,31 +355,7 @@ for (const mode of MODES) {
  * upgradeRequest does: `{ status, headers, body }`.
  */
 function ask(mode, port, requestPath = '/ws', extraHeaders = {}) {
-  if (mode !== 'https') return upgradeRequest(port, requestPath, extraHeaders);
-  const answer = new Promise((resolve, reject) => {
-    const req = https.request({
-      host: '127.0.0.1',
-      port,
-      path: requestPath,
-      headers: upgradeHeaders(port, extraHeaders),
-      agent: false,
-      rejectUnauthorized: false
-    });
-    req.on('upgrade', (res, socket) => {
-      socket.destroy();
-      resolve({ status: res.statusCode, headers: res.headers, body: '' });
-    });
-    req.on('response', (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-  return within(answer, 3000, `an answer to the upgrade of ${requestPath}`);
+  return upgradeRequest(port, requestPath, extraHeaders, 3000, { tls: mode === 'https' });
 }
 
 /**
