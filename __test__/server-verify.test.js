@@ -2,7 +2,7 @@
 
 // verifyClient and handleProtocols, on a standalone Server (the addon reads
 // the upgrade and asks JS) and on one attached to an http.Server (JS reads
-// it). SPEC section 5, issue 4 items 2 and 3. Then failing closed: every
+// it), as the README's verifyClient paragraph says. Then failing closed: every
 // refusal the user means is one, a mistaken status or header answers 500,
 // and an upgrade not decided within handshakeTimeout is dropped; these run
 // attached to an https.Server too.
