@@ -5,6 +5,7 @@
 const { EventEmitter } = require('events');
 
 const Stream = require('./stream');
+const { reportUserError } = require('./errors');
 const { kMembers, kNativeOwner } = require('./symbols');
 
 // Mytosis's `ConnectionGroup.ensure()` treats only instances of its own class
@@ -13,18 +14,29 @@ const Base = loadBase();
 // Mytosis builds its class on eventemitter3: give ours Node's emitter instead.
 const foreignEmitter =
   Base !== EventEmitter && !(Base.prototype instanceof EventEmitter);
+// Node's own `emit`, for what ours hands back to it: an 'error' nobody
+// listens to. (The `events` package of browser bundles has no errorMonitor.)
+const nodeEmit = EventEmitter.prototype.emit;
+const { errorMonitor } = EventEmitter;
 
 /**
  * A set of connections (Mytosis's network interface), keyed by their `id`:
- * of two connections that share an id, a group keeps the first one added.
+ * of two connections that share an id, a group keeps the first one added,
+ * and `has`, `remove` and `id` look connections up by id.
  *
  * It is a Node `EventEmitter` on either base class, emitting `'add'` with the
  * connection and `'remove'` with the connection and, when the remover gives
- * one, details such as `{ code, reason, wasClean }`.
+ * them, details such as `{ code, reason, wasClean }` (a Server always does).
+ * Unlike Node's, its `emit` calls every listener even when one throws, then
+ * reports each throw: to the `'error'` listeners when there are some, else
+ * rethrown asynchronously (an `'uncaughtException'` in Node). A throwing
+ * `'error'` listener is rethrown asynchronously.
  *
- * The groups `filter()`, `type()` and `union()` return are live: they follow
- * their sources' later adds and removes for as long as the sources exist, so
- * make them once rather than per message.
+ * `filter()` and `type()` return snapshots: new groups of the members that
+ * match at the call, which do not follow their source afterwards and hold
+ * nothing of it, so they can be made per operation. `union()` returns a live
+ * group, which follows both sources' later adds and removes for as long as
+ * the sources exist: make it once, not per operation.
  */
 class ConnectionGroup extends Base {
   /**
@@ -49,6 +61,21 @@ class ConnectionGroup extends Base {
   });
 
   /**
+   * Return `network` when it is a group (one of ours, or of the base class
+   * Mytosis's), else a new group holding it, as Mytosis's own `ensure` does.
+   *
+   * @param {(ConnectionGroup|Object)} network A group, or one connection
+   * @return {ConnectionGroup} The group
+   */
+  static ensure(network) {
+    if (isGroup(network)) return network;
+
+    const group = new ConnectionGroup();
+    group.add(network);
+    return group;
+  }
+
+  /**
    * Create a new, empty `ConnectionGroup`.
    */
   constructor() {
@@ -70,11 +97,56 @@ class ConnectionGroup extends Base {
   }
 
   /**
+   * Call every listener of `event` with `args`, in order, as Node's `emit`
+   * does, but without stopping at one that throws: each throw is reported
+   * once all have run, to the `'error'` listeners when there are some, else
+   * rethrown asynchronously. So a throwing listener never keeps the others
+   * (those of the groups made from this one included) from hearing of a
+   * member. A throwing `'error'` listener is rethrown asynchronously; an
+   * `'error'` nobody listens to is thrown, as Node does.
+   *
+   * @param {(String|Symbol)} event The event name
+   * @param {...*} args The listeners' arguments
+   * @return {Boolean} `true` if the event had listeners
+   */
+  emit(event, ...args) {
+    const reporting = event === 'error' || event === errorMonitor;
+    if (event === 'error' && this.listenerCount('error') === 0) {
+      return nodeEmit.call(this, event, ...args);
+    }
+    if (
+      event === 'error' &&
+      errorMonitor !== undefined &&
+      this.listenerCount(errorMonitor) > 0
+    ) {
+      this.emit(errorMonitor, ...args);
+    }
+
+    // A copy: listeners added or removed meanwhile change the next emit only.
+    const listeners = this.rawListeners(event);
+    let thrown = null;
+    for (const listener of listeners) {
+      try {
+        Reflect.apply(listener, this, args);
+      } catch (err) {
+        (thrown ??= []).push(err);
+      }
+    }
+    if (thrown !== null) {
+      for (const err of thrown) {
+        if (reporting) rethrowLater(err);
+        else reportUserError(this, err);
+      }
+    }
+    return listeners.length > 0;
+  }
+
+  /**
    * Add a connection and emit `'add'`, unless the group already holds a
    * connection with its id.
    *
    * @param {Object} connection The connection, with a string `id`
-   * @return {Boolean} `true` if the connection was added
+   * @return {Object} `connection`, added or not
    */
   add(connection) {
     if (typeof connection?.id !== 'string') {
@@ -82,39 +154,41 @@ class ConnectionGroup extends Base {
         'The "connection" argument must be an object with a string "id"'
       );
     }
-    if (this[kMembers].has(connection.id)) return false;
+    if (this[kMembers].has(connection.id)) return connection;
 
     this[kMembers].set(connection.id, connection);
     this.emit('add', connection);
-    return true;
+    return connection;
   }
 
   /**
-   * Remove a member and emit `'remove'` with it and `info`.
+   * Remove the member with the connection's id and emit `'remove'` with that
+   * member, and with `info` when it is given. Nothing happens when no member
+   * has the id.
    *
-   * @param {Object} connection The member
+   * @param {Object} connection The connection
    * @param {Object} [info] Passed on to the `'remove'` listeners, e.g.
    *     `{ code, reason, wasClean }`
-   * @return {Boolean} `true` if the connection was a member
+   * @return {Object} `connection`, removed or not
    */
   remove(connection, info) {
-    if (!this.has(connection)) return false;
+    const member = connection == null ? undefined : this[kMembers].get(connection.id);
+    if (member === undefined) return connection;
 
-    this[kMembers].delete(connection.id);
-    this.emit('remove', connection, info);
-    return true;
+    this[kMembers].delete(member.id);
+    if (info === undefined) this.emit('remove', member);
+    else this.emit('remove', member, info);
+    return connection;
   }
 
   /**
-   * Tell whether a connection is a member.
+   * Tell whether the group holds a connection with this connection's id.
    *
    * @param {Object} connection The connection
    * @return {Boolean} `true` if it is a member
    */
   has(connection) {
-    return (
-      connection != null && this[kMembers].get(connection.id) === connection
-    );
+    return connection != null && this[kMembers].has(connection.id);
   }
 
   /**
@@ -128,10 +202,12 @@ class ConnectionGroup extends Base {
   }
 
   /**
-   * Make a live group of the members that pass `predicate`, now and later.
-   * The predicate runs once per connection, when it joins this group.
+   * Make a new group of the members that pass `predicate` now: a snapshot,
+   * which neither follows this group's later adds and removes nor keeps
+   * anything of it alive. On a Server it holds the connections JS had not
+   * met yet too.
    *
-   * @param {Function} predicate Called with a connection; truthy to keep it
+   * @param {Function} predicate Called with each member; truthy to keep it
    * @return {ConnectionGroup} The new group
    */
   filter(predicate) {
@@ -140,12 +216,20 @@ class ConnectionGroup extends Base {
     }
 
     const result = new ConnectionGroup();
-    mirror(this, result, predicate, () => false);
+    const members = result[kMembers];
+    // Through the iterator, which a Server overrides to list every
+    // connection.
+    for (const connection of this) {
+      if (!members.has(connection.id) && predicate(connection)) {
+        members.set(connection.id, connection);
+      }
+    }
     return result;
   }
 
   /**
-   * Make a live group of the members of one type.
+   * Make a new group of the members of one type now: a snapshot, as
+   * `filter()` makes.
    *
    * @param {String} name The connection `type`, e.g. `'websocket'`
    * @return {ConnectionGroup} The new group
@@ -155,8 +239,10 @@ class ConnectionGroup extends Base {
   }
 
   /**
-   * Make a live group of the members of this group and another: a connection
-   * leaves it when it is in neither.
+   * Make a live group of the members of this group and another: it follows
+   * both groups' later adds and removes (a connection leaves it when it is
+   * in neither) for as long as they exist, listening to both. Make it once,
+   * not per operation.
    *
    * @param {ConnectionGroup} group The other group
    * @return {ConnectionGroup} The new group
@@ -171,9 +257,8 @@ class ConnectionGroup extends Base {
     }
 
     const result = new ConnectionGroup();
-    const keep = () => true;
-    mirror(this, result, keep, (connection) => group.has(connection));
-    mirror(group, result, keep, (connection) => this.has(connection));
+    mirror(this, result, group);
+    mirror(group, result, this);
     return result;
   }
 
@@ -233,9 +318,13 @@ class ConnectionGroup extends Base {
 }
 
 if (foreignEmitter) {
+  // Node's emitter methods, but for those the class defines itself (`emit`).
   const { constructor, ...emitterMethods } = Object.getOwnPropertyDescriptors(
     EventEmitter.prototype
   );
+  for (const name of Reflect.ownKeys(emitterMethods)) {
+    if (Object.hasOwn(ConnectionGroup.prototype, name)) delete emitterMethods[name];
+  }
   Object.defineProperties(ConnectionGroup.prototype, emitterMethods);
 }
 
@@ -256,6 +345,25 @@ function inNode() {
 }
 
 /**
+ * Whether `ensure` keeps `network` as it is: one of our groups, or of the
+ * base class when it is Mytosis's.
+ *
+ * @private
+ */
+function isGroup(network) {
+  return (
+    network instanceof ConnectionGroup ||
+    (Base !== EventEmitter && network instanceof Base)
+  );
+}
+
+function rethrowLater(err) {
+  queueMicrotask(() => {
+    throw err;
+  });
+}
+
+/**
  * The publisher of a group's `messages`: subscribes to each member's stream
  * and keeps the subscriptions in step with the group until the cleanup.
  *
@@ -265,17 +373,19 @@ function inNode() {
  * @private
  */
 function followMembers(group, push) {
+  // By connection id, as the members are.
   const subscriptions = new Map();
   const follow = (connection) => {
     // An earlier 'add' listener may have removed it again.
-    if (!group.has(connection)) return;
+    if (group[kMembers].get(connection.id) !== connection) return;
+    if (subscriptions.has(connection.id)) return;
 
     const forward = (message) => push(message, connection);
-    subscriptions.set(connection, connection.messages.forEach(forward));
+    subscriptions.set(connection.id, connection.messages.forEach(forward));
   };
   const unfollow = (connection) => {
-    subscriptions.get(connection)?.dispose();
-    subscriptions.delete(connection);
+    subscriptions.get(connection.id)?.dispose();
+    subscriptions.delete(connection.id);
   };
 
   for (const connection of group) follow(connection);
@@ -286,30 +396,29 @@ function followMembers(group, push) {
     group.removeListener('add', follow);
     group.removeListener('remove', unfollow);
     for (const subscription of subscriptions.values()) subscription.dispose();
+    subscriptions.clear();
   };
 }
 
 /**
- * Keep `result` in step with `source`: add what joins `source` and passes
- * `accept`; remove what leaves it unless `heldElsewhere` says to keep it.
+ * Keep the union `result` in step with one of its sources: add what joins
+ * `source`; remove what leaves it unless `other`, the other source, holds
+ * it. `source` may be a group of Mytosis's own, whose `'remove'` listeners
+ * get no details.
  *
  * @param {ConnectionGroup} source The group followed
- * @param {ConnectionGroup} result The derived group
- * @param {Function} accept Whether a connection joins `result`
- * @param {Function} heldElsewhere Whether `result` keeps a connection that
- *     left `source`
+ * @param {ConnectionGroup} result The union
+ * @param {ConnectionGroup} other The union's other source
  * @private
  */
-function mirror(source, result, accept, heldElsewhere) {
-  const add = (connection) => {
+function mirror(source, result, other) {
+  for (const connection of source) result.add(connection);
+  source.on('add', (connection) => {
     // An earlier 'add' listener may have removed it again.
-    if (source.has(connection) && accept(connection)) result.add(connection);
-  };
-
-  for (const connection of source) add(connection);
-  source.on('add', add);
+    if (source.has(connection)) result.add(connection);
+  });
   source.on('remove', (connection, info) => {
-    if (!heldElsewhere(connection)) result.remove(connection, info);
+    if (!other.has(connection)) result.remove(connection, info);
   });
 }
 

@@ -237,15 +237,17 @@ class Server extends ConnectionGroup {
    *
    * @param {Connection} connection The connection
    * @param {Object} [info] For the `'remove'` listeners
-   * @return {Boolean} `true` if it was a member
+   * @return {Object} The connection
    */
   remove(connection, info = { code: 1000, reason: '', wasClean: true }) {
-    if (this.#owns(connection)) {
-      this.#connections.delete(connection[kHandle]);
-      connection.close(1000);
-      connection[kEnd]();
+    // Members are keyed by id: what is removed is the member with this id.
+    const member = this.id(connection?.id) ?? connection;
+    if (this.#owns(member)) {
+      this.#connections.delete(member[kHandle]);
+      member.close(1000);
+      member[kEnd]();
     }
-    return super.remove(connection, info);
+    return super.remove(member, info);
   }
 
   /**
@@ -326,9 +328,12 @@ class Server extends ConnectionGroup {
     add.call(this, event, listener);
     if (unmet.length > 0) {
       process.nextTick(() => {
+        // The group's `emit` never throws for an 'add' (it reports what its
+        // listeners throw once all have run), so one throwing listener
+        // keeps neither the others nor the later connections from hearing.
         for (const connection of unmet) {
-          // Unless removed meanwhile.
-          if (this.has(connection)) this.emit('add', connection);
+          // Unless removed meanwhile (or replaced by one with its id).
+          if (this[kMembers].get(connection.id) === connection) this.emit('add', connection);
         }
       });
     }

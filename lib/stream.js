@@ -16,10 +16,12 @@ const { kComplete } = require('./symbols');
  * opens the stream again: the publisher runs anew with a fresh `push`; a
  * `push` from an earlier opening delivers nothing. Messages are never kept.
  *
- * A stream completes once in its lifetime, by the publisher's `complete`
- * (from any opening) or the owner's `stream[kComplete]()`: `complete`
- * resolves, every subscriber is dropped, the cleanup runs, and the stream
- * never opens again.
+ * A stream completes (closes for good) once in its lifetime, by the
+ * publisher's `complete` (from any opening) or the owner's
+ * `stream[kComplete]()`: `complete` resolves, every subscriber is dropped,
+ * the cleanup runs, and the stream never opens again. After that a `push`
+ * throws an `Error` saying the stream is closed, and so does completing it
+ * again (`code` `'ERR_CLOSED'` on both).
  */
 class Stream {
   #publisher;
@@ -31,6 +33,46 @@ class Stream {
   #completed = false;
   #complete;
   #resolve;
+
+  /**
+   * The same as `new Stream(publisher, options)`.
+   *
+   * @param {Function} publisher See the constructor
+   * @param {Object} [options] See the constructor
+   * @return {Stream} The new stream
+   */
+  static create(publisher, options) {
+    return new Stream(publisher, options);
+  }
+
+  /**
+   * A stream of one event of an emitter: each time it fires, the listener's
+   * first argument is pushed as the message and its second as the sender.
+   * It listens only while the stream is observed: from the first subscriber
+   * on, with `on` (or `addEventListener`), until the last one leaves, with
+   * `off` or `removeListener` (or `removeEventListener`).
+   *
+   * @param {Object} emitter A Node-style emitter or an `EventTarget`
+   * @param {(String|Symbol)} event The event name
+   * @return {Stream} The stream
+   * @throws {TypeError} If `emitter` has neither `on` nor `addEventListener`
+   */
+  static fromEvent(emitter, event) {
+    const methods = listenerMethods(emitter);
+    if (methods === null) {
+      throw invalidArgType(
+        'The "emitter" argument must have an "on" or an "addEventListener" method'
+      );
+    }
+
+    const [add, remove] = methods;
+    return new Stream((push) => {
+      // A listener of its own per opening, so that closing removes just it.
+      const listener = (message, sender) => push(message, sender);
+      add.call(emitter, event, listener);
+      return () => remove.call(emitter, event, listener);
+    });
+  }
 
   /**
    * Create a new `Stream`.
@@ -100,11 +142,11 @@ class Stream {
   /**
    * Complete the stream, whether or not it is open. For owners only.
    *
-   * @throws {Error} If the stream is already complete
+   * @throws {Error} `ERR_CLOSED` if the stream is already complete
    */
   [kComplete]() {
     if (this.#completed) {
-      throw closedError('The stream is already complete');
+      throw closedError('The stream is already closed');
     }
 
     this.#completed = true;
@@ -120,7 +162,7 @@ class Stream {
 
     const push = (message, sender) => {
       if (this.#completed) {
-        throw closedError('Cannot push to a completed stream');
+        throw closedError('Cannot push to a closed stream');
       }
       if (!session.closed) this.#deliver(message, sender);
     };
@@ -175,6 +217,27 @@ class Stream {
       throw err;
     });
   }
+}
+
+/**
+ * The methods `fromEvent` listens and stops listening with: `on` with `off`
+ * (or `removeListener`), else `addEventListener` with
+ * `removeEventListener`; `null` when there are none.
+ *
+ * @private
+ */
+function listenerMethods(emitter) {
+  if (emitter == null) return null;
+
+  const { on, off, removeListener, addEventListener, removeEventListener } = emitter;
+  if (typeof on === 'function') {
+    const remove = typeof off === 'function' ? off : removeListener;
+    if (typeof remove === 'function') return [on, remove];
+  }
+  if (typeof addEventListener === 'function' && typeof removeEventListener === 'function') {
+    return [addEventListener, removeEventListener];
+  }
+  return null;
 }
 
 function runCleanup(cleanup) {
