@@ -1,7 +1,7 @@
 'use strict';
 
-// The entry points of SPEC section 1, CommonJS and ESM, and the packed
-// tarball installed in an empty project.
+// The entry points, CommonJS and ESM; the packed tarball installed in an
+// empty project; the README's errors table against the typings.
 
 const assert = require('node:assert/strict');
 const { execFile } = require('node:child_process');
@@ -159,7 +159,7 @@ describe('packaging', () => {
       assert.ok(files.includes(file), `the tarball holds ${file}`);
     }
     for (const file of files) {
-      assert.doesNotMatch(file, /^(src|target|__test__|node_modules)\//, `the tarball leaves out ${file}`);
+      assert.doesNotMatch(file, /^(src|target|__test__|node_modules|examples)\//, `the tarball leaves out ${file}`);
     }
     const tarball = path.join(dest, packed.filename);
     assert.ok(fs.existsSync(tarball));
@@ -195,5 +195,45 @@ describe('packaging', () => {
       { cwd: project, timeout: 30000 }
     );
     assert.equal(loaded.trim(), 'function true true');
+  });
+});
+
+describe('README', () => {
+  test("the errors table lists exactly the codes of index.d.ts's ErrorCode", () => {
+    const typings = fs.readFileSync(path.join(ROOT, 'index.d.ts'), 'utf8');
+    const union = /export type ErrorCode\s*=([^;]*);/.exec(typings);
+    assert.ok(union, 'index.d.ts declares the ErrorCode union');
+    const declared = [...union[1].matchAll(/'([^']+)'/g)].map((match) => match[1]);
+    assert.ok(declared.length > 0, 'ErrorCode lists codes');
+
+    const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const section = /^## Errors$([\s\S]*?)(?=^## |(?![\s\S]))/m.exec(readme);
+    assert.ok(section, 'the README has an Errors section');
+    const lines = section[1].split('\n');
+    const header = lines.findIndex((line) => /^\|\s*code\s*\|/.test(line));
+    assert.notEqual(header, -1, 'the Errors section has a table headed "code"');
+    const rows = [];
+    for (const line of lines.slice(header + 2)) {
+      if (!line.startsWith('|')) break;
+      const cell = /^\|\s*`([^`]+)`\s*\|/.exec(line);
+      assert.ok(cell, `a row of the errors table names one code: ${line}`);
+      rows.push(cell[1]);
+    }
+
+    assert.deepEqual(
+      rows.filter((code, i) => rows.indexOf(code) !== i),
+      [],
+      'no code has two rows'
+    );
+    assert.deepEqual(
+      declared.filter((code) => !rows.includes(code)),
+      [],
+      'every ErrorCode has a row in the README'
+    );
+    assert.deepEqual(
+      rows.filter((code) => !declared.includes(code)),
+      [],
+      'every code in the README is in ErrorCode'
+    );
   });
 });
