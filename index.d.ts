@@ -20,7 +20,22 @@ export declare class Stream<T = unknown, S = unknown> {
     publisher: (push: (message: T, sender: S) => void, complete: () => void) => void | (() => void),
     options?: { onError?: (err: unknown) => void }
   );
-  /** Resolves when the stream completes. */
+  /** The same as `new Stream(publisher, options)`. */
+  static create<T = unknown, S = unknown>(
+    publisher: (push: (message: T, sender: S) => void, complete: () => void) => void | (() => void),
+    options?: { onError?: (err: unknown) => void }
+  ): Stream<T, S>;
+  /**
+   * A stream of one event: the listener's first argument is the message, its
+   * second the sender. Listens (`on` or `addEventListener`) only while observed.
+   */
+  static fromEvent<T = unknown, S = unknown>(
+    emitter:
+      | { on(event: any, listener: (...args: any[]) => void): unknown }
+      | { addEventListener(event: any, listener: (...args: any[]) => void): unknown },
+    event: string | symbol
+  ): Stream<T, S>;
+  /** Resolves when the stream completes; a push after that throws. */
   readonly complete: Promise<void>;
   forEach(callback: (message: T, sender: S) => void): Subscription;
 }
@@ -34,16 +49,24 @@ export interface Connection {
   send(message: unknown): boolean;
 }
 
-/** A set of connections, and an event emitter of `'add'` and `'remove'`. */
+/** A set of connections keyed by id, and an event emitter of `'add'` and `'remove'`. */
 export declare class ConnectionGroup<C extends Connection = Connection> extends EventEmitter {
+  /** `network` when it is a group, else a new group holding it. */
+  static ensure<N extends Connection>(network: ConnectionGroup<N> | N): ConnectionGroup<N>;
   readonly messages: Stream<unknown, C>;
   readonly size: number;
-  add(connection: C): boolean;
-  remove(connection: C, info?: unknown): boolean;
+  /** Emits `'add'` unless a member has its id; returns the connection. */
+  add<A extends C>(connection: A): A;
+  /** Emits `'remove'` if a member has its id; returns the connection. */
+  remove<R extends C>(connection: R, info?: unknown): R;
+  /** Whether a member has the connection's id. */
   has(connection: C): boolean;
   id(key: string): C | null;
+  /** A snapshot: the members that pass now. */
   filter(predicate: (connection: C) => unknown): ConnectionGroup<C>;
+  /** A snapshot: the members of that type now. */
   type(name: string): ConnectionGroup<C>;
+  /** Live: follows both groups' later adds and removes. */
   union<D extends Connection>(group: ConnectionGroup<D>): ConnectionGroup<C | D>;
   /** Returns how many connections the message was queued to. */
   send(message: unknown, options?: { except?: C | C[] }): number;
@@ -210,7 +233,11 @@ export interface SocketOptions {
   maxPayload?: number;
   /** Bytes of messages waiting for JS before the socket stops reading (Node build). Default 1 MiB. */
   maxReceiveBuffer?: number;
-  headers?: Record<string, string>;
+  /**
+   * Extra handshake headers (Node build), or a function, possibly async,
+   * called before every attempt to give them (a fresh token on reconnect).
+   */
+  headers?: Record<string, string> | (() => Record<string, string> | Promise<Record<string, string>>);
   heartbeatInterval?: number;
 }
 

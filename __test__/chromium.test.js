@@ -284,4 +284,27 @@ describe('the browser build in headless Chromium', { skip }, () => {
     assert.deepEqual(events.at(-1), ['open']);
     await inPage(() => window.s3.close());
   });
+
+  test('a Server closing with 1012 (restart) is given at least minReconnectionDelay, whatever the jitter', TIMEOUT, async () => {
+    const backend = await startServer();
+    await inPage(
+      ([name, url]) =>
+        new Promise((resolve) => {
+          // jitter 1: without the floor, the wait is anywhere from 0 to 200 ms.
+          window.s4 = new window[name](url, { jitter: 1, minReconnectionDelay: 200, reconnectionDelayGrowFactor: 1 });
+          window.s4Events = [];
+          window.s4.on('close', (e) => window.s4Events.push(['close', e.code]));
+          window.s4.on('reconnecting', (e) => window.s4Events.push(['reconnecting', e]));
+          window.s4.on('error', () => {});
+          window.s4.once('open', resolve);
+        }),
+      [GLOBAL, backend.url]
+    );
+    await until(() => backend.conns.length === 1, 'the page socket at the Server');
+    await backend.server.close({ code: 1012, reason: 'restart' });
+    await until(() => inPage(() => window.s4Events.length >= 2), "'close' and 'reconnecting' in the page");
+    const events = await inPage(() => window.s4Events);
+    assert.deepEqual(events.slice(0, 2), [['close', 1012], ['reconnecting', { attempt: 1, delay: 200 }]]);
+    await inPage(() => window.s4.close());
+  });
 });

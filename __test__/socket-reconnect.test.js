@@ -26,12 +26,13 @@ const TIMEOUT = { timeout: 10000 };
 const FIXTURES = path.join(__dirname, 'fixtures');
 
 /**
- * A ws server that answers the upgrade with 401 while `gate.refuse` is true
- * (a failed attempt, ERR_HANDSHAKE) and accepts it otherwise.
+ * A ws server that answers the upgrade with 503 (no Retry-After) while
+ * `gate.refuse` is true (a failed attempt, ERR_HANDSHAKE, that is retried)
+ * and accepts it otherwise.
  */
 async function gatedServer(t, refuse = true) {
   const gate = { refuse };
-  const backend = await wsServer(t, { verifyClient: () => !gate.refuse });
+  const backend = await wsServer(t, { verifyClient: (info, cb) => cb(!gate.refuse, 503) });
   return Object.assign(backend, { gate });
 }
 

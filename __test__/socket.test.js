@@ -21,15 +21,17 @@ const TIMEOUT = { timeout: 10000 };
 // Helpers local to this file (the shared ones are imported above).
 
 /**
- * An http server that answers every upgrade with 403; `upgrades` lists the
+ * An http server that answers every upgrade with 500 (an answer that is
+ * retried; a 401 or 403 would end the retries); `upgrades` lists the
  * request URLs.
  */
-async function forbidding(t) {
+async function refusing(t) {
   const upgrades = [];
   const httpServer = http.createServer((req, res) => res.end());
   httpServer.on('upgrade', (req, sock) => {
+    sock.on('error', () => {}); // a reset once the client has read the answer
     upgrades.push(req.url);
-    sock.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    sock.end('HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
   });
   httpServer.listen(0, '127.0.0.1');
   await once(httpServer, 'listening');
@@ -200,7 +202,7 @@ describe('Socket against a ws server: reconnecting', () => {
   });
 
   test("a non-101 answer emits 'error' ERR_HANDSHAKE with err.status, then 'reconnecting'", TIMEOUT, async (t) => {
-    const backend = await forbidding(t);
+    const backend = await refusing(t);
     const s = socket(t, backend.url + '/x', { jitter: 0, minReconnectionDelay: 50 });
     let opened = false;
     let closes = 0;
@@ -210,7 +212,7 @@ describe('Socket against a ws server: reconnecting', () => {
     const reconnecting = next(s, 'reconnecting');
     const err = await error;
     assert.equal(err.code, 'ERR_HANDSHAKE');
-    assert.equal(err.status, 403);
+    assert.equal(err.status, 500);
     assert.deepEqual(await reconnecting, { attempt: 1, delay: 50 });
     assert.equal(opened, false);
     assert.equal(closes, 0, "a failed attempt never emits 'close'");
@@ -218,7 +220,7 @@ describe('Socket against a ws server: reconnecting', () => {
   });
 
   test("close() in the 'error' listener stops the retries", TIMEOUT, async (t) => {
-    const backend = await forbidding(t);
+    const backend = await refusing(t);
     const s = socket(t, backend.url, { jitter: 0, minReconnectionDelay: 10 });
     s.on('error', () => s.close());
     const final = await next(s, 'close');
@@ -229,7 +231,7 @@ describe('Socket against a ws server: reconnecting', () => {
   });
 
   test("after close() in the 'error' listener, no 'reconnecting' is emitted", TIMEOUT, async (t) => {
-    const backend = await forbidding(t);
+    const backend = await refusing(t);
     const s = socket(t, backend.url, { jitter: 0, minReconnectionDelay: 10 });
     const events = [];
     s.on('error', (err) => {

@@ -12,7 +12,7 @@ const BROWSER = {
   createTransport(url, options, events) {
     // A browser's WebSocket cannot send headers or take TLS options.
     for (const name of ['headers', 'tls']) {
-      if (Object.keys(options[name]).length > 0) {
+      if (typeof options[name] === 'function' || Object.keys(options[name]).length > 0) {
         throw invalidOption(`The "${name}" option of Socket is not available in browsers`);
       }
     }

@@ -4,6 +4,7 @@ const { getSystemErrorName } = require('node:util');
 
 const { NativeSocket } = require('./native');
 const { readBatch, batchCallback } = require('./batch');
+const { callUrlFunction, callHeadersFunction } = require('./user-functions');
 
 /**
  * The Socket's transport in Node: the addon's connection loop (attempts,
@@ -15,7 +16,11 @@ class NativeTransport {
   #handlers;
   #url;
   #urlSource;
-  #urlFailure = null;
+  #headersSource;
+  // The attempt the addon last announced, and why the user's url or
+  // headers function failed it: `{ code, message, cause, thrown }`.
+  #attempt = 0;
+  #refusal = null;
   #open = false;
   #json;
   // Sends made while open, handed to the addon in one call per batch of
@@ -32,6 +37,8 @@ class NativeTransport {
     this.#json = options.json;
     this.#url = typeof url === 'function' ? '' : url;
     this.#urlSource = typeof url === 'function' ? url : null;
+    const { headers } = options;
+    this.#headersSource = typeof headers === 'function' ? headers : null;
     const handlers = {
       message: (handle, data, isBinary) => events.message(data, isBinary),
       detail: (handle, detail) => this.#onDetail(detail, events),
@@ -42,7 +49,8 @@ class NativeTransport {
         url: this.#url,
         urlIsFunction: this.#urlSource !== null,
         protocols: [options.protocols ?? []].flat(),
-        headers: Object.entries(options.headers).flat(),
+        headers: this.#headersSource === null ? Object.entries(headers).flat() : [],
+        headersIsFunction: this.#headersSource !== null,
         minReconnectionDelay: options.minReconnectionDelay,
         maxReconnectionDelay: options.maxReconnectionDelay,
         reconnectionDelayGrowFactor: options.reconnectionDelayGrowFactor,
@@ -118,10 +126,13 @@ class NativeTransport {
   #onDetail(detail, events) {
     switch (detail.type) {
       case 'Connecting':
-        this.#url = detail.url || this.#url;
-        if (this.#urlSource !== null && detail.url === '') {
-          this.#resolveUrl(detail.attempt, events);
+        this.#attempt = detail.attempt;
+        this.#refusal = null;
+        // An empty URL asks for the user's url and headers functions.
+        if (detail.url === '') {
+          this.#prepare(detail.attempt, events);
         } else {
+          this.#url = detail.url;
           events.connecting(this.#url);
         }
         break;
@@ -140,10 +151,14 @@ class NativeTransport {
         } else if (errno !== undefined) {
           const cause = connectError(errno, this.#url);
           events.error(code, `Could not connect to ${this.#url}: ${cause.message}`, { cause });
+        } else if (this.#refusal?.code === code && this.#refusal.message === message) {
+          // The user's function failed the attempt: its throw is user code.
+          const { cause, thrown } = this.#refusal;
+          events.error(code, message, { cause }, thrown);
         } else {
-          events.error(code, message, { cause: this.#urlFailure ?? new Error(message) });
+          events.error(code, message, { cause: new Error(message) });
         }
-        this.#urlFailure = null;
+        this.#refusal = null;
         break;
       }
       case 'Reconnecting':
@@ -156,25 +171,40 @@ class NativeTransport {
   }
 
   /**
-   * Call the user's URL function for attempt `attempt` and hand the result
-   * to the addon, which counts a failure as a failed attempt.
+   * Call the user's url and headers functions for attempt `attempt` and
+   * hand the results to the addon, which counts a failure as a failed
+   * attempt (and a late answer as none: the attempt timed out).
    */
-  async #resolveUrl(attempt, events) {
-    let url;
-    let problem = null;
-    try {
-      url = await this.#urlSource();
-      if (!/^wss?:\/\//i.test(url)) problem = `The url function gave ${JSON.stringify(url)}, not a ws:// or wss:// URL`;
-    } catch (err) {
-      problem = `The url function failed: ${err?.message ?? err}`;
-      // Becomes the cause of the ERR_INVALID_URL the addon reports next.
-      this.#urlFailure = err;
+  async #prepare(attempt, events) {
+    let url = this.#url;
+    let headers = null;
+    if (this.#urlSource !== null) {
+      const outcome = await callUrlFunction(this.#urlSource);
+      if (outcome.problem) return this.#refuse(attempt, 'ERR_INVALID_URL', outcome.problem, outcome.threw);
+      url = outcome.url;
+      if (attempt === this.#attempt) this.#url = url;
     }
-    if (problem === null) {
-      this.#url = url;
-      events.connecting(url);
+    if (this.#headersSource !== null) {
+      const outcome = await callHeadersFunction(this.#headersSource);
+      if (outcome.problem) return this.#refuse(attempt, 'ERR_INVALID_OPTION', outcome.problem, outcome.threw);
+      headers = outcome.headers;
     }
-    this.#native.provideUrl(attempt, problem === null ? url : null, problem ?? '');
+    if (attempt !== this.#attempt) return;
+    events.connecting(url);
+    this.#native.provideAttempt(attempt, url, headers);
+  }
+
+  /**
+   * Fail attempt `attempt`: the addon reports it (an 'Error' event with
+   * this code and message) and retries or gives up. When the user's
+   * function threw, `threw.err` becomes the error's cause and the error is
+   * reported as user code.
+   */
+  #refuse(attempt, code, message, threw) {
+    if (attempt !== this.#attempt) return;
+    const cause = threw === undefined ? new Error(message) : threw.err;
+    this.#refusal = { code, message, cause, thrown: threw !== undefined };
+    this.#native.refuseAttempt(attempt, code, message);
   }
 }
 

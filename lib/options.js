@@ -27,8 +27,10 @@ const TYPES = {
     'a string or an array of strings'
   ],
   headers: [
-    (v) => typeof v === 'object' && v !== null && Object.values(v).every((h) => typeof h === 'string'),
-    'an object of string values'
+    (v) =>
+      typeof v === 'function' ||
+      (typeof v === 'object' && v !== null && Object.values(v).every((h) => typeof h === 'string')),
+    'an object of string values or a function returning one'
   ],
   tls: [
     (v) => typeof v === 'object' && v !== null && isPem(v.cert) && isPem(v.key),

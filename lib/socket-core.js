@@ -32,7 +32,8 @@ const CLOSED = 3;
  * `close(code, reason)`, `reconnect()`, `observe(on)`, `bufferedAmount` and
  * `url`. It reports through `events`: `open(protocol)`,
  * `message(data, isBinary)` (data a string for text), `close(info)`,
- * `error(code, message, props)`, `reconnecting(attempt, delay)`,
+ * `error(code, message, props, byUser)` (`byUser` when the user's url or
+ * headers function threw), `reconnecting(attempt, delay)`,
  * `connecting(url)` and `stopped(dropped)`; a throw from user code in one
  * of them goes to `thrown(err)`.
  *
@@ -273,11 +274,16 @@ class SocketCore extends EventEmitter {
         this.#finalCloseEmitted = !willReconnect;
         this.emit('close', { code, reason, wasClean, willReconnect });
       },
-      error: (code, message, props) => {
+      error: (code, message, props, byUser = false) => {
         this.#log(`${code}: ${message}`);
-        // SPEC section 6: ERR_INVALID_URL is a TypeError, wherever it arises.
-        const Type = code === 'ERR_INVALID_URL' ? TypeError : Error;
-        reportPeerError(this, codedError(Type, code, message, props));
+        // ERR_INVALID_URL and ERR_INVALID_OPTION are TypeErrors, wherever
+        // they arise.
+        const Type = code === 'ERR_INVALID_URL' || code === 'ERR_INVALID_OPTION' ? TypeError : Error;
+        const err = codedError(Type, code, message, props);
+        // A throw of the user's own function must not pass unnoticed: with
+        // no 'error' listener it is thrown, as a listener's would be.
+        if (byUser) reportUserError(this, err);
+        else reportPeerError(this, err);
       },
       reconnecting: (attempt, delay) => {
         if (this.#closed) return;

@@ -1,6 +1,7 @@
 'use strict';
 
-// Option name to [type, default]; see lib/options.js and SPEC section 4.
+// Option name to [type, default]; see lib/options.js and the README's
+// option table.
 const SOCKET_OPTIONS = Object.freeze({
   protocols: ['protocols', undefined],
   WebSocket: ['function', undefined],

@@ -5,15 +5,23 @@ const NativeTransport = require('./native-transport');
 const WebSocketTransport = require('./websocket-transport');
 const encode = require('./encode');
 const checkUrl = require('./check-url');
+const headersProblem = require('./socket-headers');
 const { invalidOption } = require('./options');
 
 const NODE = {
   checkUrl,
   encode,
   createTransport(url, options, events) {
-    if (options.WebSocket === undefined) return new NativeTransport(url, options, events);
+    const { headers } = options;
+    if (options.WebSocket === undefined) {
+      const problem = typeof headers === 'function' ? null : headersProblem(headers);
+      if (problem !== null) {
+        throw invalidOption(`The "headers" option of Socket cannot be sent: ${problem}`);
+      }
+      return new NativeTransport(url, options, events);
+    }
     // A custom WebSocket cannot send headers or take TLS options.
-    if (Object.keys(options.headers).length > 0) {
+    if (typeof headers === 'function' || Object.keys(headers).length > 0) {
       throw invalidOption('The "headers" option of Socket cannot be used with a custom WebSocket');
     }
     if (Object.keys(options.tls).length > 0) {

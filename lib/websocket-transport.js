@@ -1,8 +1,8 @@
 'use strict';
 
-const checkUrl = require('./check-url');
 const OfflineQueue = require('./offline-queue');
 const retryDelay = require('./retry-delay');
+const { callUrlFunction } = require('./user-functions');
 
 // WebSocket.OPEN, as a constant: custom constructors may lack the static.
 const WS_OPEN = 1;
@@ -12,9 +12,14 @@ const MAX_TIMER = 2 ** 31 - 1;
 /**
  * The Socket's transport over a WHATWG-style `WebSocket` constructor: the
  * browser build's, and Node's when the `WebSocket` option is given. It runs
- * the connection loop of SPEC section 4 in JS: attempts, the retry policy
- * of lib/retry-delay.js, `connectionTimeout`, `maxRetries`, `minUptime` and
- * the offline queue. See lib/socket-core.js for the interface.
+ * the connection loop the addon runs in Node, in JS: attempts, the retry
+ * policy of lib/retry-delay.js, `connectionTimeout`, `maxRetries`,
+ * `minUptime` and the offline queue. See lib/socket-core.js for the
+ * interface.
+ *
+ * A WHATWG WebSocket shows neither the status nor the headers of a refused
+ * upgrade, so a 401 or 403 cannot end the retries and a `Retry-After`
+ * cannot be heeded here; close codes 1012 and 1013 are.
  *
  * A WHATWG WebSocket can neither send pings, bound the size of what it
  * receives nor stop reading, so `heartbeatInterval`, `maxPayload` and
@@ -163,17 +168,14 @@ class WebSocketTransport {
   async #attempt(generation) {
     let url = this.#url;
     if (this.#urlSource !== null) {
-      let problem = null;
-      let props;
-      try {
-        url = await this.#urlSource();
-        if (!isWsUrl(url)) problem = `The url function gave ${show(url)}, not a ws:// or wss:// URL`;
-      } catch (err) {
-        problem = `The url function failed: ${err?.message ?? err}`;
-        props = { cause: err };
-      }
+      const outcome = await callUrlFunction(this.#urlSource);
       if (generation !== this.#generation) return;
-      if (problem !== null) return this.#failed(generation, 'ERR_INVALID_URL', problem, props);
+      if (outcome.problem) {
+        // A throw of the user's function is reported as user code.
+        const props = outcome.threw && { cause: outcome.threw.err };
+        return this.#failed(generation, 'ERR_INVALID_URL', outcome.problem, props, Boolean(outcome.threw));
+      }
+      url = outcome.url;
       this.#url = url;
     }
     if (generation !== this.#generation) return;
@@ -251,7 +253,10 @@ class WebSocketTransport {
       this.#retries = 0;
       this.#begin();
     } else {
-      this.#retryOrGiveUp();
+      // 1012 (the service restarts) and 1013 (try again later): jitter must
+      // not bring the client back sooner than the shortest wait.
+      const comeBackLater = code === 1012 || code === 1013;
+      this.#retryOrGiveUp(comeBackLater ? this.#options.minReconnectionDelay : 0);
     }
   }
 
@@ -260,19 +265,23 @@ class WebSocketTransport {
     this.#failed(generation, 'ERR_TIMEOUT', message);
   }
 
-  /** A failed attempt: report it, then retry or give up. */
-  #failed(generation, code, message, props) {
+  /**
+   * A failed attempt: report it (as user code when `byUser`: the user's url
+   * function threw), then retry or give up.
+   */
+  #failed(generation, code, message, props, byUser = false) {
     if (generation !== this.#generation) return;
     this.#halt();
     this.#phase = 'waiting';
     const current = this.#generation;
-    this.#emit('error', code, message, props);
+    this.#emit('error', code, message, props, byUser);
     // A close() or reconnect() in an 'error' listener has taken over.
     if (current !== this.#generation) return;
     this.#retryOrGiveUp();
   }
 
-  #retryOrGiveUp() {
+  /** Wait at least `atLeast` ms and the policy's delay, or give up. */
+  #retryOrGiveUp(atLeast = 0) {
     if (!this.#mayRetry()) {
       // Gave up: sends keep queueing for a later reconnect().
       this.#phase = 'stopped';
@@ -280,7 +289,7 @@ class WebSocketTransport {
       return;
     }
     this.#retries += 1;
-    const delay = retryDelay(this.#options, this.#retries);
+    const delay = Math.max(retryDelay(this.#options, this.#retries), atLeast);
     const generation = ++this.#generation;
     this.#phase = 'waiting';
     this.#setTimer(() => generation === this.#generation && this.#begin(), delay);
@@ -346,19 +355,6 @@ function failureDetail(failure, code, reason) {
   const message = failure?.error?.message || failure?.message;
   if (message) return message;
   return `the WebSocket closed with code ${code}${reason ? ` (${reason})` : ''}`;
-}
-
-function isWsUrl(url) {
-  try {
-    checkUrl(url);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function show(value) {
-  return typeof value === 'string' ? JSON.stringify(value) : String(value);
 }
 
 module.exports = WebSocketTransport;

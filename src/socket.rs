@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use napi::Result;
 use napi_derive::napi;
@@ -34,11 +34,14 @@ use crate::{heartbeat, tls};
 pub struct NativeSocketOptions {
   /// The URL, or "" when `urlIsFunction`.
   pub url: String,
-  /// JS resolves the URL before every attempt (see `provideUrl`).
+  /// JS resolves the URL before every attempt (see `provideAttempt`).
   pub url_is_function: bool,
   pub protocols: Vec<String>,
   /// Extra handshake headers as `[name, value, name, value, ...]`.
   pub headers: Vec<String>,
+  /// JS resolves the headers before every attempt (see `provideAttempt`);
+  /// `headers` is unused then.
+  pub headers_is_function: bool,
   pub min_reconnection_delay: f64,
   pub max_reconnection_delay: f64,
   pub reconnection_delay_grow_factor: f64,
@@ -83,11 +86,22 @@ enum Command {
   Reconnect,
 }
 
-/// JS's answer to `Connecting` with an empty URL: the result of the user's
-/// URL function for attempt `attempt`.
-struct UrlAnswer {
+/// The longest wait a server's `Retry-After` can impose: a longer one is
+/// cut to this, so that a server cannot park the socket for days.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// What one attempt connects to: the URL and, when they come from the
+/// user's function, the handshake headers as `[name, value, ...]`.
+struct Target {
+  url: String,
+  headers: Option<Vec<String>>,
+}
+
+/// JS's answer to `Connecting` with an empty URL: what the user's `url`
+/// and `headers` functions gave for attempt `attempt`, or why they failed.
+struct AttemptAnswer {
   attempt: u32,
-  url: std::result::Result<String, String>,
+  target: std::result::Result<Target, Failure>,
 }
 
 /// A reconnecting WebSocket client. Created by lib/native-transport.js.
@@ -96,7 +110,7 @@ pub struct NativeSocket {
   peer: Arc<Peer>,
   queue_limit: usize,
   commands: mpsc::UnboundedSender<Command>,
-  urls: mpsc::UnboundedSender<UrlAnswer>,
+  answers: mpsc::UnboundedSender<AttemptAnswer>,
   events: Arc<EventQueue>,
   heartbeat: CancellationToken,
 }
@@ -117,7 +131,7 @@ impl NativeSocket {
     let events = EventQueue::start(on_events, flow)?;
     let peer = Arc::new(Peer::new());
     let (commands, command_inbox) = mpsc::unbounded_channel();
-    let (urls, url_inbox) = mpsc::unbounded_channel();
+    let (answers, answer_inbox) = mpsc::unbounded_channel();
     if !options.start_closed {
       // Cannot fail: the receiver is alive until `run` starts.
       let _ = commands.send(Command::Reconnect);
@@ -143,11 +157,11 @@ impl NativeSocket {
       peer: Arc::clone(&peer),
       events: Arc::clone(&events),
       backlog: VecDeque::new(),
-      urls: url_inbox,
+      answers: answer_inbox,
       tls: None,
     };
     napi::bindgen_prelude::spawn(task.run(command_inbox));
-    Ok(NativeSocket { peer, queue_limit, commands, urls, events, heartbeat })
+    Ok(NativeSocket { peer, queue_limit, commands, answers, events, heartbeat })
   }
 
   /// Queues a message for the current or the next connection; false when
@@ -198,11 +212,25 @@ impl NativeSocket {
     let _ = self.commands.send(Command::Reconnect);
   }
 
-  /// The answer to a `Connecting` event with an empty URL: the URL, or why
-  /// there is none (which fails the attempt with `ERR_INVALID_URL`).
+  /// The answer to a `Connecting` event with an empty URL: the URL of
+  /// attempt `attempt` and, when the `headers` option is a function, the
+  /// headers it gave, as `[name, value, ...]`.
   #[napi]
-  pub fn provide_url(&self, attempt: u32, url: Option<String>, problem: String) {
-    let _ = self.urls.send(UrlAnswer { attempt, url: url.ok_or(problem) });
+  pub fn provide_attempt(&self, attempt: u32, url: String, headers: Option<Vec<String>>) {
+    let target = Ok(Target { url, headers });
+    // An error means the task is gone, and with it the attempt.
+    let _ = self.answers.send(AttemptAnswer { attempt, target });
+  }
+
+  /// The other answer to a `Connecting` event with an empty URL: attempt
+  /// `attempt` fails with `code` (`ERR_INVALID_OPTION` for the `headers`
+  /// function, otherwise `ERR_INVALID_URL`) and `message`, and counts as a
+  /// failed attempt.
+  #[napi]
+  pub fn refuse_attempt(&self, attempt: u32, code: String, message: String) {
+    let code = if code == "ERR_INVALID_OPTION" { "ERR_INVALID_OPTION" } else { "ERR_INVALID_URL" };
+    let target = Err(Failure::new(code, message));
+    let _ = self.answers.send(AttemptAnswer { attempt, target });
   }
 
   /// Payload bytes queued or accepted and not yet written.
@@ -239,15 +267,23 @@ struct Failure {
   message: String,
   status: Option<u32>,
   errno: Option<i32>,
+  /// How long the server asked the client to stay away (`Retry-After`).
+  retry_after: Option<Duration>,
 }
 
 impl Failure {
   fn new(code: &'static str, message: impl Into<String>) -> Failure {
-    Failure { code, message: message.into(), status: None, errno: None }
+    Failure { code, message: message.into(), status: None, errno: None, retry_after: None }
+  }
+
+  /// A 401 or 403 answer: retrying with the same URL and headers would only
+  /// be refused again.
+  fn is_unauthorized(&self) -> bool {
+    matches!(self.status, Some(401 | 403))
   }
 
   fn into_event(self) -> EventDetail {
-    let Failure { code, message, status, errno } = self;
+    let Failure { code, message, status, errno, .. } = self;
     EventDetail::Error { code: code.into(), message, status, errno }
   }
 }
@@ -260,7 +296,7 @@ struct Task {
   /// Messages a dropped connection never handed to the kernel; they go
   /// first on the next one.
   backlog: VecDeque<Message>,
-  urls: mpsc::UnboundedReceiver<UrlAnswer>,
+  answers: mpsc::UnboundedReceiver<AttemptAnswer>,
   /// Built on the first `wss://` attempt.
   tls: Option<Arc<ClientConfig>>,
 }
@@ -307,6 +343,9 @@ impl Task {
       };
 
       let will_retry = |retries: u32| f64::from(retries + 1) <= self.options.max_retries;
+      // The least the next wait may be, when the server asked for one.
+      let mut at_least = 0.0;
+      let mut give_up = false;
       match attempt {
         Ok(Ok((mut ws, _))) if self.peer.is_closing() => {
           // close() came while the handshake finished: this connection
@@ -369,15 +408,28 @@ impl Task {
             retries = 0;
             continue;
           }
+          // 1012 (the service restarts) and 1013 (try again later): jitter
+          // must not bring the client back sooner than the shortest wait.
+          if matches!(ended.code, 1012 | 1013) {
+            at_least = self.options.min_reconnection_delay;
+          }
         }
-        Ok(Err(failure)) => self.events.detail(0, failure.into_event()),
+        Ok(Err(failure)) => {
+          // Without a function to give a fresh token, the same refusal
+          // would only come again.
+          give_up = failure.is_unauthorized() && !self.resolves_each_attempt();
+          if let Some(wait) = failure.retry_after {
+            at_least = wait.min(MAX_RETRY_AFTER).as_secs_f64() * 1000.0;
+          }
+          self.events.detail(0, failure.into_event());
+        }
         Err(_) => {
           let message = format!("No connection within {} ms", self.options.connection_timeout);
           self.events.detail(0, Failure::new("ERR_TIMEOUT", message).into_event());
         }
       }
 
-      if !will_retry(retries) {
+      if give_up || !will_retry(retries) {
         // Gave up; sends keep queueing for a later `reconnect()`.
         self.events.detail(0, EventDetail::Stopped { dropped: 0 });
         wake = self.idle(&mut commands).await;
@@ -385,7 +437,7 @@ impl Task {
         continue;
       }
       retries += 1;
-      let delay = retry_delay(&self.options, retries);
+      let delay = retry_delay(&self.options, retries).max(at_least);
       self.events.detail(0, EventDetail::Reconnecting { attempt: retries, delay });
       wake = tokio::select! {
         command = commands.recv() => on_command(command, &mut retries),
@@ -425,17 +477,23 @@ impl Task {
     self.events.detail(0, EventDetail::Stopped { dropped });
   }
 
-  /// One attempt: the URL (from JS when it is a function), TCP, TLS and the
-  /// opening handshake.
+  /// Whether JS resolves the URL or the headers before each attempt.
+  fn resolves_each_attempt(&self) -> bool {
+    self.options.url_is_function || self.options.headers_is_function
+  }
+
+  /// One attempt: the URL and headers (from JS when either is a function),
+  /// TCP, TLS and the opening handshake.
   async fn attempt(&mut self, attempt: u32) -> std::result::Result<(Connection, String), Failure> {
-    let url = if self.options.url_is_function {
+    let target = if self.resolves_each_attempt() {
       self.events.detail(0, EventDetail::Connecting { attempt, url: String::new() });
-      self.answered_url(attempt).await?
+      self.answer(attempt).await?
     } else {
       self.events.detail(0, EventDetail::Connecting { attempt, url: self.options.url.clone() });
-      self.options.url.clone()
+      Target { url: self.options.url.clone(), headers: None }
     };
-    let request = request(&url, &self.options).map_err(|error| connect_failure(&error))?;
+    let headers = target.headers.as_deref().unwrap_or(&self.options.headers);
+    let request = request(&target.url, headers, &self.options.protocols)?;
     let connector = if request.uri().scheme_str() == Some("wss") {
       if self.tls.is_none() {
         let config = tls::client_config(&self.options.tls_ca, self.options.tls_reject_unauthorized)
@@ -467,14 +525,12 @@ impl Task {
     Ok((ws, protocol))
   }
 
-  /// Waits for JS's URL for this attempt, skipping late answers to earlier
-  /// attempts.
-  async fn answered_url(&mut self, attempt: u32) -> std::result::Result<String, Failure> {
+  /// Waits for JS's URL and headers for this attempt, skipping late
+  /// answers to earlier attempts.
+  async fn answer(&mut self, attempt: u32) -> std::result::Result<Target, Failure> {
     loop {
-      match self.urls.recv().await {
-        Some(answer) if answer.attempt == attempt => {
-          return answer.url.map_err(|problem| Failure::new("ERR_INVALID_URL", problem));
-        }
+      match self.answers.recv().await {
+        Some(answer) if answer.attempt == attempt => return answer.target,
         Some(_) => continue,
         None => return Err(Failure::new("ERR_INVALID_URL", "The socket is gone")),
       }
@@ -493,17 +549,30 @@ fn on_command(command: Option<Command>, retries: &mut u32) -> Wake {
   }
 }
 
-fn request(url: &str, options: &NativeSocketOptions) -> std::result::Result<Request<()>, WsError> {
-  let mut request = url.into_client_request()?;
-  let headers = request.headers_mut();
-  for pair in options.headers.chunks_exact(2) {
-    let name = HeaderName::from_bytes(pair[0].as_bytes()).map_err(http_error)?;
-    let value = HeaderValue::from_str(&pair[1]).map_err(http_error)?;
-    headers.append(name, value);
+/// The upgrade request. JS checked the headers already; one that cannot be
+/// sent all the same fails the attempt with `ERR_INVALID_OPTION`.
+fn request(
+  url: &str,
+  headers: &[String],
+  protocols: &[String],
+) -> std::result::Result<Request<()>, Failure> {
+  let mut request = url.into_client_request().map_err(|error| connect_failure(&error))?;
+  let fields = request.headers_mut();
+  for pair in headers.chunks_exact(2) {
+    let (name, value) = (&pair[0], &pair[1]);
+    let field = HeaderName::from_bytes(name.as_bytes()).ok().zip(HeaderValue::from_str(value).ok());
+    let Some((name, value)) = field else {
+      let message = format!(
+        "The handshake header {name:?} cannot be sent: its name must be a token and its value visible ASCII"
+      );
+      return Err(Failure::new("ERR_INVALID_OPTION", message));
+    };
+    fields.append(name, value);
   }
-  if !options.protocols.is_empty() {
-    let offered = HeaderValue::from_str(&options.protocols.join(", ")).map_err(http_error)?;
-    headers.insert("sec-websocket-protocol", offered);
+  if !protocols.is_empty() {
+    let offered = HeaderValue::from_str(&protocols.join(", "))
+      .map_err(|error| connect_failure(&http_error(error)))?;
+    fields.insert("sec-websocket-protocol", offered);
   }
   Ok(request)
 }
@@ -517,10 +586,17 @@ fn http_error(error: impl Into<tokio_tungstenite::tungstenite::http::Error>) -> 
 fn connect_failure(error: &WsError) -> Failure {
   let message = error.to_string();
   match error {
-    WsError::Http(response) => Failure {
-      status: Some(response.status().as_u16().into()),
-      ..Failure::new("ERR_HANDSHAKE", message)
-    },
+    WsError::Http(response) => {
+      let status = response.status().as_u16();
+      // Only these two answers say "later" rather than "no".
+      let retry_after = if matches!(status, 429 | 503) {
+        let value = response.headers().get("retry-after").and_then(|value| value.to_str().ok());
+        value.and_then(|value| retry_after(value, SystemTime::now()))
+      } else {
+        None
+      };
+      Failure { status: Some(status.into()), retry_after, ..Failure::new("ERR_HANDSHAKE", message) }
+    }
     WsError::Tls(_) => Failure::new("ERR_TLS", message),
     WsError::Io(io) if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
       Failure::new("ERR_TLS", message)
@@ -528,5 +604,122 @@ fn connect_failure(error: &WsError) -> Failure {
     // The system error (ECONNREFUSED...), which JS reports as Node does.
     WsError::Io(io) => Failure { errno: io.raw_os_error(), ..Failure::new("ERR_CONNECT", message) },
     _ => Failure::new("ERR_CONNECT", message),
+  }
+}
+
+/// How long a `Retry-After` value asks to wait from `now`: a number of
+/// seconds, or an HTTP date (in any of the three forms HTTP allows).
+/// `None` when it is neither; a date already past asks for no wait.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+  let value = value.trim();
+  if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()) {
+    // Too many digits for a u64 is longer than any cap.
+    return Some(value.parse().map_or(Duration::MAX, Duration::from_secs));
+  }
+  let at = http_date(value)?;
+  Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+const MONTHS: [&str; 12] =
+  ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// An HTTP date: `Sun, 06 Nov 1994 08:49:37 GMT`, the obsolete
+/// `Sunday, 06-Nov-94 08:49:37 GMT` and `Sun Nov  6 08:49:37 1994`.
+fn http_date(value: &str) -> Option<SystemTime> {
+  let words: Vec<&str> = value.split([' ', ',', '-']).filter(|word| !word.is_empty()).collect();
+  let (day, month, year, time) = match words.as_slice() {
+    [_, day, month, year, time, "GMT"] => (*day, *month, *year, *time),
+    [_, month, day, time, year] => (*day, *month, *year, *time),
+    _ => return None,
+  };
+  let day: u64 = day.parse().ok().filter(|day| (1..=31).contains(day))?;
+  let month = MONTHS.iter().position(|name| *name == month)? as u64 + 1;
+  let year: u64 = match (year.len(), year.parse::<u64>().ok()?) {
+    // Two-digit years of the obsolete form: 70-99 are the 1900s.
+    (2, year) if year < 70 => year + 2000,
+    (2, year) => year + 1900,
+    (4, year) if year >= 1970 => year,
+    _ => return None,
+  };
+  let mut clock = time.split(':').map(|part| part.parse::<u64>().ok());
+  let (Some(Some(hour)), Some(Some(minute)), Some(Some(second)), None) =
+    (clock.next(), clock.next(), clock.next(), clock.next())
+  else {
+    return None;
+  };
+  if hour > 23 || minute > 59 || second > 60 {
+    return None;
+  }
+  let seconds = days_since_epoch(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+  SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
+}
+
+/// Days from 1970-01-01 to a date from 1970 on (Howard Hinnant's
+/// `days_from_civil`).
+fn days_since_epoch(year: u64, month: u64, day: u64) -> u64 {
+  let year = if month <= 2 { year - 1 } else { year };
+  let era = year / 400;
+  let year_of_era = year - era * 400;
+  let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+  let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+  era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+  use std::time::{Duration, SystemTime};
+
+  use super::retry_after;
+
+  /// 1994-11-06 08:49:37 UTC, the date of HTTP's examples.
+  fn example() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777)
+  }
+
+  #[test]
+  fn seconds() {
+    assert_eq!(retry_after("120", example()), Some(Duration::from_secs(120)));
+    assert_eq!(retry_after(" 0 ", example()), Some(Duration::ZERO));
+    assert_eq!(retry_after("99999999999999999999999", example()), Some(Duration::MAX));
+  }
+
+  #[test]
+  fn dates_in_the_three_forms() {
+    let before = example() - Duration::from_secs(90);
+    for date in [
+      "Sun, 06 Nov 1994 08:49:37 GMT",
+      "Sunday, 06-Nov-94 08:49:37 GMT",
+      "Sun Nov  6 08:49:37 1994",
+    ] {
+      assert_eq!(retry_after(date, before), Some(Duration::from_secs(90)), "{date}");
+    }
+    let leap_day = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+    assert_eq!(retry_after("Tue, 29 Feb 2000 00:00:00 GMT", leap_day), Some(Duration::ZERO));
+  }
+
+  #[test]
+  fn a_past_date_asks_for_no_wait() {
+    let later = example() + Duration::from_secs(3600);
+    assert_eq!(retry_after("Sun, 06 Nov 1994 08:49:37 GMT", later), Some(Duration::ZERO));
+  }
+
+  #[test]
+  fn anything_else_is_ignored() {
+    for value in [
+      "",
+      "-5",
+      "1.5",
+      "soon",
+      "Sun, 06 Nov 1994 08:49:37 CET",
+      "Sun, 06 Foo 1994 08:49:37 GMT",
+      "Sun, 32 Nov 1994 08:49:37 GMT",
+      "Sun, 06 Nov 1994 24:00:00 GMT",
+      "Sun, 06 Nov 1994 08:49 GMT",
+      "Sun, 06 Nov 1994 08:49:37:01 GMT",
+      "Sun, 06 Nov 1969 08:49:37 GMT",
+      "Sun, 06 Nov 123456789012345678901 08:49:37 GMT",
+    ] {
+      assert_eq!(retry_after(value, example()), None, "{value:?}");
+    }
   }
 }
