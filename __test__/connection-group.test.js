@@ -6,14 +6,20 @@ const { EventEmitter, errorMonitor } = require('node:events');
 const path = require('node:path');
 const { describe, it } = require('node:test');
 
-const WebSocket = require('ws');
-
 const { Server } = require('..');
 const ConnectionGroup = require('../lib/connection-group');
 const Stream = require('../lib/stream');
 const { kMembers, kNativeOwner } = require('../lib/symbols');
 const { STAND_INS, envFor, fixture, runFileOn, runScriptOn } = require('./bases');
-const { next, openClient, startServer, track, once, until, urlOf } = require('./helpers');
+const {
+  next,
+  openClient,
+  openInOrder,
+  localPort,
+  startServer,
+  once,
+  until
+} = require('./helpers');
 
 // Set when this file runs again on a stand-in `mytosis` (see the end): the
 // base class our groups extend then.
@@ -94,21 +100,6 @@ function runScript(script) {
 }
 
 const groupPath = JSON.stringify(require.resolve('../lib/connection-group'));
-
-/** Open `count` ws clients one after the other; wait until the server counts them. */
-async function openInOrder(t, server, count) {
-  const clients = [];
-  for (let i = 0; i < count; i++) {
-    const client = track(new WebSocket(urlOf(server)));
-    t.after(() => client.terminate());
-    await once(client, 'open');
-    clients.push(client);
-  }
-  await until(() => server.size === count, `server.size ${count}`);
-  return clients;
-}
-
-const localPort = (client) => client._socket.localPort;
 
 function collect(group) {
   const seen = [];

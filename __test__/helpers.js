@@ -246,8 +246,29 @@ function binaryCases() {
   ];
 }
 
+/**
+ * Open `count` ws clients, offering `protocols`, one after the other; wait
+ * until the server counts them.
+ */
+async function openInOrder(t, server, count, protocols) {
+  const clients = [];
+  for (let i = 0; i < count; i++) {
+    const client = track(new WebSocket(urlOf(server), protocols));
+    t.after(() => client.terminate());
+    await once(client, 'open');
+    clients.push(client);
+  }
+  await until(() => server.size === count, `server.size ${count}`);
+  return clients;
+}
+
+/** The local port of a ws client: its connection's `remotePort` on the server. */
+const localPort = (client) => client._socket.localPort;
+
 module.exports = {
   TIMEOUT,
+  openInOrder,
+  localPort,
   binaryCases,
   within,
   once,

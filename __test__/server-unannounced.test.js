@@ -9,30 +9,20 @@ const assert = require('node:assert/strict');
 const { test } = require('node:test');
 
 const { Worker } = require('node:worker_threads');
-const WebSocket = require('ws');
 
 const { ConnectionGroup } = require('..');
 
-const { collect, closed, next, once, openClient, startServer, track, until, urlOf } =
-  require('./helpers');
-
-/**
- * Open `count` ws clients, offering `protocols`, one after the other; wait
- * until the server counts them.
- */
-async function openInOrder(t, server, count, protocols) {
-  const clients = [];
-  for (let i = 0; i < count; i++) {
-    const client = track(new WebSocket(urlOf(server), protocols));
-    t.after(() => client.terminate());
-    await once(client, 'open');
-    clients.push(client);
-  }
-  await until(() => server.size === count, `server.size ${count}`);
-  return clients;
-}
-
-const localPort = (client) => client._socket.localPort;
+const {
+  collect,
+  closed,
+  next,
+  once,
+  openClient,
+  openInOrder,
+  localPort,
+  startServer,
+  until
+} = require('./helpers');
 
 /** Keep the JS thread busy for `ms` while the addon's thread goes on. */
 function busy(ms) {
