@@ -2,8 +2,8 @@
 
 // The browser build's Socket (browser.js) under Node, with the `ws` package
 // as its WebSocket, against a `ws` server and our own Server: its
-// construction and the messages of SPEC section 3. The life cycle of section
-// 4 is checked in both builds by __test__/socket-lifecycle.test.js and the
+// construction and its messages (README, Messages). The life cycle is
+// checked in both builds by __test__/socket-lifecycle.test.js and the
 // waits by __test__/retry-delay.test.js; __test__/chromium.test.js runs the
 // same client in Chromium.
 

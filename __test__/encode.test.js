@@ -1,7 +1,7 @@
 'use strict';
 
-// lib/encode.js: how `send(value)` turns a value into a payload (SPEC
-// section 3). A Buffer goes out as one binary frame, a string as one text
+// lib/encode.js: how `send(value)` turns a value into a payload (README,
+// Messages). A Buffer goes out as one binary frame, a string as one text
 // frame, a Promise of a Buffer is a Blob still being read.
 
 const assert = require('node:assert/strict');

@@ -218,9 +218,9 @@ async function until(check, what = 'condition', ms = 5000, every = 2) {
 }
 
 /**
- * Every kind of binary data `send` takes (SPEC 3), as `[name, value, the
- * exact bytes that must go out in one binary frame]`: views over part of a
- * buffer included. Made afresh for each test (Blobs are read once).
+ * Every kind of binary data `send` takes (README, Messages), as `[name,
+ * value, the exact bytes that must go out in one binary frame]`: views over
+ * part of a buffer included. Made afresh for each test (Blobs are read once).
  */
 function binaryCases() {
   const backing = Uint8Array.from([9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);

@@ -1,6 +1,6 @@
 'use strict';
 
-// Process lifetime (SPEC sections 4, 5 and 7): a listening Server or a live
+// Process lifetime: a listening Server or a live
 // Socket keeps Node running, close() or unref() lets it exit, and a throw
 // from user code reaches 'uncaughtException' only when nobody listens for
 // 'error'. Each case runs in a child process.

@@ -1,7 +1,7 @@
 'use strict';
 
-// Buffers that cross between JS and the addon are freed (SPEC: Buffers are
-// not copied at the boundary; issue 5: no leak).
+// Buffers that cross between JS and the addon are freed: they are not
+// copied at the boundary, and must not leak.
 
 const assert = require('node:assert/strict');
 const { execFile } = require('node:child_process');

@@ -1,6 +1,6 @@
 'use strict';
 
-// The retry policy of SPEC section 4, checked in both builds against one
+// The retry policy (README, Socket), checked in both builds against one
 // table: __test__/fixtures/retry-delays.json lists `{ options, attempts,
 // delays }`, `delays[i]` being the wait before retry `attempts[i]`. With
 // `random` given, it is the exact wait when Math.random() gives that; without

@@ -1,7 +1,7 @@
 'use strict';
 
 // The `server` option: a Server attached to the user's http.Server or
-// https.Server (an express app's included). SPEC section 5, issue 4 item 1.
+// https.Server (an express app's included).
 
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');

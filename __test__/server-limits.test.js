@@ -2,7 +2,7 @@
 
 // Limits that keep a Server's memory bounded and its peers alive or gone:
 // maxPayload, handshakeTimeout, the heartbeat, maxBackpressure; and the
-// checks of every option. SPEC sections 5 and 7, issue 4 items 5, 6 and 9.
+// checks of every option.
 
 const assert = require('node:assert/strict');
 const net = require('node:net');

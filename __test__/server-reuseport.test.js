@@ -2,7 +2,7 @@
 
 // reusePort: several processes serve one port (SO_REUSEPORT); without it
 // the second gets EADDRINUSE. Each Server runs in its own child process
-// (fixtures/reuse-port-server.js). SPEC section 5, issue 4 item 8.
+// (fixtures/reuse-port-server.js).
 
 const assert = require('node:assert/strict');
 const { fork } = require('node:child_process');
@@ -121,7 +121,7 @@ test('without reusePort the second process gets EADDRINUSE through ready and err
 });
 
 test('reusePort on only one side: the process without it gets EADDRINUSE', async (t) => {
-  // Each process must set it (SPEC): a listener with SO_REUSEPORT does not
+  // Each process must set it: a listener with SO_REUSEPORT does not
   // share its port with one without, in either order.
   for (const [firstMode, secondMode] of [
     ['reuse', 'no-reuse'],

@@ -2,7 +2,7 @@
 
 // server.close(): stop accepting at once, close 1001 to everyone, wait up
 // to 5 s, terminate the rest, 'remove' for each and then 'close' once; one
-// Promise for every call. SPEC section 5, issue 4 item 7.
+// Promise for every call.
 
 const assert = require('node:assert/strict');
 const http = require('node:http');
@@ -249,7 +249,7 @@ test('close(): a client that reads nothing while the server writes to it is term
 });
 
 test('close(): from the call on, every connection is offline and its send returns false', async (t) => {
-  // SPEC: offline from the first close frame in either direction; close()
+  // Offline from the first close frame in either direction; close()
   // sends ours to everyone. A straggler keeps them members for a while.
   const server = await startServer(t);
   const straggler = await rawWebSocket(t, server.address().port);

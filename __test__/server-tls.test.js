@@ -1,8 +1,7 @@
 'use strict';
 
 // `tls: { cert, key }`: wss:// served by the addon itself (rustls), with a
-// self-signed certificate made in the test by openssl. SPEC section 5,
-// issue 4 item 4.
+// self-signed certificate made in the test by openssl.
 
 const assert = require('node:assert/strict');
 const { randomBytes } = require('node:crypto');

@@ -1,7 +1,7 @@
 'use strict';
 
 // The Server against real clients on 127.0.0.1: the `ws` package's client and
-// Node's WHATWG WebSocket (undici). SPEC sections 2, 3 and 5.
+// Node's WHATWG WebSocket (undici).
 
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');

@@ -1,6 +1,6 @@
 'use strict';
 
-// Chaos (issue 3 item 3; SPEC 4 offline queue): a `ws` server in a child
+// Chaos (the offline queue): a `ws` server in a child
 // process is killed with SIGKILL while the Node Socket keeps sending a
 // numbered message every 5 ms; a second later a new server process starts on
 // the same port. Every message sent while the client was offline arrives at
@@ -8,7 +8,8 @@
 // client is back within maxReconnectionDelay.
 //
 // Messages sent just before the kill, while the client still believed it
-// was open, may be lost: SPEC 4, frames already handed to the kernel.
+// was open, may be lost: frames already handed to the kernel are not
+// queued again (README, Socket).
 
 const assert = require('node:assert/strict');
 const { test } = require('node:test');

@@ -1,8 +1,8 @@
 'use strict';
 
-// The Node Socket's heartbeat (SPEC 5's heartbeat rule, SPEC 4
-// `heartbeatInterval`; issue 3 item 4): a ping every interval, any frame
-// received is a sign of life, two silent intervals drop the connection
+// The Node Socket's heartbeat (`heartbeatInterval`): a ping every
+// interval, any frame received is a sign of life, two silent intervals
+// drop the connection
 // (1006, wasClean false) and the socket reconnects.
 
 const assert = require('node:assert/strict');

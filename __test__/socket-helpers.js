@@ -116,7 +116,7 @@ async function closeForGood(s) {
  * The two builds of the Socket, for the tests both must pass: the Node
  * build (native transport) and the browser build (lib/websocket-transport.js,
  * over the `ws` package as its WebSocket). `defaults` are the options each
- * needs; `Binary` is what binary messages arrive as (SPEC 3).
+ * needs; `Binary` is what binary messages arrive as.
  */
 const BUILDS = [
   { build: 'the Node build (native transport)', Socket, defaults: {}, Binary: Buffer },

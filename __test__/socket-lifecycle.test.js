@@ -1,10 +1,10 @@
 'use strict';
 
-// The Socket's life cycle (SPEC section 4): the connection loop, the
+// The Socket's life cycle (README, Socket): the connection loop, the
 // offline queue and closing, one set of tests run against both builds. The Node build
 // runs it in Rust (the native transport), the browser build in JS
-// (lib/websocket-transport.js, here over the `ws` package); SPEC 1 asks
-// that both follow one policy. The waits between attempts are checked
+// (lib/websocket-transport.js, here over the `ws` package); both must
+// follow one policy. The waits between attempts are checked
 // against one table in __test__/retry-delay.test.js.
 
 const assert = require('node:assert/strict');

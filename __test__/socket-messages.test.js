@@ -1,6 +1,6 @@
 'use strict';
 
-// Messages (SPEC section 3) through the Socket, one set of tests run
+// Messages (README, Messages) through the Socket, one set of tests run
 // against both builds, with a `ws` server on the other end.
 
 const assert = require('node:assert/strict');

@@ -1,8 +1,8 @@
 'use strict';
 
 // The Node Socket (native, Rust transport): options, url functions, the
-// reconnection policy, the offline queue, handshake headers and `debug`.
-// SPEC section 4 (and 6, 7); issue 3 items 1, 2, 3, 6 and 8.
+// reconnection policy, the offline queue, handshake headers and `debug`
+// (README, Socket).
 
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
@@ -72,8 +72,8 @@ async function assertOnlyNewArrives(s, backend) {
   assert.deepEqual(backend.texts(ws), ['"new"'], 'the dropped messages were not sent');
 }
 
-describe('Socket options (SPEC 4): validated at construction', () => {
-  // SPEC section 4's option table, with its defaults.
+describe('Socket options: validated at construction', () => {
+  // The README's Socket option table, with its defaults.
   const SPEC_DEFAULTS = {
     protocols: undefined,
     WebSocket: undefined,
@@ -120,7 +120,7 @@ describe('Socket options (SPEC 4): validated at construction', () => {
     heartbeatInterval: [[-1, '30'], /non-negative number/]
   };
 
-  test('the option table is exactly SPEC section 4, with its defaults', () => {
+  test("the option table is exactly the README's, with its defaults", () => {
     assert.deepEqual(Object.keys(SOCKET_OPTIONS).sort(), Object.keys(SPEC_DEFAULTS).sort());
     for (const [name, [, fallback]] of Object.entries(SOCKET_OPTIONS)) {
       assert.deepEqual(fallback, SPEC_DEFAULTS[name], `default of ${name}`);
@@ -190,7 +190,7 @@ describe('Socket options (SPEC 4): validated at construction', () => {
     }
   });
 
-  // SPEC 7: no bad input aborts the process from Rust. A number option of
+  // No bad input aborts the process from Rust. A number option of
   // Infinity (or one too large for a Duration) is either refused with
   // ERR_INVALID_OPTION or works: the socket runs and close() ends it.
   const EXTREMES = [
@@ -239,7 +239,7 @@ describe('Socket options (SPEC 4): validated at construction', () => {
   });
 });
 
-describe('Socket url (SPEC 4): a string, a function or an async function', () => {
+describe('Socket url: a string, a function or an async function', () => {
   test('socket.url reads as the URL given, and id is mytosis-websocket: + url', async (t) => {
     const backend = await wsServer(t);
     const s = await openSocket(t, backend.url + '/x?y=1');
@@ -319,7 +319,7 @@ describe('Socket url (SPEC 4): a string, a function or an async function', () =>
     });
   }
 
-  test("the url function's ERR_INVALID_URL 'error' is a TypeError naming the bad URL (SPEC 6)", TIMEOUT, async (t) => {
+  test("the url function's ERR_INVALID_URL 'error' is a TypeError naming the bad URL", TIMEOUT, async (t) => {
     const s = socket(t, () => 'http://bad.example/', { jitter: 0, minReconnectionDelay: 1000 });
     const err = await next(s, 'error');
     assert.equal(err.code, 'ERR_INVALID_URL');
@@ -358,7 +358,7 @@ describe('Socket url (SPEC 4): a string, a function or an async function', () =>
   });
 });
 
-describe('Reconnection policy (SPEC 4)', () => {
+describe('Reconnection policy', () => {
   test('the first attempt is immediate, whatever minReconnectionDelay', TIMEOUT, async (t) => {
     const backend = await wsServer(t);
     const started = performance.now();
@@ -645,7 +645,7 @@ describe('Reconnection policy (SPEC 4)', () => {
   });
 });
 
-describe('Offline queue (SPEC 4)', () => {
+describe('Offline queue', () => {
   test('sends while offline are kept up to maxEnqueuedMessages and flushed in order before anything sent later', TIMEOUT, async (t) => {
     // The server closes the first connection; the socket is offline for
     // 300 ms before its retry.
@@ -804,7 +804,7 @@ describe('Offline queue (SPEC 4)', () => {
   });
 });
 
-describe('Handshake headers (SPEC 4)', () => {
+describe('Handshake headers', () => {
   test('headers go out in the handshake of every attempt', TIMEOUT, async (t) => {
     const backend = await wsServer(t);
     const s = await openSocket(t, backend.url, {
@@ -823,7 +823,7 @@ describe('Handshake headers (SPEC 4)', () => {
   });
 });
 
-describe('debug (SPEC 4, issue 3 item 8)', () => {
+describe('debug', () => {
   test("debug: true logs every life-cycle step to stderr: connecting to the URL, the error, 'retry N in M ms', open, close with code and reason, giving up", TIMEOUT, async () => {
     const { code, signal, stdout, stderr } = await run(path.join(FIXTURES, 'debug-socket.js'));
     assert.equal(signal, null, `the child was killed; stderr:\n${stderr}`);

@@ -1,7 +1,7 @@
 'use strict';
 
-// The Node Socket over wss:// (rustls): SPEC 4 `tls` option, issue 3
-// item 5. A self-signed certificate is made with openssl for each run and
+// The Node Socket over wss:// (rustls): the `tls` option. A self-signed
+// certificate is made with openssl for each run and
 // served by an https.Server carrying a `ws` server.
 
 const assert = require('node:assert/strict');

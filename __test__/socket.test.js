@@ -1,7 +1,7 @@
 'use strict';
 
 // The client, `Socket`, against a `ws` server and against our own Server:
-// SPEC section 4 (client) and, against our Server, section 3 (messages).
+// the README's Socket section and, against our Server, its Messages.
 // The messages through a `ws` server are in socket-messages.test.js and the
 // life cycle in socket-lifecycle.test.js, both run against both builds.
 

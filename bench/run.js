@@ -1098,7 +1098,7 @@ function render(options, machine, uws, addon, results, profiles, elapsed, oursLa
     }
   }
 
-  // Targets of issue 5.
+  // The performance targets (TARGETS).
   const targetRows = [];
   for (const target of TARGETS) {
     const [sid, ...peers] = target.need;

@@ -5,7 +5,7 @@ const encodeText = require('./encode-text');
 const toTag = (value) => Object.prototype.toString.call(value);
 
 /**
- * Encode a value for `send` in the browser build, by SPEC section 3,
+ * Encode a value for `send` in the browser build (README, Messages),
  * without Buffer: a TypedArray or DataView becomes a Uint8Array over exactly
  * its bytes (not a copy), an ArrayBuffer goes as it is, a SharedArrayBuffer
  * (or a view of one) is copied, since WebSocket.send refuses shared memory,

@@ -6,7 +6,7 @@ const { codedError } = require('./errors');
 const INVALID_JSON = Symbol('INVALID_JSON');
 
 /**
- * Decode a received message (SPEC section 3): with `json`, a text frame is
+ * Decode a received message (README, Messages): with `json`, a text frame is
  * `JSON.parse`'d; binary data and, without `json`, text arrive as they are.
  *
  * @param {(String|Buffer|ArrayBuffer|Blob)} data The payload

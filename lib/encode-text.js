@@ -3,7 +3,7 @@
 const { codedError } = require('./errors');
 
 /**
- * Encode a value that is not binary data for `send`, by SPEC section 3:
+ * Encode a value that is not binary data for `send` (README, Messages):
  * with `json`, `JSON.stringify` it into the text of one text frame;
  * without it, only strings are accepted, unchanged. Shared by the Node and
  * browser encoders (lib/encode.js, lib/browser-encode.js).

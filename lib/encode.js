@@ -5,7 +5,7 @@ const { types } = require('node:util');
 const encodeText = require('./encode-text');
 
 /**
- * Encode a value for `send`, by SPEC section 3:
+ * Encode a value for `send` (README, Messages):
  * - binary data (Buffer, any TypedArray, DataView, ArrayBuffer,
  *   SharedArrayBuffer) becomes a Buffer, sent as one binary frame. Buffers
  *   and views are not copied: their exact `byteOffset`/`byteLength` bytes

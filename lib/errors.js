@@ -40,7 +40,7 @@ function reportUserError(emitter, err) {
 
 /**
  * Report an error a peer or the network caused: to `'error'` listeners
- * when there are some; dropped otherwise (SPEC section 7), since a peer
+ * when there are some; dropped otherwise, since a peer
  * must not be able to crash the process. `debug` prints it.
  *
  * @param {EventEmitter} emitter The Server or Socket

@@ -5,7 +5,8 @@
  * in one call: at the end of each batch of events (so every reply of an
  * event handler crosses together), or at the next microtask for sends made
  * elsewhere. Per-send calls into the addon are what make native servers
- * slow (shared/research/boundary-measurements.md).
+ * slow: about half a microsecond each, measured; one call per batch brought
+ * JSON echo from 1.5 to about 1 us of server CPU per message.
  *
  * Every other operation on the connections (broadcast, close, terminate)
  * calls `flush()` first, so frames leave in the order of the JS calls.

@@ -5,7 +5,8 @@ const https = require('node:https');
 
 const { checkOptions, invalidOption } = require('./options');
 
-// Option name to [type, default]; see lib/options.js and SPEC section 5.
+// Option name to [type, default]; see lib/options.js and the README's
+// Server section.
 const SERVER_OPTIONS = Object.freeze({
   port: ['port', undefined],
   host: ['string', undefined],
@@ -30,7 +31,7 @@ const SERVER_OPTIONS = Object.freeze({
 const STANDALONE_ONLY = ['port', 'host', 'tls', 'reusePort'];
 
 /**
- * Check the Server's options (SPEC section 5) and fill in the defaults.
+ * Check the Server's options and fill in the defaults.
  *
  * @param {(Number|Object)} portOrOptions A port, or the options
  * @return {Object} The options

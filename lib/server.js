@@ -278,7 +278,7 @@ class Server extends ConnectionGroup {
       this.#holdProcess();
       this.#detach?.();
       this.#core.outbox.flush();
-      // From the call on, every connection is offline (SPEC section 5).
+      // From the call on, every connection is offline.
       for (const connection of this.#connections.values()) connection[kClosing]();
       this.#core.native.close(code, reason, timeout);
     }

@@ -28,7 +28,7 @@ use crate::flow::Flow;
 use crate::peer::Peer;
 use tokio::sync::Notify;
 
-/// Record tags; lib/dispatch.js uses the same numbers.
+/// Record tags; lib/batch.js uses the same numbers.
 const TAG_TEXT: u32 = 1;
 const TAG_BINARY: u32 = 2;
 const TAG_DETAIL: u32 = 3;

@@ -20,7 +20,7 @@ mod tls;
 
 /// One runtime for the whole process, with a single worker: the JS thread
 /// takes the other core, and one worker measured as fast as two for echo
-/// loads on a 2-core machine (see shared/research/boundary-measurements.md).
+/// loads on a 2-core machine.
 #[napi_derive::module_init]
 fn init() {
   let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,6 +1,6 @@
 //! The byte stream under a server connection's tungstenite state.
 //!
-//! It does three things for a connection that should cost little while idle:
+//! It does four things for a connection that should cost little while idle:
 //! - Reads ahead. tungstenite reads at most its (small) read buffer's size at
 //!   once, which would cost one system call per 4 KiB of a large message, so
 //!   this reads up to 64 KiB into a scratch buffer of the worker thread and
