@@ -7,13 +7,23 @@ const encode = require('./encode');
 const checkUrl = require('./check-url');
 const headersProblem = require('./socket-headers');
 const { invalidOption } = require('./options');
+const addon = require('./native');
 
 const NODE = {
   checkUrl,
   encode,
   createTransport(url, options, events) {
     const { headers } = options;
-    if (options.WebSocket === undefined) {
+    const hasHeaders = typeof headers === 'function' || Object.keys(headers).length > 0;
+    const hasTls = Object.keys(options.tls).length > 0;
+    let { WebSocket } = options;
+    if (WebSocket === undefined && addon.loadError !== null) {
+      // Without the addon, the global WebSocket (Node 22) carries the
+      // Socket, unless it needs what only the addon can do (lib/native.js).
+      if (hasHeaders || hasTls) throw addon.missingAddonError();
+      WebSocket = addon.fallbackWebSocket();
+    }
+    if (WebSocket === undefined) {
       const problem = typeof headers === 'function' ? null : headersProblem(headers);
       if (problem !== null) {
         throw invalidOption(`The "headers" option of Socket cannot be sent: ${problem}`);
@@ -21,13 +31,15 @@ const NODE = {
       return new NativeTransport(url, options, events);
     }
     // A custom WebSocket cannot send headers or take TLS options.
-    if (typeof headers === 'function' || Object.keys(headers).length > 0) {
+    if (hasHeaders) {
       throw invalidOption('The "headers" option of Socket cannot be used with a custom WebSocket');
     }
-    if (Object.keys(options.tls).length > 0) {
+    if (hasTls) {
       throw invalidOption('The "tls" option of Socket cannot be used with a custom WebSocket');
     }
-    return new WebSocketTransport(url, options, events);
+    // Once per process, when the addon is missing.
+    addon.warnFallback();
+    return new WebSocketTransport(url, options, events, { WebSocket });
   }
 };
 

@@ -1,0 +1,418 @@
+//! The native server: a listener (or sockets adopted from a Node
+//! `http.Server`), one task per connection, and the registry that lets JS
+//! address connections by a small numeric handle.
+//!
+//! This file holds the napi surface (`NativeServer`, its options and the
+//! objects it hands JS) and the state all the parts share. The parts:
+//!
+//! - accept.rs: the listener, the accept loop, TLS accept;
+//! - upgrade.rs: reading the request, admission, JS's decision, the 101;
+//! - adopt.rs: sockets JS upgraded on its own `http.Server`;
+//! - registry.rs: the handle -> connection map and the announce rule;
+//! - served.rs: a connection's own task, from open to its end;
+//! - fanout.rs: sends to many connections at once;
+//! - clocks.rs: the heartbeat and the dormancy tick;
+//! - shutdown.rs: `close()` with its grace period.
+
+mod accept;
+mod adopt;
+mod clocks;
+mod fanout;
+mod registry;
+mod served;
+mod shutdown;
+mod upgrade;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use napi::bindgen_prelude::{Buffer, Uint32Array};
+use napi::{Error, Result, Status};
+use napi_derive::napi;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::registry::Client;
+use self::served::ServedConnection;
+use crate::buffers::Payload;
+use crate::dormancy::Dormitory;
+use crate::events::{EventCallback, EventQueue};
+use crate::flow::Flow;
+use crate::peer::{close_frame, Limits, Paused};
+use crate::tls;
+
+/// Without a heartbeat, a connection stopped by the receive buffers' total
+/// in the middle of a message is closed after this long.
+const STALL_LIMIT_WITHOUT_HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// Options the JS facade has already validated and filled with defaults.
+#[napi(object)]
+pub struct NativeServerOptions {
+  /// Only this request path is upgraded; any path when absent.
+  pub path: Option<String>,
+  /// Largest incoming message, in bytes.
+  pub max_payload: u32,
+  /// Milliseconds a client may take to complete the upgrade.
+  pub handshake_timeout: u32,
+  /// Ping period in milliseconds; 0 disables the heartbeat.
+  pub heartbeat_interval: u32,
+  /// Unsent bytes a connection may hold before it is dropped with 1008.
+  pub max_backpressure: f64,
+  /// Bytes of one connection's messages waiting for JS before it stops
+  /// reading (flow.rs); `Infinity` for no bound.
+  pub max_receive_buffer: f64,
+  /// The same across all connections, messages still arriving included.
+  pub max_receive_buffer_total: f64,
+  /// Connections open at once; upgrades past it are answered 503.
+  pub max_connections: f64,
+  /// Whether JS decides each upgrade (`Verify` events answered by `decide`).
+  pub verify: bool,
+  /// PEM certificate chain and key: serve `wss://` directly.
+  pub tls_cert: Option<String>,
+  pub tls_key: Option<String>,
+  /// SO_REUSEPORT: several processes may listen on the port.
+  pub reuse_port: bool,
+}
+
+/// The bound address, as `net.Server#address()` reports it.
+#[napi(object)]
+pub struct AddressInfo {
+  pub address: String,
+  pub family: String,
+  pub port: u32,
+}
+
+/// JS's answer to a `Verify` event.
+#[napi(object)]
+pub struct Verdict {
+  pub accept: bool,
+  /// The refusal's status (400-599) when not accepted.
+  pub status: u32,
+  /// The refusal's body.
+  pub reason: String,
+  /// Extra refusal headers as `[name, value, ...]`.
+  pub headers: Vec<String>,
+  /// The chosen subprotocol, or "".
+  pub protocol: String,
+}
+
+/// A socket adopted through a relay (see `adoptRelay`): JS pipes its end.
+#[napi(object)]
+pub struct Relay {
+  pub handle: u32,
+  pub fd: i32,
+}
+
+/// The request an attached server's JS already read and accepted.
+#[napi(object)]
+pub struct AdoptedRequest {
+  /// Path and query.
+  pub url: String,
+  /// `req.rawHeaders`: `[name, value, ...]`.
+  pub headers: Vec<String>,
+  pub protocol: String,
+  pub remote_address: String,
+  pub remote_port: u32,
+}
+
+/// A connection JS has not heard of yet, as `announceAll` hands it over.
+#[napi(object)]
+pub struct Unannounced {
+  pub handle: u32,
+  pub remote_address: String,
+  pub remote_port: u32,
+  pub protocol: String,
+}
+
+struct Shared {
+  clients: Mutex<HashMap<u32, Arc<Client>>>,
+  /// The listening socket, so that `close()` can stop it at once.
+  listener: Mutex<Option<Arc<TcpListener>>>,
+  /// The close frame of `close()`, for connections that open after it.
+  closing_frame: Mutex<Option<CloseFrame>>,
+  next_handle: AtomicU32,
+  /// Upgrades waiting for JS's verdict, by connection handle.
+  verdicts: Mutex<HashMap<u32, oneshot::Sender<Verdict>>>,
+  events: Arc<EventQueue>,
+  /// Whether JS observes the server's `messages` (all connections).
+  observe_all: AtomicBool,
+  /// Whether JS listens for connections opening or ending ('add' or
+  /// 'remove'); until it does, connections are announced lazily.
+  announce_opens: AtomicBool,
+  /// Connections open that JS has not heard of.
+  unannounced: AtomicUsize,
+  /// Connections open or upgrading past the admission check.
+  admitted: AtomicUsize,
+  max_connections: usize,
+  shutdown: CancellationToken,
+  tasks: TaskTracker,
+  path: Option<String>,
+  verify: bool,
+  tls: Option<TlsAcceptor>,
+  limits: Limits,
+  config: WebSocketConfig,
+  handshake_timeout: Duration,
+  heartbeat_interval: Duration,
+  /// Connections quiet for a while (dormancy.rs); made on first need, and
+  /// `None` if its epoll set could not be made.
+  dormitory: OnceLock<Option<Dormitory<ServedConnection>>>,
+}
+
+/// Locks a mutex of the server's state. A panic while holding one cannot
+/// leave the state half-changed in a way worse than losing the process, so
+/// poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+  mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A number option from JS where `Infinity` means no bound.
+fn bound(limit: f64) -> usize {
+  if limit.is_finite() {
+    limit as usize
+  } else {
+    usize::MAX
+  }
+}
+
+/// A WebSocket server. Created by lib/server.js, which owns the public API.
+#[napi]
+pub struct NativeServer {
+  shared: Arc<Shared>,
+}
+
+#[napi]
+impl NativeServer {
+  /// Creates a server that reports to `onEvents` (see events.rs); it does
+  /// not listen until `listen`.
+  #[napi(constructor)]
+  pub fn new(options: NativeServerOptions, on_events: EventCallback) -> Result<Self> {
+    let max_payload = Some(options.max_payload as usize);
+    let config = WebSocketConfig::default()
+      // tungstenite allocates the read buffer up front for every connection:
+      // 128 KiB by default, far too much for thousands of idle peers. Large
+      // messages are still read in large chunks (see server_stream.rs).
+      .read_buffer_size(4096)
+      // Frames are gathered up to this size before a write; a flush after
+      // each drained queue writes the rest.
+      .write_buffer_size(16 * 1024)
+      .max_message_size(max_payload)
+      .max_frame_size(max_payload);
+    let tls = match (&options.tls_cert, &options.tls_key) {
+      (Some(cert), Some(key)) => Some(
+        tls::server_acceptor(cert, key)
+          .map_err(|message| Error::new(Status::InvalidArg, message))?,
+      ),
+      _ => None,
+    };
+    let max_buffered = bound(options.max_backpressure);
+    let heartbeat_interval = Duration::from_millis(options.heartbeat_interval.into());
+    let stall_limit = if heartbeat_interval.is_zero() {
+      STALL_LIMIT_WITHOUT_HEARTBEAT
+    } else {
+      heartbeat_interval * 2
+    };
+    let max_each = bound(options.max_receive_buffer);
+    // One message of `maxPayload` must always be able to arrive: a total
+    // below it would stop such a message forever.
+    let max_total = bound(options.max_receive_buffer_total)
+      .max((options.max_payload as usize).saturating_add(max_each));
+    let flow = Flow::new(max_each, max_total, stall_limit, max_buffered);
+    let shared = Shared {
+      clients: Mutex::new(HashMap::new()),
+      listener: Mutex::new(None),
+      closing_frame: Mutex::new(None),
+      next_handle: AtomicU32::new(1),
+      verdicts: Mutex::new(HashMap::new()),
+      events: EventQueue::start(on_events, flow)?,
+      observe_all: AtomicBool::new(false),
+      announce_opens: AtomicBool::new(false),
+      unannounced: AtomicUsize::new(0),
+      admitted: AtomicUsize::new(0),
+      max_connections: bound(options.max_connections),
+      shutdown: CancellationToken::new(),
+      tasks: TaskTracker::new(),
+      path: options.path,
+      verify: options.verify,
+      tls,
+      limits: Limits { max_buffered, ..Limits::NONE },
+      config,
+      handshake_timeout: Duration::from_millis(options.handshake_timeout.into()),
+      heartbeat_interval,
+      dormitory: OnceLock::new(),
+    };
+    let server = NativeServer { shared: Arc::new(shared) };
+    clocks::start_heartbeat(&server.shared);
+    clocks::start_dormancy_clock(&server.shared);
+    Ok(server)
+  }
+
+  /// Binds `host:port` and starts accepting. Without a host, binds `::`
+  /// (dual-stack) and falls back to `0.0.0.0` where IPv6 is missing. A
+  /// failure throws an Error whose message starts with the OS errno.
+  #[napi]
+  pub fn listen(&self, host: Option<String>, port: u32, reuse_port: bool) -> Result<AddressInfo> {
+    let port =
+      u16::try_from(port).map_err(|_| Error::new(Status::InvalidArg, "port out of range"))?;
+    accept::listen(&self.shared, host, port, reuse_port).map_err(os_error)
+  }
+
+  /// Takes over a TCP socket that a Node `http.Server` upgraded and JS
+  /// accepted: answers 101 on it and serves it. `fd` stays Node's (we use a
+  /// duplicate); `head` is what Node read past the request. Throws, and
+  /// touches nothing, when the request is not a valid upgrade.
+  #[napi]
+  pub fn adopt(&self, fd: i32, head: Buffer, request: AdoptedRequest) -> Result<u32> {
+    adopt::adopt(&self.shared, fd, head, request)
+  }
+
+  /// Like `adopt` for a socket whose bytes Node must keep handling (TLS
+  /// terminated by an `https.Server`): returns one end of a socket pair for
+  /// JS to pipe to and from that socket.
+  #[napi]
+  pub fn adopt_relay(&self, head: Buffer, request: AdoptedRequest) -> Result<Relay> {
+    adopt::adopt_relay(&self.shared, head, request)
+  }
+
+  /// JS's verdict on the upgrade of connection `handle`; false when the
+  /// upgrade no longer waits for it (it timed out, or the client left).
+  #[napi]
+  pub fn decide(&self, handle: u32, verdict: Verdict) -> bool {
+    self.shared.decide(handle, verdict)
+  }
+
+  /// Queues `payloads[i]` to connection `handles[i]`, for every i: all the
+  /// sends JS made since its last call, in one crossing. Connections that
+  /// are gone or closing are skipped (JS learns it from their events).
+  #[napi]
+  pub fn send_batch(&self, handles: Uint32Array, payloads: Vec<Payload>) {
+    self.shared.send_batch(handles, payloads);
+  }
+
+  /// `sendBatch` for JSON texts, joined with line breaks: line i goes to
+  /// connection `handles[i]`.
+  #[napi]
+  pub fn send_json_batch(&self, handles: Uint32Array, joined: String) {
+    self.shared.send_json_batch(handles, joined);
+  }
+
+  /// Queues one message to each of `handles`, sharing its bytes; returns how
+  /// many connections took it.
+  #[napi]
+  pub fn send_many(&self, handles: Uint32Array, payload: Payload) -> u32 {
+    self.shared.send_many(handles, payload)
+  }
+
+  /// Queues one message to every open connection but those in `except`;
+  /// returns how many took it.
+  #[napi]
+  pub fn broadcast(&self, payload: Payload, except: Option<Uint32Array>) -> u32 {
+    self.shared.broadcast(payload, except)
+  }
+
+  /// Starts the closing handshake of one connection, after what it already
+  /// queued. The facade has checked `code` and `reason`.
+  #[napi]
+  pub fn close_connection(&self, handle: u32, code: u32, reason: String) -> bool {
+    let Some(client) = self.shared.client(handle) else { return false };
+    client.peer.close(close_frame(code, reason))
+  }
+
+  /// Drops one connection without a closing handshake.
+  #[napi]
+  pub fn terminate(&self, handle: u32) {
+    if let Some(client) = self.shared.client(handle) {
+      client.peer.terminate();
+    }
+  }
+
+  /// Payload bytes accepted for a connection and not yet written.
+  #[napi]
+  pub fn buffered_amount(&self, handle: u32) -> f64 {
+    self.shared.client(handle).map_or(0.0, |client| client.peer.buffered_amount() as f64)
+  }
+
+  /// The request headers of a connection: names and values, each followed
+  /// by a NUL.
+  #[napi]
+  pub fn raw_headers(&self, handle: u32) -> Option<String> {
+    self.shared.client(handle).map(|client| client.raw_headers.to_string())
+  }
+
+  /// Stops or resumes reading one connection (`connection.pause()`).
+  #[napi]
+  pub fn pause(&self, handle: u32, paused: bool) {
+    if let Some(client) = self.shared.client(handle) {
+      if paused {
+        client.peer.pause(Paused::BY_JS);
+      } else {
+        client.peer.resume(Paused::BY_JS);
+      }
+    }
+  }
+
+  /// Turns delivery of one connection's messages to JS on or off.
+  #[napi]
+  pub fn observe(&self, handle: u32, observed: bool) {
+    if let Some(client) = self.shared.client(handle) {
+      client.peer.observed.store(observed, Ordering::Relaxed);
+    }
+  }
+
+  /// From now on, tells JS of every connection as it opens, and of the end
+  /// of every connection it has not heard of (JS listens for 'add' or
+  /// 'remove'). Returns the connections JS has not heard of so far.
+  #[napi]
+  pub fn announce_opens(&self) -> Vec<Unannounced> {
+    // Under the lock that `start_connection` reads the flag under: every
+    // connection is either in this list or announced as it opens.
+    let clients = self.shared.clients();
+    self.shared.announce_opens.store(true, Ordering::Release);
+    self.shared.take_unannounced(&clients)
+  }
+
+  /// Connections open or being adopted: what an attached server's JS
+  /// holds against `maxConnections`, with the upgrades it is deciding.
+  #[napi]
+  pub fn admitted(&self) -> u32 {
+    u32::try_from(self.shared.admitted.load(Ordering::Acquire)).unwrap_or(u32::MAX)
+  }
+
+  /// How many open connections JS has not heard of.
+  #[napi]
+  pub fn unannounced_count(&self) -> u32 {
+    self.shared.unannounced.load(Ordering::Relaxed) as u32
+  }
+
+  /// The open connections JS has not heard of (see `take_unannounced`).
+  #[napi]
+  pub fn announce_all(&self) -> Vec<Unannounced> {
+    self.shared.take_unannounced(&self.shared.clients())
+  }
+
+  /// Turns delivery of every connection's messages to JS on or off.
+  #[napi]
+  pub fn observe_all(&self, observed: bool) {
+    self.shared.observe_all.store(observed, Ordering::Relaxed);
+  }
+
+  /// Stops accepting, sends close `code` with `reason` to every connection
+  /// (the facade has checked them), terminates those still open after
+  /// `timeout_ms`, then reports `Stopped` as the last event.
+  #[napi]
+  pub fn close(&self, code: u32, reason: String, timeout_ms: f64) {
+    shutdown::close(&self.shared, code, reason, timeout_ms);
+  }
+}
+
+/// An error whose message starts with the errno, for the facade to name.
+fn os_error(error: io::Error) -> Error {
+  let errno = error.raw_os_error().unwrap_or(0);
+  Error::new(Status::GenericFailure, format!("{errno}:{error}"))
+}
