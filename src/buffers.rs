@@ -48,13 +48,17 @@ pub fn payload_len(message: &Message) -> usize {
 }
 
 /// Hands a received payload to JS without copying it: the array is a view
-/// of the frame's own memory, kept alive by the array's finalizer.
+/// of the frame's own memory, kept alive by the array's finalizer. JS gets
+/// it as a writable Buffer.
 pub fn to_js_array(bytes: Bytes) -> Uint8Array {
   let (data, length) = (bytes.as_ptr().cast_mut(), bytes.len());
   // SAFETY: `data..data + length` is the memory of `bytes`, which the
-  // finalizer owns, so it lives as long as the array. Nothing writes to it:
-  // `Bytes` is immutable and JS gets this one view of it. Every frame is a
-  // region of its own, so V8 is never given one pointer twice (it aborts
-  // on that, nodejs/node#32463).
+  // finalizer owns, so it lives as long as the array. JS may write to it
+  // (a Buffer is writable) although `Bytes` promises immutable memory:
+  // that is harmless because nothing in Rust reads this region after this
+  // call. `bytes` is moved into the finalizer, which only drops it, and the
+  // caller hands over the one `Bytes` of a received frame (events.rs keeps
+  // no other). Every frame is a region of its own, so V8 is never given one
+  // pointer twice (it aborts on that, nodejs/node#32463).
   unsafe { Uint8Array::with_external_data(data, length, move |_, _| drop(bytes)) }
 }

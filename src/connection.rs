@@ -179,272 +179,428 @@ pub async fn drive_until_rest<S>(
   flow: &Flow,
   generation: u32,
   role: Role,
-  mut deliver: impl FnMut(Incoming),
+  deliver: impl FnMut(Incoming),
 ) -> Outcome
 where
   S: AsyncRead + AsyncWrite + Inbound + Unpin,
 {
-  let mut unflushed_bytes = 0usize;
-  let mut unflushed: Vec<Message> = Vec::new();
-  let mut sent_close = false;
-  let mut received_close: Option<Option<CloseFrame>> = None;
-  let mut close_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
-  // Frames taken from the peer's queue and not yet fed to tungstenite.
-  let mut taken: VecDeque<Outgoing> = VecDeque::new();
-  // A large binary frame a server writes itself (direct_frame.rs): it goes
-  // after what tungstenite holds, and nothing is written or read (which may
-  // write a pong) until it is out.
-  let mut direct: Option<DirectFrame> = None;
-  // Bytes of a message being received, as last counted in `flow`.
-  let mut arriving = 0usize;
-  // Runs while the receive buffers' total stops the connection in the
-  // middle of a message.
-  let mut stall_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+  let mut driver = Driver::new(ws, backlog, peer, flow, generation, role, deliver);
+  let stopped = poll_fn(|cx| {
+    // A panic here is a bug of ours: it ends this connection (with 1011),
+    // not the process or the other connections.
+    catch_unwind(AssertUnwindSafe(|| driver.poll_rounds(cx)))
+      .unwrap_or(Poll::Ready(Some(Stop::Panicked)))
+  })
+  .await;
+  flow.arriving(driver.arriving, 0);
+  match stopped {
+    None => Outcome::Rested,
+    Some(stop) => Outcome::Ended(driver.finish(stop).await),
+  }
+}
 
-  let mut poll_rounds = |cx: &mut Context<'_>| -> Poll<Option<Stop>> {
+/// What one round of the loop found.
+enum Round {
+  /// Something moved: run another round.
+  Again,
+  /// Nothing to do until a wake.
+  Wait,
+  /// Quiet with nothing half done: the stream may rest.
+  Rest,
+}
+
+/// How a stopped connection ends: quietly, or with a close frame we still
+/// try to send.
+enum Ending {
+  Quiet(Ended),
+  TellPeer(Ended),
+}
+
+/// One connection's polling loop and its state between polls.
+struct Driver<'a, S, D> {
+  ws: &'a mut WebSocketStream<S>,
+  /// Messages to send before anything queued (see `drive`).
+  backlog: &'a mut VecDeque<Message>,
+  peer: &'a Peer,
+  flow: &'a Flow,
+  generation: u32,
+  role: Role,
+  deliver: D,
+  /// Payload bytes fed to tungstenite and not yet flushed.
+  unflushed_bytes: usize,
+  /// A client's messages fed and not yet flushed, to send again on the
+  /// next connection if this one fails.
+  unflushed: Vec<Message>,
+  sent_close: bool,
+  received_close: Option<Option<CloseFrame>>,
+  close_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+  /// Frames taken from the peer's queue and not yet fed to tungstenite.
+  taken: VecDeque<Outgoing>,
+  /// A large binary frame a server writes itself (direct_frame.rs): it goes
+  /// after what tungstenite holds, and nothing is written or read (which
+  /// may write a pong) until it is out.
+  direct: Option<DirectFrame>,
+  /// Bytes of a message being received, as last counted in `flow`.
+  arriving: usize,
+  /// Runs while the receive buffers' total stops the connection in the
+  /// middle of a message.
+  stall_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<'a, S, D> Driver<'a, S, D>
+where
+  S: AsyncRead + AsyncWrite + Inbound + Unpin,
+  D: FnMut(Incoming),
+{
+  fn new(
+    ws: &'a mut WebSocketStream<S>,
+    backlog: &'a mut VecDeque<Message>,
+    peer: &'a Peer,
+    flow: &'a Flow,
+    generation: u32,
+    role: Role,
+    deliver: D,
+  ) -> Self {
+    Driver {
+      ws,
+      backlog,
+      peer,
+      flow,
+      generation,
+      role,
+      deliver,
+      unflushed_bytes: 0,
+      unflushed: Vec::new(),
+      sent_close: false,
+      received_close: None,
+      close_deadline: None,
+      taken: VecDeque::new(),
+      direct: None,
+      arriving: 0,
+      stall_deadline: None,
+    }
+  }
+
+  /// Up to ROUNDS_PER_POLL rounds of read-and-write. `Ready(None)`: the
+  /// stream may rest; `Ready(Some(_))`: the connection stopped.
+  fn poll_rounds(&mut self, cx: &mut Context<'_>) -> Poll<Option<Stop>> {
     // Read once per poll: the rounds of one poll take microseconds, and the
     // heartbeat counts in milliseconds.
     let mut now = None;
     for _ in 0..ROUNDS_PER_POLL {
-      let mut progressed = false;
-
-      // Registered before anything is checked, so that no wake is missed.
-      peer.task.register(cx.waker());
-      if let Some(why) = peer.take_kill(generation) {
-        return Poll::Ready(Some(Stop::Terminated(why)));
-      }
-      if close_deadline.is_none() && peer.close_requested_for(generation) {
-        close_deadline = Some(Box::pin(sleep(flow.close_timeout())));
-      }
-
-      // Feed every queued frame to tungstenite's write buffer.
-      while !sent_close && received_close.is_none() && direct.is_none() {
-        match ws.poll_ready_unpin(cx) {
-          Poll::Ready(Ok(())) => {}
-          Poll::Ready(Err(error)) => return Poll::Ready(Some(Stop::Failed(error))),
-          Poll::Pending => break,
-        }
-        if backlog.is_empty() && taken.is_empty() {
-          taken = std::mem::take(&mut *peer.queued_frames());
-        }
-        let item = match backlog.pop_front() {
-          Some(message) => Outgoing::Message(message),
-          None => match taken.pop_front() {
-            Some(Outgoing::Message(message)) => {
-              peer.took_from_queue(&message);
-              Outgoing::Message(message)
-            }
-            Some(item) => item,
-            None => break,
-          },
-        };
-        let message = match item {
-          Outgoing::Message(Message::Binary(payload))
-            if role == Role::Server && payload.len() >= DIRECT_MIN_LEN =>
-          {
-            direct = Some(DirectFrame::new(payload));
-            progressed = true;
-            break;
-          }
-          Outgoing::Message(message) => {
-            unflushed_bytes += payload_len(&message);
-            if role == Role::Client && !is_ping(&message) {
-              unflushed.push(message.clone());
-            }
-            message
-          }
-          Outgoing::Close(_, meant_for)
-            if meant_for != generation && meant_for != ANY_CONNECTION =>
-          {
-            continue
-          }
-          Outgoing::Close(frame, _) => {
-            sent_close = true;
-            if close_deadline.is_none() {
-              close_deadline = Some(Box::pin(sleep(flow.close_timeout())));
-            }
-            Message::Close(Some(frame))
-          }
-        };
-        if let Err(error) = ws.start_send_unpin(message) {
-          return Poll::Ready(Some(Stop::Failed(error)));
-        }
-        progressed = true;
-      }
-
-      // One flush for everything fed above.
-      let flushed = match ws.poll_flush_unpin(cx) {
-        Poll::Ready(Ok(())) => {
-          peer.buffered.fetch_sub(unflushed_bytes, Ordering::Relaxed);
-          unflushed_bytes = 0;
-          unflushed.clear();
-          true
-        }
-        Poll::Ready(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => false,
-        Poll::Ready(Err(error)) => return Poll::Ready(Some(Stop::Failed(error))),
-        Poll::Pending => false,
-      };
-      if let (true, Some(frame)) = (flushed, &mut direct) {
-        match frame.poll_write(ws.get_mut(), cx) {
-          Poll::Ready(Ok(())) => {
-            peer.buffered.fetch_sub(frame.payload_len(), Ordering::Relaxed);
-            direct = None;
-            progressed = true;
-          }
-          Poll::Ready(Err(error)) => return Poll::Ready(Some(Stop::Failed(WsError::Io(error)))),
-          Poll::Pending => {}
-        }
-      }
-
-      if flushed && peer.drained(flow.drain_below) {
-        deliver(Incoming::Drain);
-      }
-
-      let may_read = flow.may_read(peer, arriving, cx);
-      let read = if direct.is_some() || !may_read {
-        Poll::Pending
-      } else {
-        match ws.poll_next_unpin(cx) {
-          // tungstenite waits while the stream reads a large binary frame.
-          Poll::Pending if received_close.is_none() => match ws.get_mut().poll_large_binary(cx) {
-            Poll::Ready(Some(Ok(payload))) => Poll::Ready(Some(Ok(Message::Binary(payload)))),
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(WsError::Io(error)))),
-            Poll::Ready(None) | Poll::Pending => Poll::Pending,
-          },
-          read => read,
-        }
-      };
-      match read {
-        Poll::Ready(Some(Ok(message))) => {
-          progressed = true;
-          peer.last_seen.store(*now.get_or_insert_with(now_ms), Ordering::Relaxed);
-          match message {
-            #[cfg(feature = "panic-trigger")]
-            Message::Text(text) if text.as_str() == "__panic__" => {
-              panic!("the panic-trigger build was asked to panic")
-            }
-            Message::Text(text) if !fits_js_string(&text) => {
-              let size = text.len();
-              let too_long = CapacityError::MessageTooLong { size, max_size: MAX_JS_STRING };
-              return Poll::Ready(Some(Stop::Failed(WsError::Capacity(too_long))));
-            }
-            Message::Text(text) => deliver(Incoming::Data(false, Bytes::from(text))),
-            Message::Binary(bytes) => deliver(Incoming::Data(true, bytes)),
-            Message::Close(frame) => {
-              if role == Role::Server {
-                peer.closing.store(true, Ordering::Release);
-              }
-              received_close = Some(frame);
-              deliver(Incoming::Closing);
-            }
-            // tungstenite answers pings itself; a pong is only a sign of life.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-          }
-        }
-        Poll::Ready(Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)))
-        | Poll::Ready(None) => return Poll::Ready(Some(Stop::Finished)),
-        Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Stop::Failed(error))),
-        Poll::Pending => {}
-      }
-      let now_arriving = ws.get_ref().arriving();
-      if now_arriving != arriving {
-        flow.arriving(arriving, now_arriving);
-        arriving = now_arriving;
-      }
-
-      if peer.is_paused(Paused::BY_TOTAL) && arriving > 0 {
-        let stall = stall_deadline.get_or_insert_with(|| Box::pin(sleep(flow.stall_limit)));
-        if stall.as_mut().poll(cx).is_ready() {
-          return Poll::Ready(Some(Stop::Stalled));
-        }
-      } else {
-        stall_deadline = None;
-      }
-      if let Some(deadline) = close_deadline.as_mut() {
-        if deadline.as_mut().poll(cx).is_ready() {
-          return Poll::Ready(Some(Stop::CloseTimedOut));
-        }
-      }
-      if !progressed {
-        let idle = flushed
-          && !sent_close
-          && received_close.is_none()
-          && close_deadline.is_none()
-          && taken.is_empty()
-          && backlog.is_empty()
-          && direct.is_none();
-        if idle && may_read && ws.get_ref().may_rest() {
-          // Nothing to do and nothing half done: the caller may drop
-          // tungstenite's state until the next bytes or sends.
-          return Poll::Ready(None);
-        }
-        return Poll::Pending;
+      match self.round(cx, &mut now) {
+        Err(stop) => return Poll::Ready(Some(stop)),
+        Ok(Round::Again) => {}
+        Ok(Round::Wait) => return Poll::Pending,
+        Ok(Round::Rest) => return Poll::Ready(None),
       }
     }
     cx.waker().wake_by_ref();
     Poll::Pending
-  };
-  let stopped = poll_fn(|cx| {
-    // A panic here is a bug of ours: it ends this connection (with 1011),
-    // not the process or the other connections.
-    catch_unwind(AssertUnwindSafe(|| poll_rounds(cx))).unwrap_or(Poll::Ready(Some(Stop::Panicked)))
-  })
-  .await;
-  flow.arriving(arriving, 0);
-  let Some(stop) = stopped else { return Outcome::Rested };
-
-  peer.connected.store(false, Ordering::Release);
-  // What never reached the kernel goes first on the next connection, then
-  // what was taken from the queue but not fed. On a clean close nothing is
-  // left: the close frame went after everything.
-  let unwritten = unflushed_bytes + direct.map_or(0, |frame| frame.payload_len());
-  peer.buffered.fetch_sub(unwritten, Ordering::Relaxed);
-  if role == Role::Client {
-    for message in unflushed.into_iter().rev() {
-      peer.buffered.fetch_add(payload_len(&message), Ordering::Relaxed);
-      backlog.push_front(message);
-    }
-    backlog.extend(taken.into_iter().filter_map(|item| match item {
-      Outgoing::Message(message) if !is_ping(&message) => Some(message),
-      _ => None,
-    }));
   }
 
-  let failed = match stop {
-    Stop::Finished => {
-      return Outcome::Ended(match received_close {
-        Some(Some(frame)) => Ended {
-          code: frame.code.into(),
-          reason: frame.reason.to_string(),
-          was_clean: true,
-          ..Ended::abnormal()
+  /// One round: JS's requests, writing, reading, then the clocks.
+  fn round(&mut self, cx: &mut Context<'_>, now: &mut Option<u64>) -> Result<Round, Stop> {
+    self.check_requests(cx)?;
+    let mut progressed = self.feed_queued_frames(cx)?;
+    let flushed = self.flush(cx)?;
+    if flushed {
+      progressed |= self.write_direct_frame(cx)?;
+      if self.peer.drained(self.flow.drain_below) {
+        (self.deliver)(Incoming::Drain);
+      }
+    }
+    let may_read = self.flow.may_read(self.peer, self.arriving, cx);
+    progressed |= self.read_one(cx, may_read, now)?;
+    self.account_arriving();
+    self.check_deadlines(cx)?;
+    Ok(if progressed {
+      Round::Again
+    } else if self.may_rest(flushed, may_read) {
+      Round::Rest
+    } else {
+      Round::Wait
+    })
+  }
+
+  /// Whether JS terminated this connection or asked to close it. The waker
+  /// is registered before anything is checked, so that no wake is missed.
+  fn check_requests(&mut self, cx: &mut Context<'_>) -> Result<(), Stop> {
+    self.peer.task.register(cx.waker());
+    if let Some(why) = self.peer.take_kill(self.generation) {
+      return Err(Stop::Terminated(why));
+    }
+    if self.close_deadline.is_none() && self.peer.close_requested_for(self.generation) {
+      self.close_deadline = Some(Box::pin(sleep(self.flow.close_timeout())));
+    }
+    Ok(())
+  }
+
+  /// Feeds every queued frame to tungstenite's write buffer; true if any
+  /// was taken.
+  fn feed_queued_frames(&mut self, cx: &mut Context<'_>) -> Result<bool, Stop> {
+    let mut progressed = false;
+    while !self.sent_close && self.received_close.is_none() && self.direct.is_none() {
+      match self.ws.poll_ready_unpin(cx) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(error)) => return Err(Stop::Failed(error)),
+        Poll::Pending => break,
+      }
+      let Some(item) = self.next_outgoing() else { break };
+      let message = match item {
+        Outgoing::Message(Message::Binary(payload))
+          if self.role == Role::Server && payload.len() >= DIRECT_MIN_LEN =>
+        {
+          self.direct = Some(DirectFrame::new(payload));
+          progressed = true;
+          break;
+        }
+        Outgoing::Message(message) => {
+          self.unflushed_bytes += payload_len(&message);
+          if self.role == Role::Client && !is_ping(&message) {
+            self.unflushed.push(message.clone());
+          }
+          message
+        }
+        Outgoing::Close(_, meant_for)
+          if meant_for != self.generation && meant_for != ANY_CONNECTION =>
+        {
+          continue
+        }
+        Outgoing::Close(frame, _) => {
+          self.sent_close = true;
+          if self.close_deadline.is_none() {
+            self.close_deadline = Some(Box::pin(sleep(self.flow.close_timeout())));
+          }
+          Message::Close(Some(frame))
+        }
+      };
+      self.ws.start_send_unpin(message).map_err(Stop::Failed)?;
+      progressed = true;
+    }
+    Ok(progressed)
+  }
+
+  /// The next frame to send: the backlog first, then the peer's queue.
+  fn next_outgoing(&mut self) -> Option<Outgoing> {
+    if self.backlog.is_empty() && self.taken.is_empty() {
+      self.taken = std::mem::take(&mut *self.peer.queued_frames());
+    }
+    if let Some(message) = self.backlog.pop_front() {
+      return Some(Outgoing::Message(message));
+    }
+    let item = self.taken.pop_front()?;
+    if let Outgoing::Message(message) = &item {
+      self.peer.took_from_queue(message);
+    }
+    Some(item)
+  }
+
+  /// One flush for everything fed; true when tungstenite holds nothing.
+  fn flush(&mut self, cx: &mut Context<'_>) -> Result<bool, Stop> {
+    match self.ws.poll_flush_unpin(cx) {
+      Poll::Ready(Ok(())) => {
+        self.peer.buffered.fetch_sub(self.unflushed_bytes, Ordering::Relaxed);
+        self.unflushed_bytes = 0;
+        self.unflushed.clear();
+        Ok(true)
+      }
+      Poll::Ready(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => Ok(false),
+      Poll::Ready(Err(error)) => Err(Stop::Failed(error)),
+      Poll::Pending => Ok(false),
+    }
+  }
+
+  /// Writes the large binary frame in progress, if any; true if it is out.
+  fn write_direct_frame(&mut self, cx: &mut Context<'_>) -> Result<bool, Stop> {
+    let Some(frame) = &mut self.direct else { return Ok(false) };
+    match frame.poll_write(self.ws.get_mut(), cx) {
+      Poll::Ready(Ok(())) => {
+        self.peer.buffered.fetch_sub(frame.payload_len(), Ordering::Relaxed);
+        self.direct = None;
+        Ok(true)
+      }
+      Poll::Ready(Err(error)) => Err(Stop::Failed(WsError::Io(error))),
+      Poll::Pending => Ok(false),
+    }
+  }
+
+  /// Reads one message, unless a direct frame is being written or `flow`
+  /// stops reading, and handles it; true if one arrived.
+  fn read_one(
+    &mut self,
+    cx: &mut Context<'_>,
+    may_read: bool,
+    now: &mut Option<u64>,
+  ) -> Result<bool, Stop> {
+    if self.direct.is_some() || !may_read {
+      return Ok(false);
+    }
+    let read = match self.ws.poll_next_unpin(cx) {
+      // tungstenite waits while the stream reads a large binary frame.
+      Poll::Pending if self.received_close.is_none() => {
+        match self.ws.get_mut().poll_large_binary(cx) {
+          Poll::Ready(Some(Ok(payload))) => Poll::Ready(Some(Ok(Message::Binary(payload)))),
+          Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(WsError::Io(error)))),
+          Poll::Ready(None) | Poll::Pending => Poll::Pending,
+        }
+      }
+      read => read,
+    };
+    match read {
+      Poll::Ready(Some(Ok(message))) => {
+        self.peer.last_seen.store(*now.get_or_insert_with(now_ms), Ordering::Relaxed);
+        self.receive(message)?;
+        Ok(true)
+      }
+      Poll::Ready(Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)))
+      | Poll::Ready(None) => Err(Stop::Finished),
+      Poll::Ready(Some(Err(error))) => Err(Stop::Failed(error)),
+      Poll::Pending => Ok(false),
+    }
+  }
+
+  /// Hands a message that arrived to the owner.
+  fn receive(&mut self, message: Message) -> Result<(), Stop> {
+    match message {
+      #[cfg(feature = "panic-trigger")]
+      Message::Text(text) if text.as_str() == "__panic__" => {
+        panic!("the panic-trigger build was asked to panic")
+      }
+      Message::Text(text) if !fits_js_string(&text) => {
+        let size = text.len();
+        let too_long = CapacityError::MessageTooLong { size, max_size: MAX_JS_STRING };
+        return Err(Stop::Failed(WsError::Capacity(too_long)));
+      }
+      Message::Text(text) => (self.deliver)(Incoming::Data(false, Bytes::from(text))),
+      Message::Binary(bytes) => (self.deliver)(Incoming::Data(true, bytes)),
+      Message::Close(frame) => {
+        if self.role == Role::Server {
+          self.peer.closing.store(true, Ordering::Release);
+        }
+        self.received_close = Some(frame);
+        (self.deliver)(Incoming::Closing);
+      }
+      // tungstenite answers pings itself; a pong is only a sign of life.
+      Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+    }
+    Ok(())
+  }
+
+  /// Counts the bytes of the message being received in `flow`.
+  fn account_arriving(&mut self) {
+    let now_arriving = self.ws.get_ref().arriving();
+    if now_arriving != self.arriving {
+      self.flow.arriving(self.arriving, now_arriving);
+      self.arriving = now_arriving;
+    }
+  }
+
+  /// The stall clock (stopped by the total in mid-message) and the close
+  /// clock (the closing handshake takes too long).
+  fn check_deadlines(&mut self, cx: &mut Context<'_>) -> Result<(), Stop> {
+    if self.peer.is_paused(Paused::BY_TOTAL) && self.arriving > 0 {
+      let stall_limit = self.flow.stall_limit;
+      let stall = self.stall_deadline.get_or_insert_with(|| Box::pin(sleep(stall_limit)));
+      if stall.as_mut().poll(cx).is_ready() {
+        return Err(Stop::Stalled);
+      }
+    } else {
+      self.stall_deadline = None;
+    }
+    if let Some(deadline) = self.close_deadline.as_mut() {
+      if deadline.as_mut().poll(cx).is_ready() {
+        return Err(Stop::CloseTimedOut);
+      }
+    }
+    Ok(())
+  }
+
+  /// Nothing to do and nothing half done: the caller may drop tungstenite's
+  /// state until the next bytes or sends.
+  fn may_rest(&self, flushed: bool, may_read: bool) -> bool {
+    let idle = flushed
+      && !self.sent_close
+      && self.received_close.is_none()
+      && self.close_deadline.is_none()
+      && self.taken.is_empty()
+      && self.backlog.is_empty()
+      && self.direct.is_none();
+    idle && may_read && self.ws.get_ref().may_rest()
+  }
+
+  /// Ends a stopped connection: gives back what was not sent, and tells the
+  /// peer why when we end it.
+  async fn finish(mut self, stop: Stop) -> Ended {
+    self.peer.connected.store(false, Ordering::Release);
+    self.give_back_unsent();
+    let failed = match self.ending(stop) {
+      Ending::Quiet(ended) => return ended,
+      Ending::TellPeer(failed) => failed,
+    };
+    // We end the connection: tell the peer why, as far as it still listens
+    // (it may have broken the protocol, or not read at all).
+    // After a panic, tungstenite's state may be what panicked: caught too.
+    let frame = CloseFrame { code: failed.code.into(), reason: failed.reason.as_str().into() };
+    let _ = AssertUnwindSafe(timeout(ERROR_CLOSE_TIMEOUT, self.ws.close(Some(frame))))
+      .catch_unwind()
+      .await;
+    failed
+  }
+
+  /// What never reached the kernel goes first on a client's next
+  /// connection, then what was taken from the queue but not fed. On a clean
+  /// close nothing is left: the close frame went after everything.
+  fn give_back_unsent(&mut self) {
+    let unwritten =
+      self.unflushed_bytes + self.direct.take().map_or(0, |frame| frame.payload_len());
+    self.peer.buffered.fetch_sub(unwritten, Ordering::Relaxed);
+    if self.role == Role::Client {
+      for message in std::mem::take(&mut self.unflushed).into_iter().rev() {
+        self.peer.buffered.fetch_add(payload_len(&message), Ordering::Relaxed);
+        self.backlog.push_front(message);
+      }
+      self.backlog.extend(std::mem::take(&mut self.taken).into_iter().filter_map(
+        |item| match item {
+          Outgoing::Message(message) if !is_ping(&message) => Some(message),
+          _ => None,
         },
-        Some(None) => Ended { code: 1005, was_clean: true, ..Ended::abnormal() },
-        None => Ended::abnormal(),
-      })
+      ));
     }
-    Stop::Terminated(Termination::Backpressure) => {
-      return Outcome::Ended(Ended::by_us(CloseCode::Policy, reason::BACKPRESSURE))
-    }
-    Stop::Terminated(why) => {
-      let heartbeat_lost = why == Termination::Heartbeat;
-      return Outcome::Ended(Ended { heartbeat_lost, ..Ended::abnormal() });
-    }
-    Stop::CloseTimedOut => return Outcome::Ended(Ended::abnormal()),
-    Stop::Failed(error) => match close_code_for(&error) {
-      Some((code, reason)) => Ended::by_us(code, reason),
-      None => return Outcome::Ended(Ended::abnormal()),
-    },
-    Stop::Stalled => Ended::by_us(CloseCode::Policy, reason::STALLED),
-    Stop::Panicked => Ended::internal_error(),
-  };
-  // We end the connection: tell the peer why, as far as it still listens
-  // (it may have broken the protocol, or not read at all).
-  // After a panic, tungstenite's state may be what panicked: caught too.
-  let frame = CloseFrame { code: failed.code.into(), reason: failed.reason.as_str().into() };
-  let _ =
-    AssertUnwindSafe(timeout(ERROR_CLOSE_TIMEOUT, ws.close(Some(frame)))).catch_unwind().await;
-  Outcome::Ended(failed)
+  }
+
+  /// How the connection ends for `stop`.
+  fn ending(&mut self, stop: Stop) -> Ending {
+    let failed = match stop {
+      Stop::Finished => {
+        return Ending::Quiet(match self.received_close.take() {
+          Some(Some(frame)) => Ended {
+            code: frame.code.into(),
+            reason: frame.reason.to_string(),
+            was_clean: true,
+            ..Ended::abnormal()
+          },
+          Some(None) => Ended { code: 1005, was_clean: true, ..Ended::abnormal() },
+          None => Ended::abnormal(),
+        })
+      }
+      Stop::Terminated(Termination::Backpressure) => {
+        return Ending::Quiet(Ended::by_us(CloseCode::Policy, reason::BACKPRESSURE))
+      }
+      Stop::Terminated(why) => {
+        let heartbeat_lost = why == Termination::Heartbeat;
+        return Ending::Quiet(Ended { heartbeat_lost, ..Ended::abnormal() });
+      }
+      Stop::CloseTimedOut => return Ending::Quiet(Ended::abnormal()),
+      Stop::Failed(error) => match close_code_for(&error) {
+        Some((code, reason)) => Ended::by_us(code, reason),
+        None => return Ending::Quiet(Ended::abnormal()),
+      },
+      Stop::Stalled => Ended::by_us(CloseCode::Policy, reason::STALLED),
+      Stop::Panicked => Ended::internal_error(),
+    };
+    Ending::TellPeer(failed)
+  }
 }
 
 /// Whether a text fits in a JavaScript string (V8 counts UTF-16 units,

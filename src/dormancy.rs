@@ -4,11 +4,15 @@
 //! registered in tokio's reactor: about 500 bytes for the task cell and the
 //! registration (both 128-byte aligned), plus what the allocator loses
 //! around them. A connection quiet for a whole dormancy tick instead hands
-//! its socket and its little state to the server's dormitory: a slab of
-//! sleepers, with the sockets in an epoll set of our own that tokio watches
-//! as one descriptor. Bytes arriving, or anything JS asks of the connection
-//! (a send, a close, the heartbeat's ping), wake it: the socket goes back to
-//! tokio and the connection gets a task again.
+//! its socket and its little state to the server's dormant set: a slab of
+//! dormant connections, with the sockets in an epoll set of our own that
+//! tokio watches as one descriptor. Bytes arriving, or anything JS asks of
+//! the connection (a send, a close, the heartbeat's ping), wake it: the
+//! socket goes back to tokio and the connection gets a task again.
+//!
+//! The words for a server connection's idle path, here and in resting.rs:
+//! *active* (its loop runs), *resting* (a task holding little more than
+//! the socket) and *dormant* (no task: in the server's `DormantSet`).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -33,8 +37,8 @@ use crate::server_stream::ServerStream;
 /// tick (so a connection goes dormant after one to two ticks of quiet).
 pub const DORMANCY_TICK: Duration = Duration::from_secs(1);
 
-/// What the dormitory needs from a sleeping connection's owner.
-pub trait Sleeper: Send + 'static {
+/// What the dormant set needs from a dormant connection's owner.
+pub trait DormantOwner: Send + 'static {
   fn peer(&self) -> &Peer;
   /// Serve connection `generation` again, on a task of its own.
   fn wake(self, stream: ServerStream<TcpStream>, generation: u32);
@@ -69,13 +73,13 @@ struct Inner<O> {
   epoll: AsyncFd<Epoll>,
   registry: Registry,
   dormant: Mutex<Slab<Dormant<O>>>,
-  /// Keys woken by JS or the heartbeat, for the dormitory task.
+  /// Keys woken by JS or the heartbeat, for the dormant set's task.
   woken: Mutex<Vec<usize>>,
   notify: Notify,
 }
 
 /// The dormant connections of one server.
-pub struct Dormitory<O> {
+pub struct DormantSet<O> {
   inner: Arc<Inner<O>>,
 }
 
@@ -83,11 +87,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
   mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl<O: Sleeper> Dormitory<O> {
+impl<O: DormantOwner> DormantSet<O> {
   /// Makes the epoll set and starts the task that wakes connections; it
-  /// ends once `shutdown` is cancelled and no connection sleeps. Must run
+  /// ends once `shutdown` is cancelled and no connection is dormant. Must run
   /// within the runtime.
-  pub fn start(shutdown: CancellationToken) -> io::Result<Dormitory<O>> {
+  pub fn start(shutdown: CancellationToken) -> io::Result<DormantSet<O>> {
     let poll = Poll::new()?;
     let registry = poll.registry().try_clone()?;
     let epoll = Epoll { fd: poll.as_raw_fd(), poll: Mutex::new(poll) };
@@ -103,10 +107,10 @@ impl<O: Sleeper> Dormitory<O> {
       notify: Notify::new(),
     });
     tokio::spawn(run(Arc::clone(&inner), shutdown));
-    Ok(Dormitory { inner })
+    Ok(DormantSet { inner })
   }
 
-  /// Puts a resting connection to sleep. One whose stream holds more than
+  /// Makes a resting connection dormant. One whose stream holds more than
   /// the socket and where frames begin stays awake, on a new task.
   pub fn admit(
     &self,
@@ -126,7 +130,7 @@ impl<O: Sleeper> Dormitory<O> {
     let fd = socket.as_raw_fd();
     if self.inner.registry.register(&mut SourceFd(&fd), Token(key), Interest::READABLE).is_err() {
       drop(dormant);
-      // Back to tokio at once: it cannot sleep.
+      // Back to tokio at once: it cannot go dormant.
       match TcpStream::from_std(socket) {
         Ok(socket) => owner.wake(ServerStream::resume(socket, boundaries), generation),
         Err(_) => owner.lost(),
@@ -164,7 +168,7 @@ impl<O: Send + 'static> Wake for KeyWaker<O> {
   }
 }
 
-async fn run<O: Sleeper>(inner: Arc<Inner<O>>, shutdown: CancellationToken) {
+async fn run<O: DormantOwner>(inner: Arc<Inner<O>>, shutdown: CancellationToken) {
   let mut events = Events::with_capacity(256);
   let mut keys = Vec::new();
   let mut stopping = false;
@@ -195,8 +199,8 @@ async fn run<O: Sleeper>(inner: Arc<Inner<O>>, shutdown: CancellationToken) {
 
 /// Gives dormant connection `key` back to tokio. A key may be stale (woken
 /// twice, or after its slot was reused): then there is nothing to do, or
-/// another connection wakes for nothing and sleeps again.
-fn wake_up<O: Sleeper>(inner: &Inner<O>, key: usize) {
+/// another connection wakes for nothing and goes dormant again.
+fn wake_up<O: DormantOwner>(inner: &Inner<O>, key: usize) {
   let Some(dormant) = lock(&inner.dormant).try_remove(key) else { return };
   let Dormant { socket, boundaries, owner, generation, .. } = dormant;
   let _ = inner.registry.deregister(&mut SourceFd(&socket.as_raw_fd()));

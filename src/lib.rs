@@ -6,6 +6,7 @@ mod buffers;
 mod connection;
 mod direct_frame;
 mod dormancy;
+mod error;
 mod events;
 mod flow;
 mod frame_boundaries;

@@ -136,7 +136,7 @@ const ACTIVE: u8 = 0;
 /// leave tokio (dormancy.rs).
 const RESTING: u8 = 1;
 const RESTED_A_TICK: u8 = 2;
-const DROWSY: u8 = 3;
+const DORMANCY_DUE: u8 = 3;
 
 impl Peer {
   pub fn new() -> Peer {
@@ -182,12 +182,12 @@ impl Peer {
   }
 
   /// The connection may go dormant as soon as it rests (dormancy.rs).
-  pub fn doze(&self) {
-    self.quiet.store(DROWSY, Ordering::Relaxed);
+  pub fn allow_dormancy(&self) {
+    self.quiet.store(DORMANCY_DUE, Ordering::Relaxed);
   }
 
   /// The connection is active from now on.
-  pub fn stir(&self) {
+  pub fn mark_active(&self) {
     self.quiet.store(ACTIVE, Ordering::Relaxed);
   }
 
@@ -196,7 +196,7 @@ impl Peer {
   pub fn quiet_tick(&self) {
     let next = |quiet| match quiet {
       RESTING => Some(RESTED_A_TICK),
-      RESTED_A_TICK => Some(DROWSY),
+      RESTED_A_TICK => Some(DORMANCY_DUE),
       _ => None,
     };
     if self.quiet.fetch_update(Ordering::Relaxed, Ordering::Relaxed, next) == Ok(RESTED_A_TICK) {
@@ -205,8 +205,8 @@ impl Peer {
   }
 
   /// Whether the connection has rested long enough to go dormant.
-  pub fn drowsy(&self) -> bool {
-    self.quiet.load(Ordering::Relaxed) == DROWSY
+  pub fn dormancy_due(&self) -> bool {
+    self.quiet.load(Ordering::Relaxed) == DORMANCY_DUE
   }
 
   /// Registers the driving task's waker, then tells whether something is

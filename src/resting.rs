@@ -39,7 +39,7 @@ pub trait Owner<S> {
   fn activate(&self, stream: ServerStream<S>, generation: u32) -> Active<S>;
   /// The connection rested long enough to leave tokio (dormancy.rs): hand
   /// it over, or give the stream back when it cannot go.
-  fn sleep(&self, stream: ServerStream<S>, generation: u32) -> Result<(), ServerStream<S>>;
+  fn go_dormant(&self, stream: ServerStream<S>, generation: u32) -> Result<(), ServerStream<S>>;
   /// The connection has ended.
   fn ended(&mut self, ended: Ended);
 }
@@ -59,7 +59,7 @@ pub struct Resting<S, O: Owner<S>> {
 
 impl<S, O: Owner<S>> Drop for Resting<S, O> {
   /// A connection's task ends with its connection, or hands it to the
-  /// dormitory; dropped before that, it panicked outside the connection
+  /// dormant set; dropped before that, it panicked outside the connection
   /// loop (which catches its own), and tokio drops what panicked. The
   /// connection ends with it, reported as our error.
   fn drop(&mut self) {
@@ -76,7 +76,7 @@ impl<S, O: Owner<S>> Resting<S, O> {
   /// registration of its socket free is reused by the next connection.
   pub fn new(stream: ServerStream<S>, owner: O) -> Resting<S, O> {
     let generation = owner.peer().open_connection();
-    owner.peer().doze();
+    owner.peer().allow_dormancy();
     Resting { phase: Phase::Resting(stream), owner, generation }
   }
 
@@ -102,18 +102,18 @@ where
           // Both register for a wake before they report nothing to do.
           let peer = this.owner.peer();
           if peer.poll_work(cx).is_pending() && stream.poll_arrival(cx).is_pending() {
-            if !peer.drowsy() {
+            if !peer.dormancy_due() {
               return Poll::Pending;
             }
             if let Phase::Resting(stream) = mem::replace(&mut this.phase, Phase::Ended) {
-              match this.owner.sleep(stream, this.generation) {
+              match this.owner.go_dormant(stream, this.generation) {
                 Ok(()) => return Poll::Ready(()),
                 Err(stream) => this.phase = Phase::Resting(stream),
               }
             }
             return Poll::Pending;
           }
-          this.owner.peer().stir();
+          this.owner.peer().mark_active();
           if let Phase::Resting(stream) = mem::replace(&mut this.phase, Phase::Ended) {
             this.phase = Phase::Active(this.owner.activate(stream, this.generation));
           }

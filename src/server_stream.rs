@@ -156,14 +156,14 @@ impl<S> ServerStream<S> {
 
   /// Whether the stream holds nothing but the socket and where frames
   /// begin, so that the connection may go dormant.
-  pub fn may_sleep(&self) -> bool {
+  pub fn may_go_dormant(&self) -> bool {
     self.spill.is_none() && self.ending.is_none() && self.large.is_none()
   }
 
   /// The socket and where frames begin, for a dormant connection; the
-  /// stream itself when it holds more (`may_sleep`).
+  /// stream itself when it holds more (`may_go_dormant`).
   pub fn into_dormant(self) -> Result<(S, FrameBoundaries), ServerStream<S>> {
-    if !self.may_sleep() {
+    if !self.may_go_dormant() {
       return Err(self);
     }
     Ok((self.inner, self.boundaries))

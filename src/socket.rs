@@ -159,6 +159,8 @@ impl NativeSocket {
       backlog: VecDeque::new(),
       answers: answer_inbox,
       tls: None,
+      retries: 0,
+      attempts: 0,
     };
     napi::bindgen_prelude::spawn(task.run(command_inbox));
     Ok(NativeSocket { peer, queue_limit, commands, answers, events, heartbeat })
@@ -299,6 +301,10 @@ struct Task {
   answers: mpsc::UnboundedReceiver<AttemptAnswer>,
   /// Built on the first `wss://` attempt.
   tls: Option<Arc<ClientConfig>>,
+  /// Failed attempts since the last success, `reconnect()` or give-up.
+  retries: u32,
+  /// Attempts so far, for the `Connecting` event.
+  attempts: u32,
 }
 
 /// What a wait between attempts ended with.
@@ -309,140 +315,172 @@ enum Wake {
   Exit,
 }
 
+/// What follows an attempt.
+enum Next {
+  /// Straight to this.
+  Go(Wake),
+  /// Wait and try again, unless out of retries or `give_up`; the wait is
+  /// at least `at_least` milliseconds.
+  Retry { at_least: f64, give_up: bool },
+}
+
 impl Task {
   async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
-    let mut retries = 0u32;
-    let mut attempts = 0u32;
     // Idle until the first command: `Reconnect` unless `startClosed`.
     let mut wake = self.idle(&mut commands).await;
     loop {
-      match wake {
+      wake = match wake {
         Wake::Exit => return,
         Wake::Stop => {
           self.stop();
-          wake = self.after_stop(&mut commands).await;
-          retries = 0;
-          continue;
+          let wake = self.after_stop(&mut commands).await;
+          self.retries = 0;
+          wake
         }
         // close() was called while this attempt was due.
-        Wake::Attempt if self.peer.is_closing() => {
-          wake = Wake::Stop;
-          continue;
-        }
-        Wake::Attempt => {}
-      }
-
-      attempts = attempts.wrapping_add(1);
-      let deadline = millis(self.options.connection_timeout);
-      let attempt = tokio::select! {
-        command = commands.recv() => {
-          wake = on_command(command, &mut retries);
-          continue;
-        }
-        attempt = timeout(deadline, self.attempt(attempts)) => attempt,
+        Wake::Attempt if self.peer.is_closing() => Wake::Stop,
+        Wake::Attempt => self.attempt_and_wait(&mut commands).await,
       };
+    }
+  }
 
-      let will_retry = |retries: u32| f64::from(retries + 1) <= self.options.max_retries;
-      // The least the next wait may be, when the server asked for one.
-      let mut at_least = 0.0;
-      let mut give_up = false;
-      match attempt {
-        Ok(Ok((mut ws, _))) if self.peer.is_closing() => {
-          // close() came while the handshake finished: this connection
-          // was never announced, so it ends quietly.
-          let _ = timeout(Duration::from_secs(1), ws.close(None)).await;
-          wake = Wake::Stop;
-          continue;
-        }
-        Ok(Ok((mut ws, protocol))) => {
-          let remote = match ws.get_ref() {
-            MaybeTlsStream::Plain(tcp) => tcp.peer_addr().ok(),
-            MaybeTlsStream::Rustls(tls) => tls.get_ref().0.peer_addr().ok(),
-            _ => None,
-          };
-          self.events.detail(
-            0,
-            EventDetail::Open {
-              remote_address: remote.map(|a| a.ip().to_string()).unwrap_or_default(),
-              remote_port: remote.map_or(0, |a| a.port().into()),
-              protocol,
-            },
-          );
-          let opened = Instant::now();
-          let (peer, events) = (&self.peer, &self.events);
-          let ended = drive(&mut ws, &mut self.backlog, peer, &events.flow, |incoming| {
-            if let Incoming::Data(binary, payload) = incoming {
-              if peer.observed.load(Ordering::Relaxed) {
-                events.message(0, peer, binary, payload);
-              }
-            }
-          })
-          .await;
-          if opened.elapsed() >= millis(self.options.min_uptime) {
-            retries = 0;
-          }
-          if ended.heartbeat_lost {
-            let message = "The server did not answer pings for two heartbeat intervals";
-            self.events.detail(0, Failure::new("ERR_HEARTBEAT", message).into_event());
-          }
-          if ended.internal_error {
-            let message = "An internal error of mytosis-websocket ended the connection (1011)";
-            self.events.detail(0, Failure::new("ERR_INTERNAL", message).into_event());
-          }
-          // A `reconnect()` or `close()` made while connected comes next.
-          let command = commands.try_recv().ok();
-          let stopping = self.peer.is_closing() || matches!(command, Some(Command::Stop));
-          let reconnecting = matches!(command, Some(Command::Reconnect));
-          self.events.detail(
-            0,
-            EventDetail::Close {
-              code: ended.code.into(),
-              reason: ended.reason,
-              was_clean: ended.was_clean,
-              will_reconnect: !stopping && (reconnecting || will_retry(retries)),
-              raw_headers: None,
-            },
-          );
-          if stopping || reconnecting {
-            wake = if stopping { Wake::Stop } else { Wake::Attempt };
-            retries = 0;
-            continue;
-          }
-          // 1012 (the service restarts) and 1013 (try again later): jitter
-          // must not bring the client back sooner than the shortest wait.
-          if matches!(ended.code, 1012 | 1013) {
-            at_least = self.options.min_reconnection_delay;
-          }
-        }
-        Ok(Err(failure)) => {
-          // Without a function to give a fresh token, the same refusal
-          // would only come again.
-          give_up = failure.is_unauthorized() && !self.resolves_each_attempt();
-          if let Some(wait) = failure.retry_after {
-            at_least = wait.min(MAX_RETRY_AFTER).as_secs_f64() * 1000.0;
-          }
-          self.events.detail(0, failure.into_event());
-        }
-        Err(_) => {
-          let message = format!("No connection within {} ms", self.options.connection_timeout);
-          self.events.detail(0, Failure::new("ERR_TIMEOUT", message).into_event());
+  /// One attempt, the connection if it opens, and the wait before the
+  /// next attempt.
+  async fn attempt_and_wait(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Wake {
+    self.attempts = self.attempts.wrapping_add(1);
+    let deadline = millis(self.options.connection_timeout);
+    let attempt = tokio::select! {
+      command = commands.recv() => return on_command(command, &mut self.retries),
+      attempt = timeout(deadline, self.attempt(self.attempts)) => attempt,
+    };
+    let next = match attempt {
+      Ok(Ok((mut ws, _))) if self.peer.is_closing() => {
+        // close() came while the handshake finished: this connection
+        // was never announced, so it ends quietly.
+        let _ = timeout(Duration::from_secs(1), ws.close(None)).await;
+        Next::Go(Wake::Stop)
+      }
+      Ok(Ok((ws, protocol))) => self.connected(ws, protocol, commands).await,
+      Ok(Err(failure)) => {
+        // Without a function to give a fresh token, the same refusal
+        // would only come again.
+        let give_up = failure.is_unauthorized() && !self.resolves_each_attempt();
+        // The least the next wait may be, when the server asked for one.
+        let at_least =
+          failure.retry_after.map_or(0.0, |wait| wait.min(MAX_RETRY_AFTER).as_secs_f64() * 1000.0);
+        self.events.detail(0, failure.into_event());
+        Next::Retry { at_least, give_up }
+      }
+      Err(_) => {
+        let message = format!("No connection within {} ms", self.options.connection_timeout);
+        self.events.detail(0, Failure::new("ERR_TIMEOUT", message).into_event());
+        Next::Retry { at_least: 0.0, give_up: false }
+      }
+    };
+    match next {
+      Next::Go(wake) => wake,
+      Next::Retry { at_least, give_up } => self.wait_to_retry(at_least, give_up, commands).await,
+    }
+  }
+
+  /// Whether one more attempt is allowed after `retries` failed ones.
+  fn will_retry(&self) -> bool {
+    f64::from(self.retries + 1) <= self.options.max_retries
+  }
+
+  /// Runs an open connection until it ends, and reports its end.
+  async fn connected(
+    &mut self,
+    mut ws: Connection,
+    protocol: String,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+  ) -> Next {
+    self.report_open(&ws, protocol);
+    let opened = Instant::now();
+    let (peer, events) = (&self.peer, &self.events);
+    let ended = drive(&mut ws, &mut self.backlog, peer, &events.flow, |incoming| {
+      if let Incoming::Data(binary, payload) = incoming {
+        if peer.observed.load(Ordering::Relaxed) {
+          events.message(0, peer, binary, payload);
         }
       }
+    })
+    .await;
+    if opened.elapsed() >= millis(self.options.min_uptime) {
+      self.retries = 0;
+    }
+    if ended.heartbeat_lost {
+      let message = "The server did not answer pings for two heartbeat intervals";
+      self.events.detail(0, Failure::new("ERR_HEARTBEAT", message).into_event());
+    }
+    if ended.internal_error {
+      let message = "An internal error of mytosis-websocket ended the connection (1011)";
+      self.events.detail(0, Failure::new("ERR_INTERNAL", message).into_event());
+    }
+    // A `reconnect()` or `close()` made while connected comes next.
+    let command = commands.try_recv().ok();
+    let stopping = self.peer.is_closing() || matches!(command, Some(Command::Stop));
+    let reconnecting = matches!(command, Some(Command::Reconnect));
+    let code = ended.code;
+    self.events.detail(
+      0,
+      EventDetail::Close {
+        code: code.into(),
+        reason: ended.reason,
+        was_clean: ended.was_clean,
+        will_reconnect: !stopping && (reconnecting || self.will_retry()),
+        raw_headers: None,
+      },
+    );
+    if stopping || reconnecting {
+      self.retries = 0;
+      return Next::Go(if stopping { Wake::Stop } else { Wake::Attempt });
+    }
+    // 1012 (the service restarts) and 1013 (try again later): jitter
+    // must not bring the client back sooner than the shortest wait.
+    let at_least =
+      if matches!(code, 1012 | 1013) { self.options.min_reconnection_delay } else { 0.0 };
+    Next::Retry { at_least, give_up: false }
+  }
 
-      if give_up || !will_retry(retries) {
-        // Gave up; sends keep queueing for a later `reconnect()`.
-        self.events.detail(0, EventDetail::Stopped { dropped: 0 });
-        wake = self.idle(&mut commands).await;
-        retries = 0;
-        continue;
-      }
-      retries += 1;
-      let delay = retry_delay(&self.options, retries).max(at_least);
-      self.events.detail(0, EventDetail::Reconnecting { attempt: retries, delay });
-      wake = tokio::select! {
-        command = commands.recv() => on_command(command, &mut retries),
-        _ = sleep(millis(delay)) => Wake::Attempt,
-      };
+  /// Tells JS the connection is open, and where to.
+  fn report_open(&self, ws: &Connection, protocol: String) {
+    let remote = match ws.get_ref() {
+      MaybeTlsStream::Plain(tcp) => tcp.peer_addr().ok(),
+      MaybeTlsStream::Rustls(tls) => tls.get_ref().0.peer_addr().ok(),
+      _ => None,
+    };
+    self.events.detail(
+      0,
+      EventDetail::Open {
+        remote_address: remote.map(|a| a.ip().to_string()).unwrap_or_default(),
+        remote_port: remote.map_or(0, |a| a.port().into()),
+        protocol,
+      },
+    );
+  }
+
+  /// Waits before the next attempt (a command may cut it short), or gives
+  /// up and idles until one.
+  async fn wait_to_retry(
+    &mut self,
+    at_least: f64,
+    give_up: bool,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+  ) -> Wake {
+    if give_up || !self.will_retry() {
+      // Gave up; sends keep queueing for a later `reconnect()`.
+      self.events.detail(0, EventDetail::Stopped { dropped: 0 });
+      let wake = self.idle(commands).await;
+      self.retries = 0;
+      return wake;
+    }
+    self.retries += 1;
+    let delay = retry_delay(&self.options, self.retries).max(at_least);
+    self.events.detail(0, EventDetail::Reconnecting { attempt: self.retries, delay });
+    tokio::select! {
+      command = commands.recv() => on_command(command, &mut self.retries),
+      _ = sleep(millis(delay)) => Wake::Attempt,
     }
   }
 

@@ -24,13 +24,12 @@ mod shutdown;
 mod upgrade;
 
 use std::collections::HashMap;
-use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use napi::bindgen_prelude::{Buffer, Uint32Array};
-use napi::{Error, Result, Status};
+use napi::{Env, Result};
 use napi_derive::napi;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -39,10 +38,11 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::registry::Client;
+use self::registry::Connection;
 use self::served::ServedConnection;
 use crate::buffers::Payload;
-use crate::dormancy::Dormitory;
+use crate::dormancy::DormantSet;
+use crate::error::NativeError;
 use crate::events::{EventCallback, EventQueue};
 use crate::flow::Flow;
 use crate::peer::{close_frame, Limits, Paused};
@@ -131,8 +131,11 @@ pub struct Unannounced {
   pub protocol: String,
 }
 
+/// The server's state, shared by `NativeServer` and every task it starts.
+/// Each part adds its own methods in its file (`impl Shared` blocks).
 struct Shared {
-  clients: Mutex<HashMap<u32, Arc<Client>>>,
+  /// The open connections by handle (registry.rs).
+  connections: Mutex<HashMap<u32, Arc<Connection>>>,
   /// The listening socket, so that `close()` can stop it at once.
   listener: Mutex<Option<Arc<TcpListener>>>,
   /// The close frame of `close()`, for connections that open after it.
@@ -162,7 +165,7 @@ struct Shared {
   heartbeat_interval: Duration,
   /// Connections quiet for a while (dormancy.rs); made on first need, and
   /// `None` if its epoll set could not be made.
-  dormitory: OnceLock<Option<Dormitory<ServedConnection>>>,
+  dormant_set: OnceLock<Option<DormantSet<ServedConnection>>>,
 }
 
 /// Locks a mutex of the server's state. A panic while holding one cannot
@@ -192,7 +195,7 @@ impl NativeServer {
   /// Creates a server that reports to `onEvents` (see events.rs); it does
   /// not listen until `listen`.
   #[napi(constructor)]
-  pub fn new(options: NativeServerOptions, on_events: EventCallback) -> Result<Self> {
+  pub fn new(env: &Env, options: NativeServerOptions, on_events: EventCallback) -> Result<Self> {
     let max_payload = Some(options.max_payload as usize);
     let config = WebSocketConfig::default()
       // tungstenite allocates the read buffer up front for every connection:
@@ -207,7 +210,7 @@ impl NativeServer {
     let tls = match (&options.tls_cert, &options.tls_key) {
       (Some(cert), Some(key)) => Some(
         tls::server_acceptor(cert, key)
-          .map_err(|message| Error::new(Status::InvalidArg, message))?,
+          .map_err(|message| NativeError::invalid_arg(message).throw(env))?,
       ),
       _ => None,
     };
@@ -225,7 +228,7 @@ impl NativeServer {
       .max((options.max_payload as usize).saturating_add(max_each));
     let flow = Flow::new(max_each, max_total, stall_limit, max_buffered);
     let shared = Shared {
-      clients: Mutex::new(HashMap::new()),
+      connections: Mutex::new(HashMap::new()),
       listener: Mutex::new(None),
       closing_frame: Mutex::new(None),
       next_handle: AtomicU32::new(1),
@@ -245,7 +248,7 @@ impl NativeServer {
       config,
       handshake_timeout: Duration::from_millis(options.handshake_timeout.into()),
       heartbeat_interval,
-      dormitory: OnceLock::new(),
+      dormant_set: OnceLock::new(),
     };
     let server = NativeServer { shared: Arc::new(shared) };
     clocks::start_heartbeat(&server.shared);
@@ -255,12 +258,19 @@ impl NativeServer {
 
   /// Binds `host:port` and starts accepting. Without a host, binds `::`
   /// (dual-stack) and falls back to `0.0.0.0` where IPv6 is missing. A
-  /// failure throws an Error whose message starts with the OS errno.
+  /// failure throws an `Os` error with the errno (error.rs).
   #[napi]
-  pub fn listen(&self, host: Option<String>, port: u32, reuse_port: bool) -> Result<AddressInfo> {
+  pub fn listen(
+    &self,
+    env: &Env,
+    host: Option<String>,
+    port: u32,
+    reuse_port: bool,
+  ) -> Result<AddressInfo> {
     let port =
-      u16::try_from(port).map_err(|_| Error::new(Status::InvalidArg, "port out of range"))?;
-    accept::listen(&self.shared, host, port, reuse_port).map_err(os_error)
+      u16::try_from(port).map_err(|_| NativeError::invalid_arg("port out of range").throw(env))?;
+    accept::listen(&self.shared, host, port, reuse_port)
+      .map_err(|error| NativeError::from(error).throw(env))
   }
 
   /// Takes over a TCP socket that a Node `http.Server` upgraded and JS
@@ -268,16 +278,16 @@ impl NativeServer {
   /// duplicate); `head` is what Node read past the request. Throws, and
   /// touches nothing, when the request is not a valid upgrade.
   #[napi]
-  pub fn adopt(&self, fd: i32, head: Buffer, request: AdoptedRequest) -> Result<u32> {
-    adopt::adopt(&self.shared, fd, head, request)
+  pub fn adopt(&self, env: &Env, fd: i32, head: Buffer, request: AdoptedRequest) -> Result<u32> {
+    adopt::adopt(&self.shared, fd, head, request).map_err(|error| error.throw(env))
   }
 
   /// Like `adopt` for a socket whose bytes Node must keep handling (TLS
   /// terminated by an `https.Server`): returns one end of a socket pair for
   /// JS to pipe to and from that socket.
   #[napi]
-  pub fn adopt_relay(&self, head: Buffer, request: AdoptedRequest) -> Result<Relay> {
-    adopt::adopt_relay(&self.shared, head, request)
+  pub fn adopt_relay(&self, env: &Env, head: Buffer, request: AdoptedRequest) -> Result<Relay> {
+    adopt::adopt_relay(&self.shared, head, request).map_err(|error| error.throw(env))
   }
 
   /// JS's verdict on the upgrade of connection `handle`; false when the
@@ -320,39 +330,42 @@ impl NativeServer {
   /// queued. The facade has checked `code` and `reason`.
   #[napi]
   pub fn close_connection(&self, handle: u32, code: u32, reason: String) -> bool {
-    let Some(client) = self.shared.client(handle) else { return false };
-    client.peer.close(close_frame(code, reason))
+    let Some(connection) = self.shared.connection(handle) else { return false };
+    connection.peer.close(close_frame(code, reason))
   }
 
   /// Drops one connection without a closing handshake.
   #[napi]
   pub fn terminate(&self, handle: u32) {
-    if let Some(client) = self.shared.client(handle) {
-      client.peer.terminate();
+    if let Some(connection) = self.shared.connection(handle) {
+      connection.peer.terminate();
     }
   }
 
   /// Payload bytes accepted for a connection and not yet written.
   #[napi]
   pub fn buffered_amount(&self, handle: u32) -> f64 {
-    self.shared.client(handle).map_or(0.0, |client| client.peer.buffered_amount() as f64)
+    self
+      .shared
+      .connection(handle)
+      .map_or(0.0, |connection| connection.peer.buffered_amount() as f64)
   }
 
   /// The request headers of a connection: names and values, each followed
   /// by a NUL.
   #[napi]
   pub fn raw_headers(&self, handle: u32) -> Option<String> {
-    self.shared.client(handle).map(|client| client.raw_headers.to_string())
+    self.shared.connection(handle).map(|connection| connection.raw_headers.to_string())
   }
 
   /// Stops or resumes reading one connection (`connection.pause()`).
   #[napi]
   pub fn pause(&self, handle: u32, paused: bool) {
-    if let Some(client) = self.shared.client(handle) {
+    if let Some(connection) = self.shared.connection(handle) {
       if paused {
-        client.peer.pause(Paused::BY_JS);
+        connection.peer.pause(Paused::BY_JS);
       } else {
-        client.peer.resume(Paused::BY_JS);
+        connection.peer.resume(Paused::BY_JS);
       }
     }
   }
@@ -360,8 +373,8 @@ impl NativeServer {
   /// Turns delivery of one connection's messages to JS on or off.
   #[napi]
   pub fn observe(&self, handle: u32, observed: bool) {
-    if let Some(client) = self.shared.client(handle) {
-      client.peer.observed.store(observed, Ordering::Relaxed);
+    if let Some(connection) = self.shared.connection(handle) {
+      connection.peer.observed.store(observed, Ordering::Relaxed);
     }
   }
 
@@ -372,9 +385,9 @@ impl NativeServer {
   pub fn announce_opens(&self) -> Vec<Unannounced> {
     // Under the lock that `start_connection` reads the flag under: every
     // connection is either in this list or announced as it opens.
-    let clients = self.shared.clients();
+    let connections = self.shared.connections();
     self.shared.announce_opens.store(true, Ordering::Release);
-    self.shared.take_unannounced(&clients)
+    self.shared.take_unannounced(&connections)
   }
 
   /// Connections open or being adopted: what an attached server's JS
@@ -393,7 +406,7 @@ impl NativeServer {
   /// The open connections JS has not heard of (see `take_unannounced`).
   #[napi]
   pub fn announce_all(&self) -> Vec<Unannounced> {
-    self.shared.take_unannounced(&self.shared.clients())
+    self.shared.take_unannounced(&self.shared.connections())
   }
 
   /// Turns delivery of every connection's messages to JS on or off.
@@ -409,10 +422,4 @@ impl NativeServer {
   pub fn close(&self, code: u32, reason: String, timeout_ms: f64) {
     shutdown::close(&self.shared, code, reason, timeout_ms);
   }
-}
-
-/// An error whose message starts with the errno, for the facade to name.
-fn os_error(error: io::Error) -> Error {
-  let errno = error.raw_os_error().unwrap_or(0);
-  Error::new(Status::GenericFailure, format!("{errno}:{error}"))
 }

@@ -1,0 +1,112 @@
+//! Connections JS upgraded itself, on a Node `http.Server` it attached us
+//! to: adopting the socket's fd, or relaying through a socket pair when Node
+//! must keep handling the socket's bytes (TLS of an `https.Server`).
+
+use std::os::fd::{BorrowedFd, IntoRawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use napi::bindgen_prelude::Buffer;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_tungstenite::tungstenite::handshake::server::Request;
+
+use super::registry::{start_connection, Connection, Remote};
+use super::served::MayGoDormant;
+use super::{AdoptedRequest, Relay, Shared};
+use crate::error::NativeError;
+use crate::events::EventDetail;
+use crate::handshake;
+use crate::server_stream::ServerStream;
+
+/// Answers 101 on a duplicate of JS's socket `fd` and serves it.
+pub(super) fn adopt(
+  shared: &Arc<Shared>,
+  fd: i32,
+  head: Buffer,
+  request: AdoptedRequest,
+) -> Result<u32, NativeError> {
+  if fd < 0 {
+    return Err(NativeError::invalid_arg("fd must be a file descriptor (>= 0)"));
+  }
+  let (response, raw_headers) = adopted_response(&request)?;
+  // SAFETY: `borrow_raw` needs `fd` open, and not closed by anyone else,
+  // for as long as the borrow lives; here, one `fcntl(F_DUPFD_CLOEXEC)`.
+  // The sign is checked above. The rest is lib/attach.js's contract: it
+  // passes the fd of the live socket it hands over, synchronously, and
+  // destroys that socket only after this call returns. Were the fd closed
+  // anyway, the duplication fails with EBADF (an `Os` error) and nothing
+  // else reads it; the duplicate we keep is ours alone.
+  let owned = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+  let std_stream = std::net::TcpStream::from(owned);
+  std_stream.set_nonblocking(true)?;
+  let stream =
+    napi::bindgen_prelude::within_runtime_if_available(|| TcpStream::from_std(std_stream))?;
+  let _ = stream.set_nodelay(true);
+  Ok(serve_adopted(shared, ServerStream::new(stream), head, response, raw_headers, request))
+}
+
+/// Answers 101 on one end of a new socket pair and serves it; JS pipes the
+/// other end to and from its socket.
+pub(super) fn adopt_relay(
+  shared: &Arc<Shared>,
+  head: Buffer,
+  request: AdoptedRequest,
+) -> Result<Relay, NativeError> {
+  let (response, raw_headers) = adopted_response(&request)?;
+  let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+  ours.set_nonblocking(true)?;
+  let stream = napi::bindgen_prelude::within_runtime_if_available(|| UnixStream::from_std(ours))?;
+  let handle =
+    serve_adopted(shared, ServerStream::new(stream), head, response, raw_headers, request);
+  Ok(Relay { handle, fd: theirs.into_raw_fd() })
+}
+
+/// The 101 answer and the kept headers for a request Node has parsed.
+fn adopted_response(request: &AdoptedRequest) -> Result<(Vec<u8>, Box<str>), NativeError> {
+  let mut builder = Request::builder().method("GET").uri(request.url.as_str());
+  for pair in request.headers.chunks_exact(2) {
+    builder = builder.header(pair[0].as_str(), pair[1].as_str());
+  }
+  let parsed = builder.body(()).map_err(|error| NativeError::invalid_arg(error.to_string()))?;
+  let response = handshake::accept_response(&parsed, &request.protocol)
+    .map_err(|refusal| NativeError::invalid_arg(refusal.body))?;
+  Ok((response, handshake::raw_headers(&parsed)))
+}
+
+/// Writes the 101 answer, then serves the connection; returns its handle.
+fn serve_adopted<S>(
+  shared: &Arc<Shared>,
+  mut stream: ServerStream<S>,
+  head: Buffer,
+  response: Vec<u8>,
+  raw: Box<str>,
+  request: AdoptedRequest,
+) -> u32
+where
+  S: AsyncRead + AsyncWrite + MayGoDormant + Unpin + Send + 'static,
+{
+  let handle = shared.new_handle();
+  // JS admitted it (see `admitted`).
+  shared.admitted.fetch_add(1, Ordering::AcqRel);
+  let tasks = shared.tasks.clone();
+  let shared = Arc::clone(shared);
+  let head = head.to_vec();
+  // Node's `remoteAddress` always parses; it is undefined (empty here)
+  // only for a socket already closed.
+  let remote = Remote {
+    ip: request.remote_address.parse().ok(),
+    port: u16::try_from(request.remote_port).unwrap_or(0),
+  };
+  let serving = async move {
+    if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
+      shared.discharge();
+      shared.events.detail(handle, EventDetail::Abandoned {});
+      return;
+    }
+    stream.start_frames(head);
+    start_connection(&shared, stream, handle, Connection::new(raw, request.protocol, remote), true);
+  };
+  napi::bindgen_prelude::spawn(tasks.track_future(serving));
+  handle
+}

@@ -1,0 +1,240 @@
+//! The handle -> connection registry: which connections are open, by the
+//! small numeric handle JS addresses them with, and whether JS has heard of
+//! each one yet.
+//!
+//! The announce rule: a connection is announced (an `Open` event) as it
+//! opens only when JS asked for that (`announceOpens`: it listens for 'add'
+//! or 'remove') or decided the upgrade itself. Otherwise it stays
+//! unannounced until its first event JS must see (a message JS observes, a
+//! closing handshake, an internal error, or its end while JS listens for
+//! 'remove'), or until JS takes the list of unannounced connections.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, MutexGuard};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::served::{MayGoDormant, ServedConnection};
+use super::{lock, Shared, Unannounced};
+use crate::events::{EventDetail, Receiver};
+use crate::peer::Peer;
+use crate::resting::Resting;
+use crate::server_stream::ServerStream;
+
+/// A connection JS may address by its handle.
+pub(super) struct Connection {
+  pub(super) peer: Peer,
+  pub(super) raw_headers: Box<str>,
+  remote: Remote,
+  protocol: Box<str>,
+  /// Whether JS has heard of the connection (see `Shared::announce`).
+  pub(super) announced: AtomicBool,
+}
+
+impl Receiver for Connection {
+  fn peer(&self) -> &Peer {
+    &self.peer
+  }
+}
+
+impl Connection {
+  /// A connection just upgraded, announced until `start_connection` says
+  /// otherwise.
+  pub(super) fn new(raw_headers: Box<str>, protocol: String, remote: Remote) -> Connection {
+    Connection {
+      peer: Peer::new(),
+      raw_headers,
+      remote,
+      protocol: protocol.into_boxed_str(),
+      announced: AtomicBool::new(true),
+    }
+  }
+
+  /// `(remoteAddress, remotePort, protocol)`: what JS makes its object of.
+  pub(super) fn describe(&self) -> (String, u32, String) {
+    (self.remote.address(), self.remote.port.into(), self.protocol.to_string())
+  }
+
+  pub(super) fn open_event(&self) -> EventDetail {
+    let (remote_address, remote_port, protocol) = self.describe();
+    EventDetail::Open { remote_address, remote_port, protocol }
+  }
+}
+
+/// Where a client connects from; `ip` is `None` when Node could not tell
+/// (an adopted socket already closed).
+#[derive(Clone, Copy)]
+pub(super) struct Remote {
+  pub(super) ip: Option<IpAddr>,
+  pub(super) port: u16,
+}
+
+impl Remote {
+  /// As Node reports it: `::ffff:127.0.0.1` on a dual-stack listener.
+  pub(super) fn address(&self) -> String {
+    self.ip.map(|ip| ip.to_string()).unwrap_or_default()
+  }
+}
+
+impl From<SocketAddr> for Remote {
+  fn from(address: SocketAddr) -> Remote {
+    Remote { ip: Some(address.ip()), port: address.port() }
+  }
+}
+
+impl Shared {
+  pub(super) fn connections(&self) -> MutexGuard<'_, HashMap<u32, Arc<Connection>>> {
+    lock(&self.connections)
+  }
+
+  pub(super) fn connection(&self, handle: u32) -> Option<Arc<Connection>> {
+    self.connections().get(&handle).cloned()
+  }
+
+  /// Tells JS of a connection it has not heard of yet, before any other
+  /// event about it.
+  pub(super) fn announce(&self, handle: u32, connection: &Connection) {
+    if !connection.announced.swap(true, Ordering::AcqRel) {
+      self.unannounced.fetch_sub(1, Ordering::Relaxed);
+      self.events.detail(handle, connection.open_event());
+    }
+  }
+
+  /// The open connections JS has not heard of, in the order they were
+  /// accepted; JS has heard of them once it has this list.
+  pub(super) fn take_unannounced(
+    &self,
+    connections: &HashMap<u32, Arc<Connection>>,
+  ) -> Vec<Unannounced> {
+    let found = collect_unannounced(connections);
+    self.unannounced.fetch_sub(found.len(), Ordering::Relaxed);
+    found
+  }
+
+  /// A handle for a new connection. Handle 0 means the server itself in
+  /// events; live handles are skipped when the counter wraps.
+  pub(super) fn new_handle(&self) -> u32 {
+    let connections = self.connections();
+    loop {
+      let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+      if handle != 0 && !connections.contains_key(&handle) {
+        return handle;
+      }
+    }
+  }
+}
+
+/// Starts serving an upgraded connection, on a task of its own that holds
+/// little more than the socket while the connection is quiet (see
+/// resting.rs), and reports it open when JS listens for that.
+///
+/// `decided_in_js`: JS accepted the upgrade itself (`verifyClient`, or the
+/// user's http server) and keeps what it decided until the connection
+/// opens, so it hears of it at once.
+pub(super) fn start_connection<S>(
+  shared: &Arc<Shared>,
+  stream: ServerStream<S>,
+  handle: u32,
+  connection: Connection,
+  decided_in_js: bool,
+) where
+  S: AsyncRead + AsyncWrite + MayGoDormant + Unpin + Send + 'static,
+{
+  let connection = Arc::new(connection);
+  let mut connections = shared.connections();
+  // Read under the lock, against `announce_opens`.
+  let announce = announced_on_open(decided_in_js, shared.announce_opens.load(Ordering::Acquire));
+  if !announce {
+    connection.announced.store(false, Ordering::Relaxed);
+    shared.unannounced.fetch_add(1, Ordering::Relaxed);
+  }
+  connections.insert(handle, Arc::clone(&connection));
+  drop(connections);
+  if announce {
+    shared.events.detail(handle, connection.open_event());
+  }
+  if shared.shutdown.is_cancelled() {
+    if let Some(closing) = lock(&shared.closing_frame).clone() {
+      connection.peer.close(closing);
+    }
+  }
+  let served = ServedConnection { shared: Arc::clone(shared), connection, handle };
+  shared.tasks.spawn(Resting::new(stream, served));
+}
+
+/// Whether a connection is announced as it opens: JS decided its upgrade
+/// (and keeps what it decided until then), or JS listens for 'add' or
+/// 'remove' (`announce_opens`).
+fn announced_on_open(decided_in_js: bool, announce_opens: bool) -> bool {
+  decided_in_js || announce_opens
+}
+
+/// Whether the end of a connection is reported to JS: JS has heard of it,
+/// or listens for 'remove'. The end of a connection JS never met is
+/// otherwise only uncounted.
+pub(super) fn end_is_reported(announced: bool, announce_opens: bool) -> bool {
+  announced || announce_opens
+}
+
+/// The connections of `connections` JS has not heard of, marked as heard of,
+/// in the order they were accepted.
+fn collect_unannounced(connections: &HashMap<u32, Arc<Connection>>) -> Vec<Unannounced> {
+  let mut found = Vec::new();
+  for (&handle, connection) in connections {
+    if !connection.announced.swap(true, Ordering::AcqRel) {
+      let (remote_address, remote_port, protocol) = connection.describe();
+      found.push(Unannounced { handle, remote_address, remote_port, protocol });
+    }
+  }
+  // Handles count up as connections are accepted; they wrap only after
+  // four billion.
+  found.sort_unstable_by_key(|connection| connection.handle);
+  found
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  fn connection(announced: bool) -> Arc<Connection> {
+    let remote = Remote { ip: Some([127, 0, 0, 1].into()), port: 4000 };
+    let connection = Connection::new("".into(), "chat".into(), remote);
+    connection.announced.store(announced, Ordering::Relaxed);
+    Arc::new(connection)
+  }
+
+  #[test]
+  fn a_connection_is_announced_on_open_only_when_js_asked() {
+    assert!(!announced_on_open(false, false));
+    assert!(announced_on_open(true, false));
+    assert!(announced_on_open(false, true));
+    assert!(announced_on_open(true, true));
+  }
+
+  #[test]
+  fn the_end_of_a_connection_js_never_met_matters_only_to_remove_listeners() {
+    assert!(!end_is_reported(false, false));
+    assert!(end_is_reported(false, true));
+    assert!(end_is_reported(true, false));
+  }
+
+  #[test]
+  fn unannounced_connections_are_listed_once_in_accept_order() {
+    let connections: HashMap<u32, Arc<Connection>> = [
+      (7, connection(false)),
+      (3, connection(false)),
+      (5, connection(true)),
+      (9, connection(false)),
+    ]
+    .into();
+    let found = collect_unannounced(&connections);
+    let handles: Vec<u32> = found.iter().map(|connection| connection.handle).collect();
+    assert_eq!(handles, [3, 7, 9]);
+    assert_eq!(found[0].remote_address, "127.0.0.1");
+    assert_eq!((found[0].remote_port, found[0].protocol.as_str()), (4000, "chat"));
+    assert!(connections.values().all(|connection| connection.announced.load(Ordering::Relaxed)));
+    assert!(collect_unannounced(&connections).is_empty());
+  }
+}

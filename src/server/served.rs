@@ -1,0 +1,172 @@
+//! A served connection as its own task sees it: delivering what arrives to
+//! JS, going dormant when quiet (plain TCP only), and reporting its end.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::server::TlsStream;
+
+use super::registry::{end_is_reported, Connection};
+use super::Shared;
+use crate::connection::{Ended, Incoming};
+use crate::dormancy::{DormantOwner, DormantSet};
+use crate::events::EventDetail;
+use crate::peer::Peer;
+use crate::resting::{self, Active, Owner, Resting};
+use crate::server_stream::ServerStream;
+
+impl Shared {
+  pub(super) fn dormant_set(&self) -> Option<&DormantSet<ServedConnection>> {
+    self.dormant_set.get_or_init(|| DormantSet::start(self.shutdown.clone()).ok()).as_ref()
+  }
+}
+
+/// A server connection, as its resting task reaches it.
+#[derive(Clone)]
+pub(super) struct ServedConnection {
+  pub(super) shared: Arc<Shared>,
+  pub(super) connection: Arc<Connection>,
+  pub(super) handle: u32,
+}
+
+impl<S> Owner<S> for ServedConnection
+where
+  S: AsyncRead + AsyncWrite + MayGoDormant + Unpin + Send + 'static,
+{
+  fn peer(&self) -> &Peer {
+    &self.connection.peer
+  }
+
+  fn activate(&self, stream: ServerStream<S>, generation: u32) -> Active<S> {
+    let (shared, connection, handle) =
+      (Arc::clone(&self.shared), Arc::clone(&self.connection), self.handle);
+    Box::pin(async move {
+      let events = &shared.events;
+      let deliver = |incoming| match incoming {
+        Incoming::Data(binary, payload) => {
+          if connection.peer.observed.load(Ordering::Relaxed)
+            || shared.observe_all.load(Ordering::Relaxed)
+          {
+            shared.announce(handle, &connection);
+            events.message(handle, &connection, binary, payload);
+          }
+        }
+        // JS marks the connection offline; its 'remove' follows.
+        Incoming::Closing => {
+          shared.announce(handle, &connection);
+          events.detail(handle, EventDetail::Closing {});
+        }
+        // Only a connection JS has met can have a 'drain' listener.
+        Incoming::Drain => {
+          if connection.announced.load(Ordering::Acquire) {
+            events.detail(handle, EventDetail::Drain {});
+          }
+        }
+      };
+      let peer = &connection.peer;
+      resting::active_period(stream, shared.config, peer, &events.flow, generation, deliver).await
+    })
+  }
+
+  fn go_dormant(
+    &self,
+    stream: ServerStream<S>,
+    generation: u32,
+  ) -> std::result::Result<(), ServerStream<S>> {
+    if !S::MAY_GO_DORMANT || !stream.may_go_dormant() {
+      return Err(stream);
+    }
+    let Some(dormant_set) = self.shared.dormant_set() else { return Err(stream) };
+    let stream = S::plain_tcp(stream)?;
+    dormant_set.admit(stream, self.clone(), generation, self.shared.tasks.token());
+    Ok(())
+  }
+
+  fn ended(&mut self, ended: Ended) {
+    self.report_end(ended);
+  }
+}
+
+impl ServedConnection {
+  fn report_end(&self, ended: Ended) {
+    let shared = &self.shared;
+    shared.connections().remove(&self.handle);
+    shared.discharge();
+    if ended.internal_error {
+      shared.announce(self.handle, &self.connection);
+      shared.events.detail(self.handle, internal_error_event());
+    }
+    // Out of `connections`, the connection is announced by this task or not
+    // at all. The end of one JS never heard of matters only to a 'remove'
+    // listener.
+    let announced = self.connection.announced.load(Ordering::Acquire);
+    if !end_is_reported(announced, shared.announce_opens.load(Ordering::Acquire)) {
+      shared.unannounced.fetch_sub(1, Ordering::Relaxed);
+      return;
+    }
+    shared.announce(self.handle, &self.connection);
+    let detail = EventDetail::Close {
+      code: ended.code.into(),
+      reason: ended.reason,
+      was_clean: ended.was_clean,
+      will_reconnect: false,
+      raw_headers: Some(self.connection.raw_headers.to_string()),
+    };
+    self.shared.events.detail(self.handle, detail);
+  }
+}
+
+impl DormantOwner for ServedConnection {
+  fn peer(&self) -> &Peer {
+    &self.connection.peer
+  }
+
+  fn wake(self, stream: ServerStream<TcpStream>, generation: u32) {
+    let tasks = self.shared.tasks.clone();
+    tasks.spawn(Resting::resume(stream, self, generation));
+  }
+
+  fn lost(self) {
+    self.report_end(Ended::abnormal());
+  }
+}
+
+/// `ERR_INTERNAL`: a bug of ours ended a connection (with 1011).
+fn internal_error_event() -> EventDetail {
+  EventDetail::Error {
+    code: "ERR_INTERNAL".into(),
+    message: "An internal error of mytosis-websocket ended a connection (1011)".into(),
+    status: None,
+    errno: None,
+  }
+}
+
+/// The streams a connection is served on. Only plain TCP connections go
+/// dormant: a TLS connection keeps rustls's state, and an adopted one
+/// relayed through a socket pair is not worth it.
+pub(super) trait MayGoDormant: Sized {
+  const MAY_GO_DORMANT: bool = false;
+
+  /// The stream as the plain TCP one it is, when `MAY_GO_DORMANT`.
+  fn plain_tcp(
+    stream: ServerStream<Self>,
+  ) -> std::result::Result<ServerStream<TcpStream>, ServerStream<Self>> {
+    Err(stream)
+  }
+}
+
+impl MayGoDormant for TcpStream {
+  const MAY_GO_DORMANT: bool = true;
+
+  fn plain_tcp(
+    stream: ServerStream<Self>,
+  ) -> std::result::Result<ServerStream<TcpStream>, ServerStream<Self>> {
+    Ok(stream)
+  }
+}
+
+impl MayGoDormant for TlsStream<TcpStream> {}
+
+impl MayGoDormant for UnixStream {}

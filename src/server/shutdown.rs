@@ -1,0 +1,50 @@
+//! `close()`: stop accepting, start every connection's closing handshake,
+//! and terminate those still open when the grace period ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::time::timeout;
+
+use super::{lock, Shared};
+use crate::events::EventDetail;
+use crate::peer::close_frame;
+
+/// Stops accepting, sends close `code` with `reason` to every connection,
+/// terminates those still open after `timeout_ms`, then reports `Stopped`
+/// as the last event. Does nothing the second time.
+pub(super) fn close(shared: &Arc<Shared>, code: u32, reason: String, timeout_ms: f64) {
+  let shared = Arc::clone(shared);
+  if shared.shutdown.is_cancelled() {
+    return;
+  }
+  let grace = Duration::try_from_secs_f64(timeout_ms.max(0.0) / 1000.0).unwrap_or(Duration::MAX);
+  shared.events.flow.set_close_timeout(grace);
+  // Cancel first: the accept task then reads the listener's failure below
+  // as the end. A connection that registers after this sees the
+  // cancellation and closes itself.
+  shared.shutdown.cancel();
+  // New connections are refused from now on: shutting down a listening
+  // socket's read side stops it listening (Linux), before the accept task
+  // has even woken up to drop it.
+  if let Some(listener) = lock(&shared.listener).take() {
+    let _ = SockRef::from(&*listener).shutdown(std::net::Shutdown::Read);
+  }
+  let closing = close_frame(code, reason);
+  for connection in shared.connections().values() {
+    connection.peer.close(closing.clone());
+  }
+  *lock(&shared.closing_frame) = Some(closing);
+  napi::bindgen_prelude::spawn(async move {
+    shared.tasks.close();
+    if timeout(grace, shared.tasks.wait()).await.is_err() {
+      for connection in shared.connections().values() {
+        connection.peer.terminate();
+      }
+      shared.tasks.wait().await;
+    }
+    shared.events.detail(0, EventDetail::Stopped { dropped: 0 });
+    shared.events.finish();
+  });
+}
