@@ -181,7 +181,8 @@ export type ErrorCode =
   | 'ERR_TLS'
   | 'ERR_HEARTBEAT'
   | 'ERR_BLOB_READ'
-  | 'ERR_INTERNAL';
+  | 'ERR_INTERNAL'
+  | 'ERR_ADDON_MISSING';
 
 export interface MytosisWebSocketError extends Error {
   code: ErrorCode | string;

@@ -55,10 +55,21 @@ function fields(body) {
   return found;
 }
 
-/** The keys of the first object literal after `new Name(` in `source`. */
+/**
+ * The keys of the options object passed to `new Name(` in `source`: the
+ * first object literal after it, or, when the first argument is a call of
+ * a function of that file (`new Name(nativeOptions(options), ...)`), the
+ * object literal that function returns.
+ */
 function constructorKeys(source, name) {
-  const at = source.indexOf(`new ${name}(`);
+  let at = source.indexOf(`new ${name}(`);
   assert.ok(at >= 0, `lib/ constructs ${name}`);
+  const helper = /^\s*([A-Za-z_$][\w$]*)\(/.exec(source.slice(at + `new ${name}(`.length));
+  if (helper !== null) {
+    at = source.indexOf(`function ${helper[1]}(`);
+    assert.ok(at >= 0, `${helper[1]} is a function of the file that constructs ${name}`);
+    at = source.indexOf('return', at);
+  }
   const open = source.indexOf('{', at);
   const body = source.slice(open + 1, matching(source, open));
   // Split at the object's own commas, not those of nested values.

@@ -22,7 +22,7 @@ const TIMEOUT = { timeout: 10000 };
 const FAST = { jitter: 0, minReconnectionDelay: 20, reconnectionDelayGrowFactor: 2 };
 
 /** Browser-build Sockets over `ws`, closed at the end of the test. */
-const { socket, openSocket } = socketsOf(Socket, { WebSocket });
+const { openSocket } = socketsOf(Socket, { WebSocket });
 
 describe('browser Socket: construction', () => {
   test('the browser entry has the shape of index.js; its Server throws', () => {

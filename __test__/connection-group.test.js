@@ -6,7 +6,6 @@ const { EventEmitter, errorMonitor } = require('node:events');
 const path = require('node:path');
 const { describe, it } = require('node:test');
 
-const { Server } = require('..');
 const ConnectionGroup = require('../lib/connection-group');
 const Stream = require('../lib/stream');
 const { kMembers, kNativeOwner } = require('../lib/symbols');
@@ -17,7 +16,6 @@ const {
   openInOrder,
   localPort,
   startServer,
-  once,
   until
 } = require('./helpers');
 

@@ -1,8 +1,11 @@
 'use strict';
 
-// Small shared helpers for the tests that use real sockets. Every wait has a
-// short timeout that fails with a message saying what was awaited, so a
-// broken feature fails the test instead of hanging it.
+// Small shared helpers for the tests that use real sockets, and the one
+// place that starts our Server and plain clients for them (`startServer`,
+// `openClient`, `connect`...; ./server-kit.js and ./socket-helpers.js build
+// on these). Every wait has a short timeout that fails with a message
+// saying what was awaited, so a broken feature fails the test instead of
+// hanging it.
 
 const { Blob, File } = require('node:buffer');
 
@@ -48,14 +51,18 @@ function once(emitter, event, ms = TIMEOUT) {
 }
 
 /**
- * Close a Server after the test. The timeout's timer also holds the event
- * loop while it closes (a Server whose listen failed holds nothing itself).
+ * Close a Server when the test ends (see `defer`: after the clients and
+ * sockets registered later). The timeout's timer also holds the event loop
+ * while it closes (a Server whose listen failed holds nothing itself).
  */
 function closeAfter(t, server) {
-  t.after(() => within(server.close(), 7000, 'server.close()'));
+  defer(t, () => within(server.close(), 7000, 'server.close()'));
 }
 
-/** A Server on 127.0.0.1, a port the OS picks; closed after the test. */
+/**
+ * A standalone Server on 127.0.0.1, a port the OS picks; closed when the
+ * test ends. The one way the tests start a Server of their own.
+ */
 async function startServer(t, options = {}) {
   const server = new Server({ port: 0, host: '127.0.0.1', ...options });
   closeAfter(t, server);

@@ -17,8 +17,8 @@ const { test } = require('node:test');
 const WebSocket = require('ws');
 
 const { Server } = require('..');
-const { within, once, openClient, next } = require('./helpers');
-const { delay, defer, serve, until, listenOn, upgradeRequest } = require('./server-kit');
+const { within, once, openClient, next, startServer, delay, defer, until } = require('./helpers');
+const { listenOn, upgradeRequest } = require('./server-kit');
 
 /**
  * How a ws client's attempt to `url` ends: `{ opened: true }`, or
@@ -89,7 +89,7 @@ function echo(server) {
 }
 
 test('maxConnections (standalone): a full server answers upgrades 503 with Retry-After, and admits again once a connection closes', async (t) => {
-  const server = await serve(t, { maxConnections: 2 });
+  const server = await startServer(t, { maxConnections: 2 });
   echo(server);
   const { port } = server.address();
   await fillAndFree(t, server, port, `ws://127.0.0.1:${port}/`);
@@ -111,7 +111,7 @@ test('maxConnections (attached to an http.Server): a full server answers upgrade
 test('maxConnections: connections JS has not met yet (no listener) count too', async (t) => {
   // Without an 'add' or 'remove' listener the addon tells JS of a
   // connection only when it must; it still counts towards the limit.
-  const server = await serve(t, { maxConnections: 2 });
+  const server = await startServer(t, { maxConnections: 2 });
   await openClient(t, server);
   await openClient(t, server);
   await until(() => server.size === 2, 'two connections');
@@ -120,11 +120,11 @@ test('maxConnections: connections JS has not met yet (no listener) count too', a
 });
 
 test('maxConnections: 0 refuses every upgrade; Infinity (the default) refuses none', async (t) => {
-  const none = await serve(t, { maxConnections: 0 });
+  const none = await startServer(t, { maxConnections: 0 });
   assertFull(await upgradeRequest(none.address().port), 'an upgrade with maxConnections: 0');
   assert.equal(none.size, 0);
 
-  const any = await serve(t, { maxConnections: Infinity });
+  const any = await startServer(t, { maxConnections: Infinity });
   for (let i = 0; i < 20; i++) await openClient(t, any);
   await until(() => any.size === 20, '20 connections');
   assert.equal((await upgradeRequest(any.address().port)).status, 101);
@@ -148,7 +148,7 @@ test('maxConnections: anything but a non-negative integer or Infinity throws Typ
     server?.close();
   }
   // Good values are accepted, standalone and attached.
-  for (const value of [0, 1, 1000, Infinity]) await serve(t, { maxConnections: value });
+  for (const value of [0, 1, 1000, Infinity]) await startServer(t, { maxConnections: value });
   const httpServer = await listenOn(t, http.createServer());
   const attached = new Server({ server: httpServer, maxConnections: 5 });
   defer(t, () => within(attached.close(), 7000, 'server.close()'));

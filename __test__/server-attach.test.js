@@ -14,10 +14,8 @@ const express = require('express');
 const WebSocket = require('ws');
 
 const { Server } = require('..');
-const { within, once, track, openClient, next, closed, collect } = require('./helpers');
+const { within, once, track, openClient, next, closed, collect, delay, defer } = require('./helpers');
 const {
-  delay,
-  defer,
   listenOn,
   upgradeRequest,
   httpGet,

@@ -9,8 +9,19 @@ const assert = require('node:assert/strict');
 const { test } = require('node:test');
 
 const { Socket } = require('..');
-const { within, once, openClient, openClients, next, closed } = require('./helpers');
-const { delay, defer, serve, until, rawWebSocket, parseFrames, drain } = require('./server-kit');
+const {
+  within,
+  once,
+  openClient,
+  openClients,
+  next,
+  closed,
+  startServer,
+  delay,
+  defer,
+  until
+} = require('./helpers');
+const { rawWebSocket, parseFrames, drain } = require('./server-kit');
 const { lifecycle } = require('./socket-helpers');
 
 /** The straggler's connection: a raw client that never answers our close frame. */
@@ -32,7 +43,7 @@ async function closeFrameSentTo(socket) {
 }
 
 test('close({ code: 1012, reason: "restart" }): every client is sent 1012 "restart", then removed, then \'close\'', async (t) => {
-  const server = await serve(t);
+  const server = await startServer(t);
   const clients = await openClients(t, server, 3);
   const undici = await openClient(t, server, { kind: 'undici' });
   await until(() => server.size === 4, '4 connections');
@@ -58,7 +69,7 @@ test('close({ code: 1012, reason: "restart" }): every client is sent 1012 "resta
 
 test('close(), close({}) and close(undefined) still send 1001', async (t) => {
   for (const args of [[], [{}], [undefined]]) {
-    const server = await serve(t);
+    const server = await startServer(t);
     const client = await openClient(t, server);
     await until(() => server.size === 1, 'a connection');
     await within(server.close(...args), 6000, `server.close(${args.map(String)})`);
@@ -69,7 +80,7 @@ test('close(), close({}) and close(undefined) still send 1001', async (t) => {
 test('close({ code }): each kind of code a client may be sent arrives as given', async (t) => {
   // The edges of the ranges allowed: 1000-1003, 1007-1014, 3000-4999.
   for (const code of [1000, 1003, 1007, 1011, 1014, 3000, 4999]) {
-    const server = await serve(t);
+    const server = await startServer(t);
     const client = await openClient(t, server);
     await until(() => server.size === 1, 'a connection');
     await within(server.close({ code }), 6000, `server.close({ code: ${code} })`);
@@ -79,7 +90,7 @@ test('close({ code }): each kind of code a client may be sent arrives as given',
 
 test('close({ reason }): a reason of 123 UTF-8 bytes (the most a close frame holds) arrives whole', async (t) => {
   const reason = 'é'.repeat(61) + 'x'; // 123 bytes
-  const server = await serve(t);
+  const server = await startServer(t);
   const client = await openClient(t, server);
   await until(() => server.size === 1, 'a connection');
   await within(server.close({ code: 4000, reason }), 6000, 'server.close()');
@@ -87,7 +98,7 @@ test('close({ reason }): a reason of 123 UTF-8 bytes (the most a close frame hol
 });
 
 test('close({ timeout: 300 }): a client that never answers is dropped after about 300 ms, then \'close\'', async (t) => {
-  const server = await serve(t);
+  const server = await startServer(t);
   const quiet = await straggler(t, server);
   const polite = await openClient(t, server);
   await until(() => server.size === 2, '2 connections');
@@ -111,7 +122,7 @@ test('close({ timeout: 300 }): a client that never answers is dropped after abou
 });
 
 test('close({ timeout: 3000 }): a client that never answers is dropped after about 3 s, not 5', async (t) => {
-  const server = await serve(t);
+  const server = await startServer(t);
   const quiet = await straggler(t, server);
   const removed = once(server, 'remove', 6000);
   const start = Date.now();
@@ -125,7 +136,7 @@ test('close({ timeout: 3000 }): a client that never answers is dropped after abo
 });
 
 test('close({ timeout: 0 }): a client that never answers is dropped at once', async (t) => {
-  const server = await serve(t);
+  const server = await startServer(t);
   await straggler(t, server);
   const start = Date.now();
   await within(server.close({ timeout: 0 }), 2000, 'server.close()');
@@ -135,7 +146,7 @@ test('close({ timeout: 0 }): a client that never answers is dropped at once', as
 });
 
 test('close() with a bad code or reason throws RangeError ERR_INVALID_ARG_VALUE, a bad timeout TypeError ERR_INVALID_ARG_TYPE, and the server keeps serving', async (t) => {
-  const server = await serve(t);
+  const server = await startServer(t);
   server.messages.forEach((message, connection) => connection.send(message));
   const client = await openClient(t, server);
   await until(() => server.size === 1, 'a connection');
@@ -179,7 +190,7 @@ test('close() with a bad code or reason throws RangeError ERR_INVALID_ARG_VALUE,
 });
 
 test('a Socket closed with 1012 waits at least minReconnectionDelay before connecting again', async (t) => {
-  const server = await serve(t);
+  const server = await startServer(t);
   const minReconnectionDelay = 500;
   const socket = new Socket(`ws://127.0.0.1:${server.address().port}`, { minReconnectionDelay, jitter: 0 });
   defer(t, async () => {

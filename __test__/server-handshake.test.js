@@ -8,8 +8,8 @@ const { randomBytes } = require('node:crypto');
 const net = require('node:net');
 const { test } = require('node:test');
 
-const { within } = require('./helpers');
-const { serve, upgradeRequest } = require('./server-kit');
+const { within, startServer } = require('./helpers');
+const { upgradeRequest } = require('./server-kit');
 
 /** Sends a raw request head and resolves with the answer, as text, once its body (if any) is in. */
 function rawAnswer(port, head) {
@@ -29,7 +29,7 @@ function rawAnswer(port, head) {
 }
 
 test('a version other than 13 gets 426 naming version 13', async (t) => {
-  const server = await serve(t);
+  const server = await startServer(t);
   const answer = await upgradeRequest(server.address().port, '/', { 'Sec-WebSocket-Version': '8' });
   assert.equal(answer.status, 426);
   assert.equal(answer.headers['sec-websocket-version'], '13');
@@ -37,7 +37,7 @@ test('a version other than 13 gets 426 naming version 13', async (t) => {
 });
 
 test('a request without Host, or with two Sec-WebSocket-Keys, gets 400', async (t) => {
-  const server = await serve(t);
+  const server = await startServer(t);
   const { port } = server.address();
   const key = () => randomBytes(16).toString('base64');
   const head = (lines) => `GET / HTTP/1.1\r\n${lines.join('\r\n')}\r\n\r\n`;

@@ -12,8 +12,19 @@ const net = require('node:net');
 const os = require('node:os');
 const { test } = require('node:test');
 
-const { within, once, openClient, next, closed, connect, until } = require('./helpers');
-const { delay, defer, serve, rawWebSocket, clientFrame, parseFrames } = require('./server-kit');
+const {
+  within,
+  once,
+  openClient,
+  next,
+  closed,
+  connect,
+  until,
+  startServer,
+  delay,
+  defer
+} = require('./helpers');
+const { rawWebSocket, clientFrame, parseFrames } = require('./server-kit');
 const sockets = require('./socket-helpers');
 const { loadPanicBuild, haveCargo } = require('./panic-build');
 
@@ -167,7 +178,7 @@ test(
   'Server: a text message longer than a JavaScript string can hold closes the connection with 1009, with no error, and the server keeps serving',
   { timeout: 60_000, skip: skipHuge },
   async (t) => {
-    const server = await serve(t, { maxPayload: 600 * MiB });
+    const server = await startServer(t, { maxPayload: 600 * MiB });
     const errors = [];
     server.on('error', (err) => errors.push(err));
     const received = [];
@@ -306,7 +317,7 @@ const PROTOCOL_ERRORS = [
 
 for (const [what, options, frames, code, reason] of PROTOCOL_ERRORS) {
   test(`Server: ${what} is answered with close ${code} '${reason}', and 'remove' reports that reason`, async (t) => {
-    const server = await serve(t, options);
+    const server = await startServer(t, options);
     server.messages.forEach(() => {});
     const errors = [];
     server.on('error', (err) => errors.push(err));

@@ -1,10 +1,11 @@
 'use strict';
 
-// Helpers for the Server production tests (server-*.test.js): cleanups that
-// run last-registered-first, raw TCP clients that do the WebSocket handshake
-// by hand (and then misbehave), plain-HTTP upgrade requests to read refusals,
-// http servers to attach to, and a self-signed certificate made with openssl.
-// The general helpers (ws clients, waits) are in ./helpers.js.
+// Helpers for the Server production tests (server-*.test.js): raw TCP
+// clients that do the WebSocket handshake by hand (and then misbehave),
+// plain-HTTP upgrade requests to read refusals, http servers to attach to, a
+// self-signed certificate made with openssl, and a flooding peer with a
+// memory watch. Our Server, ws clients, waits and `defer` are in
+// ./helpers.js.
 
 const { execFileSync } = require('node:child_process');
 const { randomBytes } = require('node:crypto');
@@ -15,16 +16,7 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 
-const { Server } = require('..');
-const { within, delay, defer, until } = require('./helpers');
-
-/** A standalone Server on 127.0.0.1, port from the OS; closed after the test. */
-async function serve(t, options = {}) {
-  const server = new Server({ port: 0, host: '127.0.0.1', ...options });
-  defer(t, () => within(server.close(), 7000, 'server.close()'));
-  await server.ready;
-  return server;
-}
+const { within, defer } = require('./helpers');
 
 /**
  * Listen on 127.0.0.1 with a port from the OS; closed (with all its
@@ -254,10 +246,6 @@ function makeCertificate() {
 }
 
 module.exports = {
-  delay,
-  defer,
-  serve,
-  until,
   listenOn,
   upgradeHeaders,
   upgradeRequest,
@@ -324,6 +312,12 @@ function busyWait(us) {
   while (performance.now() < end);
 }
 
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** `bytes` in MiB, for a message. */
+const mib = (bytes) => `${(bytes / MiB).toFixed(1)} MiB`;
+
 /**
  * The peak RSS of this process from now on, as growth over now: sampled
  * every 50 ms by a timer, and whenever `sample()` is called (from a busy
@@ -349,3 +343,6 @@ function watchMemory(bound) {
 
 module.exports.busyWait = busyWait;
 module.exports.watchMemory = watchMemory;
+module.exports.KiB = KiB;
+module.exports.MiB = MiB;
+module.exports.mib = mib;

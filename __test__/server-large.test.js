@@ -9,7 +9,7 @@ const { randomBytes } = require('node:crypto');
 const { test } = require('node:test');
 
 const { collect, connect, delay, next, once, startServer, until } = require('./helpers');
-const { clientFrame, parseFrames, rawWebSocket, serve } = require('./server-kit');
+const { clientFrame, parseFrames, rawWebSocket } = require('./server-kit');
 
 test('large binary messages arrive whole and in order among small ones', async (t) => {
   const server = await startServer(t);
@@ -76,7 +76,7 @@ function framesUntilClosed(socket) {
 }
 
 test('large binary frames keep their order among small frames, however the bytes are cut', async (t) => {
-  const server = await serve(t, { json: false });
+  const server = await startServer(t, { json: false });
   const { socket } = await rawWebSocket(t, server.address().port);
   // Lengths that are not a multiple of 4 check the unmasking of the tail.
   const first = randomBytes(100 * 1024 + 3);
@@ -114,7 +114,7 @@ for (const [what, frames] of [
   ['inside a fragmented message', () => [clientFrame(0x02, Buffer.from('open')), clientFrame(0x82, randomBytes(70000))]]
 ]) {
   test(`a large binary frame ${what} fails the connection with 1002`, async (t) => {
-    const server = await serve(t, { json: false });
+    const server = await startServer(t, { json: false });
     const { socket } = await rawWebSocket(t, server.address().port);
     const received = [];
     server.messages.forEach((message) => received.push(message));
@@ -131,7 +131,7 @@ for (const [what, frames] of [
 
 test('maxPayload holds for large binary frames: the limit is delivered, one byte more closes with 1009', async (t) => {
   const limit = 64 * 1024;
-  const server = await serve(t, { json: false, maxPayload: limit });
+  const server = await startServer(t, { json: false, maxPayload: limit });
   const { socket } = await rawWebSocket(t, server.address().port);
   const atLimit = randomBytes(limit);
   const received = collect(server.messages, 1);
@@ -147,7 +147,7 @@ test('maxPayload holds for large binary frames: the limit is delivered, one byte
 });
 
 test('a client gone in the middle of a large binary frame is removed, and nothing is delivered', async (t) => {
-  const server = await serve(t, { json: false });
+  const server = await startServer(t, { json: false });
   const { socket } = await rawWebSocket(t, server.address().port);
   const received = [];
   server.messages.forEach((message) => received.push(message));

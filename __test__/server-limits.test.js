@@ -12,8 +12,8 @@ const WebSocket = require('ws');
 
 const { Server } = require('..');
 const { SERVER_OPTIONS } = require('../lib/server-options');
-const { within, once, openClient, next, closed } = require('./helpers');
-const { delay, defer, serve, until, rawWebSocket, makeCertificate } = require('./server-kit');
+const { within, once, openClient, next, closed, startServer, delay, defer, until } = require('./helpers');
+const { rawWebSocket, makeCertificate } = require('./server-kit');
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -41,7 +41,7 @@ async function rawTcp(t, port) {
 // --- maxPayload ---------------------------------------------------------------
 
 test('maxPayload: a larger message closes the connection with 1009 and removes it', async (t) => {
-  const server = await serve(t, { maxPayload: 4 * KiB });
+  const server = await startServer(t, { maxPayload: 4 * KiB });
   const added = once(server, 'add');
   const client = await openClient(t, server);
   const [connection] = await added;
@@ -66,7 +66,7 @@ test('maxPayload: a larger message closes the connection with 1009 and removes i
 // --- handshakeTimeout -----------------------------------------------------------
 
 test('handshakeTimeout: a client that opens TCP and sends nothing is dropped after it', async (t) => {
-  const server = await serve(t, { handshakeTimeout: 300 });
+  const server = await startServer(t, { handshakeTimeout: 300 });
   const socket = await rawTcp(t, server.address().port);
   const elapsed = await closedAfter(socket);
   assert.ok(elapsed >= 280 && elapsed < 2000, `dropped after ${elapsed} ms`);
@@ -74,7 +74,7 @@ test('handshakeTimeout: a client that opens TCP and sends nothing is dropped aft
 });
 
 test('handshakeTimeout: a client that sends half a request is dropped after it', async (t) => {
-  const server = await serve(t, { handshakeTimeout: 300 });
+  const server = await startServer(t, { handshakeTimeout: 300 });
   const { port } = server.address();
   const socket = await rawTcp(t, port);
   const answered = [];
@@ -90,7 +90,7 @@ test('handshakeTimeout: a client that sends half a request is dropped after it',
 });
 
 test('handshakeTimeout: an async verifyClient that never answers counts against it', async (t) => {
-  const server = await serve(t, {
+  const server = await startServer(t, {
     handshakeTimeout: 300,
     verifyClient: () => new Promise(() => {})
   });
@@ -108,7 +108,7 @@ test('handshakeTimeout: an async verifyClient that never answers counts against 
 });
 
 test('handshakeTimeout: a client that completes the upgrade in time stays', async (t) => {
-  const server = await serve(t, { handshakeTimeout: 300 });
+  const server = await startServer(t, { handshakeTimeout: 300 });
   const added = once(server, 'add');
   const client = await openClient(t, server);
   const [connection] = await added;
@@ -122,7 +122,7 @@ test('handshakeTimeout: a client that completes the upgrade in time stays', asyn
 
 test('heartbeatInterval: a client that stops answering pings is removed after two intervals (1006, not clean)', async (t) => {
   const interval = 200;
-  const server = await serve(t, { heartbeatInterval: interval });
+  const server = await startServer(t, { heartbeatInterval: interval });
   const added = once(server, 'add');
   // A raw client: it completes the handshake by hand, then neither reads
   // nor answers anything.
@@ -143,7 +143,7 @@ test('heartbeatInterval: a client that stops answering pings is removed after tw
 });
 
 test('heartbeatInterval: a healthy ws client (it answers pings) stays connected', async (t) => {
-  const server = await serve(t, { heartbeatInterval: 100 });
+  const server = await startServer(t, { heartbeatInterval: 100 });
   const added = once(server, 'add');
   const client = await openClient(t, server);
   const [connection] = await added;
@@ -164,7 +164,7 @@ test('heartbeatInterval: a healthy ws client (it answers pings) stays connected'
 test('heartbeatInterval: the first ping comes half an interval after opening or later, and pings to many connections are spread over the interval', async (t) => {
   const interval = 640;
   const start = Date.now();
-  const server = await serve(t, { heartbeatInterval: interval });
+  const server = await startServer(t, { heartbeatInterval: interval });
   const clients = await Promise.all(Array.from({ length: 32 }, () => openClient(t, server)));
   const pingedAt = clients.map(() => []);
   clients.forEach((client, i) => client.on('ping', () => pingedAt[i].push(Date.now() - start)));
@@ -187,7 +187,7 @@ test('heartbeatInterval: a silent client that also stopped reading (server write
   // nothing, so what the server sends fills the kernel buffers and the
   // server's writes stall. The heartbeat must drop it all the same.
   const interval = 200;
-  const server = await serve(t, { heartbeatInterval: interval, maxBackpressure: Infinity });
+  const server = await startServer(t, { heartbeatInterval: interval, maxBackpressure: Infinity });
   const added = once(server, 'add');
   await rawWebSocket(t, server.address().port);
   const [connection] = await added;
@@ -206,7 +206,7 @@ test('heartbeatInterval: a silent client that also stopped reading (server write
 });
 
 test('heartbeatInterval: 0 disables it: a silent client is not removed', async (t) => {
-  const server = await serve(t, { heartbeatInterval: 0 });
+  const server = await startServer(t, { heartbeatInterval: 0 });
   const added = once(server, 'add');
   await rawWebSocket(t, server.address().port);
   const [connection] = await added;
@@ -246,7 +246,7 @@ async function flood(server, connection, chunk, limit) {
 
 test('maxBackpressure: a client that never reads is removed with 1008 once its unsent bytes pass the limit', async (t) => {
   const limit = 1 * MiB;
-  const server = await serve(t, { maxBackpressure: limit });
+  const server = await startServer(t, { maxBackpressure: limit });
   const added = once(server, 'add');
   await rawWebSocket(t, server.address().port);
   const [connection] = await added;
@@ -271,7 +271,7 @@ test('maxBackpressure: a client that never reads is removed with 1008 once its u
 });
 
 test('maxBackpressure: connection.bufferedAmount grows while the client does not read, and drains when it does', async (t) => {
-  const server = await serve(t, { maxBackpressure: Infinity });
+  const server = await startServer(t, { maxBackpressure: Infinity });
   const added = once(server, 'add');
   const { socket } = await rawWebSocket(t, server.address().port);
   const [connection] = await added;
@@ -308,7 +308,7 @@ test('maxBackpressure: connection.bufferedAmount grows while the client does not
 
 test('connection.terminate() drops a client that does not read, with writes stalled', async (t) => {
   // terminate() must not wait behind frames the peer will never read.
-  const server = await serve(t, { maxBackpressure: Infinity });
+  const server = await startServer(t, { maxBackpressure: Infinity });
   const added = once(server, 'add');
   await rawWebSocket(t, server.address().port);
   const [connection] = await added;
@@ -336,7 +336,7 @@ test('maxBackpressure: 20 clients that never read, 64 MiB sent to each: RSS stay
   // 256 KiB into a Rust String that lives until it is written, so unsent
   // bytes really are memory. (A shared Buffer is not copied: queued frames
   // would only reference it and measure nothing.)
-  const server = await serve(t, { maxBackpressure: limit, json: false });
+  const server = await startServer(t, { maxBackpressure: limit, json: false });
   const chunk = 'm'.repeat(256 * KiB);
 
   const connections = [];
@@ -383,7 +383,7 @@ test('maxBackpressure: 20 clients that never read, 64 MiB sent to each: RSS stay
 });
 
 test('maxBackpressure: a client that reads is not removed while the server sends 32 MiB', async (t) => {
-  const server = await serve(t, { maxBackpressure: 1 * MiB });
+  const server = await startServer(t, { maxBackpressure: 1 * MiB });
   const added = once(server, 'add');
   const client = await openClient(t, server);
   const [connection] = await added;
@@ -532,7 +532,7 @@ test("options: ws's noServer, perMessageDeflate: true and clientTracking name th
 });
 
 test('options: perMessageDeflate: false is accepted', async (t) => {
-  const server = await serve(t, { perMessageDeflate: false });
+  const server = await startServer(t, { perMessageDeflate: false });
   const client = await openClient(t, server);
   // No extension was negotiated.
   assert.equal(client.extensions, '');
@@ -548,6 +548,6 @@ test('options: no port and no server, or options that are not an object, throw T
 
 test('options: tls with bad PEM is ERR_INVALID_OPTION, a valid pair listens', async (t) => {
   assertInvalidOption({ port: 0, host: '127.0.0.1', tls: { cert: 'x', key: 'y' } }, '"tls"');
-  const server = await serve(t, { tls: makeCertificate() });
+  const server = await startServer(t, { tls: makeCertificate() });
   assert.ok(server.address().port > 0);
 });

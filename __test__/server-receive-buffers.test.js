@@ -11,23 +11,16 @@
 const assert = require('node:assert/strict');
 const { test } = require('node:test');
 
-const { Server } = require('..');
-const { openClient, connect, next } = require('./helpers');
+const { openClient, connect, next, startServer, delay, defer, until } = require('./helpers');
 const {
-  delay,
-  defer,
-  serve,
-  until,
   rawWebSocket,
   floodPeer,
   busyWait,
-  watchMemory
+  watchMemory,
+  KiB,
+  MiB,
+  mib
 } = require('./server-kit');
-
-const KiB = 1024;
-const MiB = 1024 * KiB;
-
-const mib = (bytes) => `${(bytes / MiB).toFixed(1)} MiB`;
 
 // --- A client faster than the handler --------------------------------------------
 
@@ -40,7 +33,7 @@ test('maxReceiveBuffer: a client flooding small messages faster than a slow hand
   // the allocator and the batches in flight.
   const BOUND = 64 * MiB + 64 * MiB;
   // Defaults: maxReceiveBuffer 1 MiB, maxReceiveBufferTotal 64 MiB.
-  const server = await serve(t);
+  const server = await startServer(t);
   const control = await openClient(t, server);
 
   const memory = watchMemory(BOUND);
@@ -136,7 +129,7 @@ test('maxReceiveBuffer: a client flooding small messages faster than a slow hand
 test('maxReceiveBuffer: a single message larger than it is still read whole, up to maxPayload', async (t) => {
   // The bound applies to complete messages: one still arriving is read on,
   // or it could never complete.
-  const server = await serve(t, { maxReceiveBuffer: 64 * KiB, maxPayload: 8 * MiB });
+  const server = await startServer(t, { maxReceiveBuffer: 64 * KiB, maxPayload: 8 * MiB });
   const received = [];
   server.messages.forEach((message) => {
     received.push(message);
@@ -162,7 +155,7 @@ test('maxReceiveBuffer: messages nobody observes are dropped in Rust and never s
   // Nothing subscribes to `messages`: what arrives is not waiting for JS,
   // so it counts against no limit and the client is read at full speed.
   const FLOOD_MS = 1000;
-  const server = await serve(t);
+  const server = await startServer(t);
   const memory = watchMemory(64 * MiB);
   defer(t, () => memory.stop());
   const flooder = floodPeer(t, ['client', server.address().port, FLOOD_MS]);
@@ -190,7 +183,7 @@ test('maxReceiveBuffer: messages nobody observes are dropped in Rust and never s
 
 test('maxReceiveBufferTotal: clients stalled in the middle of large messages that together pass it are paused and closed with 1008; a small client is still served', async (t) => {
   const interval = 500;
-  const server = await serve(t, {
+  const server = await startServer(t, {
     maxPayload: 32 * MiB,
     maxReceiveBufferTotal: 64 * MiB,
     heartbeatInterval: interval
@@ -273,7 +266,7 @@ test('maxReceiveBufferTotal: clients stalled in the middle of large messages tha
 
 test('connection.pause(): the connection is not read, still pinged and not dropped for silence; resume() delivers what was sent meanwhile, in order', async (t) => {
   const interval = 200;
-  const server = await serve(t, { heartbeatInterval: interval });
+  const server = await startServer(t, { heartbeatInterval: interval });
   const removes = [];
   server.on('remove', (connection, info) => removes.push(info));
   const received = [];
@@ -321,7 +314,7 @@ test('maxReceiveBuffer: a connection paused because JS is busy is still pinged a
   const interval = 200;
   const BLOCK_MS = 1200;
   const COUNT = 2000;
-  const server = await serve(t, { heartbeatInterval: interval, maxReceiveBuffer: 64 * KiB });
+  const server = await startServer(t, { heartbeatInterval: interval, maxReceiveBuffer: 64 * KiB });
   const removes = [];
   server.on('remove', (connection, info) => removes.push(info));
   const seqs = [];
@@ -364,7 +357,7 @@ test('maxReceiveBuffer: a connection paused because JS is busy is still pinged a
 // --- pause()/resume() around async work ---------------------------------------------
 
 test('pause()/resume() around an async handler: messages are handled one at a time, in order, none lost', async (t) => {
-  const server = await serve(t);
+  const server = await startServer(t);
   const written = [];
   let writing = 0;
   let mostAtOnce = 0;
@@ -403,7 +396,7 @@ test('pause()/resume() around an async handler: messages are handled one at a ti
 test("connection 'drain': once, when bufferedAmount falls below half of maxBackpressure after passing it; never while it stays below", async (t) => {
   const limit = 4 * MiB;
   const half = limit / 2;
-  const server = await serve(t, { maxBackpressure: limit });
+  const server = await startServer(t, { maxBackpressure: limit });
   const removes = [];
   server.on('remove', (connection, info) => removes.push(info));
   const { client, connection } = await connect(t, server);
@@ -470,11 +463,11 @@ test("connection 'drain': once, when bufferedAmount falls below half of maxBackp
 
 // Bad values of both are in server-limits.test.js, with every option's.
 test('options: maxReceiveBuffer and maxReceiveBufferTotal take Infinity, and sizes', async (t) => {
-  const server = await serve(t, { maxReceiveBuffer: Infinity, maxReceiveBufferTotal: Infinity });
+  const server = await startServer(t, { maxReceiveBuffer: Infinity, maxReceiveBufferTotal: Infinity });
   const { client } = await connect(t, server);
   server.messages.forEach((message, connection) => connection.send(message));
   client.send(JSON.stringify('hi'));
   assert.deepEqual(await next(client), [{ data: '"hi"', binary: false }]);
-  const sized = await serve(t, { maxReceiveBuffer: 256 * KiB, maxReceiveBufferTotal: 8 * MiB });
+  const sized = await startServer(t, { maxReceiveBuffer: 256 * KiB, maxReceiveBufferTotal: 8 * MiB });
   assert.ok(sized.address().port > 0);
 });

@@ -9,8 +9,8 @@ const assert = require('node:assert/strict');
 const { randomBytes } = require('node:crypto');
 const { test } = require('node:test');
 
-const { collect, connect, delay, next, once } = require('./helpers');
-const { clientFrame, serve, rawWebSocket, parseFrames } = require('./server-kit');
+const { collect, connect, delay, next, once, startServer } = require('./helpers');
+const { clientFrame, rawWebSocket, parseFrames } = require('./server-kit');
 
 // Longer than the server needs to go quiet and rest.
 const PAUSE = 50;
@@ -26,7 +26,7 @@ async function writeInPieces(socket, bytes, cuts) {
 }
 
 test('a frame paused inside its header and its payload arrives whole', async (t) => {
-  const server = await serve(t, { json: false });
+  const server = await startServer(t, { json: false });
   const { socket } = await rawWebSocket(t, server.address().port);
   const payload = randomBytes(70000);
   const frame = clientFrame(0x82, payload);
@@ -38,7 +38,7 @@ test('a frame paused inside its header and its payload arrives whole', async (t)
 });
 
 test('a message paused between its fragments arrives as one', async (t) => {
-  const server = await serve(t, { json: false });
+  const server = await startServer(t, { json: false });
   const { socket } = await rawWebSocket(t, server.address().port);
   const received = collect(server.messages, 2);
   socket.write(clientFrame(0x01, Buffer.from('one ')));
@@ -67,7 +67,7 @@ test('a message paused between its fragments arrives as one', async (t) => {
 });
 
 test('a connection quiet for a while still reads, answers pings and sends', async (t) => {
-  const server = await serve(t);
+  const server = await startServer(t);
   const { client, connection } = await connect(t, server);
   for (let round = 0; round < 3; round++) {
     await delay(PAUSE);
@@ -93,7 +93,7 @@ test('a connection quiet for a while still reads, answers pings and sends', asyn
 const DORMANT = 2500;
 
 test('a connection dormant after being active still reads, answers pings, gets sends, and notices its client leave', async (t) => {
-  const server = await serve(t);
+  const server = await startServer(t);
   const { client, connection } = await connect(t, server);
   for (let round = 0; round < 2; round++) {
     const received = collect(server.messages, 1);

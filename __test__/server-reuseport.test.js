@@ -11,8 +11,7 @@ const { test } = require('node:test');
 
 const WebSocket = require('ws');
 
-const { within } = require('./helpers');
-const { defer } = require('./server-kit');
+const { within, defer } = require('./helpers');
 
 const CHILD = path.join(__dirname, 'fixtures', 'reuse-port-server.js');
 

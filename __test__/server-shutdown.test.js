@@ -12,8 +12,8 @@ const { test } = require('node:test');
 const WebSocket = require('ws');
 
 const { Server } = require('..');
-const { within, once, openClient, openClients, closed } = require('./helpers');
-const { delay, defer, until, listenOn, rawWebSocket, parseFrames, drain } = require('./server-kit');
+const { within, once, openClient, openClients, closed, delay, defer, until } = require('./helpers');
+const { listenOn, rawWebSocket, parseFrames, drain } = require('./server-kit');
 
 /**
  * A standalone Server whose close() the test calls; closed again (a no-op

@@ -11,8 +11,8 @@ const { test } = require('node:test');
 const WebSocket = require('ws');
 
 const { Server, Socket } = require('..');
-const { within, once, track, next, collect } = require('./helpers');
-const { delay, defer, serve, until, makeCertificate } = require('./server-kit');
+const { within, once, track, next, collect, startServer, delay, defer, until } = require('./helpers');
+const { makeCertificate } = require('./server-kit');
 
 function assertInvalidTls(tls, what) {
   assert.throws(
@@ -33,7 +33,7 @@ function assertInvalidTls(tls, what) {
 
 test('tls: { cert, key } serves wss:// and the ws client (ca) exchanges messages both ways', async (t) => {
   const { cert, key } = makeCertificate();
-  const server = await serve(t, { tls: { cert, key } });
+  const server = await startServer(t, { tls: { cert, key } });
   const { port } = server.address();
 
   const added = once(server, 'add');
@@ -74,7 +74,7 @@ test('tls: { cert, key } serves wss:// and the ws client (ca) exchanges messages
 
 test('tls: our Socket with tls.ca exchanges messages both ways with a wss:// Server', async (t) => {
   const { cert, key } = makeCertificate();
-  const server = await serve(t, { tls: { cert, key } });
+  const server = await startServer(t, { tls: { cert, key } });
   const { port } = server.address();
 
   const added = once(server, 'add');
@@ -105,7 +105,7 @@ test('tls: our Socket with tls.ca exchanges messages both ways with a wss:// Ser
 
 test('tls: a plain-TCP (ws://) client to a wss:// Server is not served and the Server keeps serving', async (t) => {
   const { cert, key } = makeCertificate();
-  const server = await serve(t, { tls: { cert, key }, handshakeTimeout: 500 });
+  const server = await startServer(t, { tls: { cert, key }, handshakeTimeout: 500 });
   const { port } = server.address();
 
   const plain = new WebSocket(`ws://127.0.0.1:${port}`);
@@ -125,7 +125,7 @@ test('tls: a plain-TCP (ws://) client to a wss:// Server is not served and the S
 
 test('tls: a client that connects and never starts TLS is dropped after handshakeTimeout', async (t) => {
   const { cert, key } = makeCertificate();
-  const server = await serve(t, { tls: { cert, key }, handshakeTimeout: 300 });
+  const server = await startServer(t, { tls: { cert, key }, handshakeTimeout: 300 });
   const socket = net.connect({ host: '127.0.0.1', port: server.address().port });
   defer(t, () => socket.destroy());
   socket.on('error', () => {});

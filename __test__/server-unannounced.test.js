@@ -16,7 +16,6 @@ const {
   collect,
   closed,
   next,
-  once,
   openClient,
   openInOrder,
   localPort,

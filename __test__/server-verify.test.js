@@ -21,12 +21,8 @@ const { runInNewContext } = require('node:vm');
 const WebSocket = require('ws');
 
 const { Server } = require('..');
-const { within, once, track, next } = require('./helpers');
+const { within, once, track, next, startServer, delay, defer, until } = require('./helpers');
 const {
-  delay,
-  defer,
-  serve,
-  until,
   listenOn,
   upgradeHeaders,
   upgradeRequest,
@@ -43,7 +39,7 @@ const ALL_MODES = [...MODES, 'https'];
  */
 async function start(t, mode, options) {
   if (mode === 'standalone') {
-    const server = await serve(t, { path: '/ws', ...options });
+    const server = await startServer(t, { path: '/ws', ...options });
     return { server, port: server.address().port };
   }
   const httpServer = await listenOn(

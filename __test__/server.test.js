@@ -16,7 +16,6 @@ const {
   closeAfter,
   startServer,
   urlOf,
-  openClient,
   openClients,
   connect,
   next,

@@ -15,8 +15,8 @@ const WebSocket = require('ws');
 
 const { WebSocketServer } = WebSocket;
 
-const { Server, Socket } = require('..');
-const { defer, until, within } = require('./helpers');
+const { Socket } = require('..');
+const { defer, startServer, until, within } = require('./helpers');
 
 /**
  * The next `event` from `emitter` whose first argument passes `filter`,
@@ -132,20 +132,19 @@ const BUILDS = [
 const { socket, openSocket } = socketsOf(Socket);
 
 /**
- * Our own Server on 127.0.0.1: `conns` in order of `'add'`, `received` the
- * `[message, connection]` pairs of `server.messages`, `removed` the
- * `[connection, info]` pairs of `'remove'`; `connection(i)` waits for the
- * i-th connection.
+ * Our own Server on 127.0.0.1 (`startServer` of ./helpers.js): `conns` in
+ * order of `'add'`, `received` the `[message, connection]` pairs of
+ * `server.messages`, `removed` the `[connection, info]` pairs of
+ * `'remove'`; `connection(i)` waits for the i-th connection.
  */
 async function ourServer(t, options = {}) {
-  const server = new Server({ port: 0, host: '127.0.0.1', ...options });
-  const { port } = await server.ready;
+  const server = await startServer(t, options);
+  const { port } = server.address();
   const conns = [];
   const removed = [];
   server.on('add', (c) => conns.push(c));
   server.on('remove', (c, info) => removed.push([c, info]));
   const received = record(server.messages);
-  defer(t, () => server.close());
   return {
     server,
     conns,

@@ -227,6 +227,27 @@ for (const { build, Socket, defaults } of BUILDS) {
       assert.equal(s.retryCount, 3);
     });
 
+    test('a malformed ws:// URL, from a url function or given, is ERR_INVALID_URL in both builds', TIMEOUT, async (t) => {
+      const backend = await wsServer(t);
+      // The WHATWG parser takes each of these; no request line can carry
+      // them as written, and a WebSocket refuses a fragment.
+      const malformed = ['ws:///127.0.0.1', 'ws:127.0.0.1', `${backend.url}/a b`, `${backend.url}/#x`, 'ws://exämple.com/'];
+      for (const url of malformed) {
+        assert.throws(() => new Socket(url, { ...defaults, startClosed: true }), { code: 'ERR_INVALID_URL' }, url);
+      }
+      let calls = 0;
+      const s = socket(t, () => (calls < malformed.length ? malformed[calls++] : backend.url), FAST);
+      const errors = [];
+      s.on('error', (err) => errors.push(err));
+      await next(s, 'open');
+      assert.deepEqual(
+        errors.map((e) => [e.code, e.name]),
+        malformed.map(() => ['ERR_INVALID_URL', 'TypeError'])
+      );
+      errors.forEach((e, i) => assert.ok(e.message.includes(JSON.stringify(malformed[i])), e.message));
+      assert.equal(backend.conns.length, 1);
+    });
+
     test("with debug, every step is logged to the console", TIMEOUT, async (t) => {
       const lines = [];
       t.mock.method(console, 'error', (...args) => lines.push(args.join(' ')));

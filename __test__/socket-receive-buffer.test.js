@@ -9,14 +9,9 @@ const assert = require('node:assert/strict');
 const { test } = require('node:test');
 
 const { Socket } = require('..');
-const { until } = require('./helpers');
+const { until, defer } = require('./helpers');
 const { lifecycle, socket: makeSocket, next } = require('./socket-helpers');
-const { defer, floodPeer, busyWait, watchMemory } = require('./server-kit');
-
-const KiB = 1024;
-const MiB = 1024 * KiB;
-
-const mib = (bytes) => `${(bytes / MiB).toFixed(1)} MiB`;
+const { floodPeer, busyWait, watchMemory, KiB, MiB, mib } = require('./server-kit');
 
 test('maxReceiveBuffer: a server flooding small messages faster than a slow handler takes them is slowed by TCP: RSS stays bounded, every message arrives in order', async (t) => {
   const FLOOD_MS = 2000;

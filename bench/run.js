@@ -8,7 +8,7 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { execFileSync, spawnSync } = require('node:child_process');
+const { spawnSync } = require('node:child_process');
 
 const { Child, canPin } = require('./lib/child');
 const { machineInfo, addonInfo, root } = require('./lib/machine');

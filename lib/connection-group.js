@@ -5,7 +5,7 @@
 const { EventEmitter } = require('events');
 
 const Stream = require('./stream');
-const { reportUserError } = require('./errors');
+const { codedError, reportUserError } = require('./errors');
 const { kMembers, kNativeOwner } = require('./symbols');
 
 // Mytosis's `ConnectionGroup.ensure()` treats only instances of its own class
@@ -150,7 +150,9 @@ class ConnectionGroup extends Base {
    */
   add(connection) {
     if (typeof connection?.id !== 'string') {
-      throw invalidArgType(
+      throw codedError(
+        TypeError,
+        'ERR_INVALID_ARG_TYPE',
         'The "connection" argument must be an object with a string "id"'
       );
     }
@@ -212,7 +214,7 @@ class ConnectionGroup extends Base {
    */
   filter(predicate) {
     if (typeof predicate !== 'function') {
-      throw invalidArgType('The "predicate" argument must be a function');
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', 'The "predicate" argument must be a function');
     }
 
     const result = new ConnectionGroup();
@@ -253,7 +255,7 @@ class ConnectionGroup extends Base {
       typeof group.on !== 'function' ||
       typeof group[Symbol.iterator] !== 'function'
     ) {
-      throw invalidArgType('The "group" argument must be a ConnectionGroup');
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', 'The "group" argument must be a ConnectionGroup');
     }
 
     const result = new ConnectionGroup();
@@ -420,12 +422,6 @@ function mirror(source, result, other) {
   source.on('remove', (connection, info) => {
     if (!other.has(connection)) result.remove(connection, info);
   });
-}
-
-function invalidArgType(message) {
-  const err = new TypeError(message);
-  err.code = 'ERR_INVALID_ARG_TYPE';
-  return err;
 }
 
 module.exports = ConnectionGroup;

@@ -180,13 +180,13 @@ class NativeTransport {
     let headers = null;
     if (this.#urlSource !== null) {
       const outcome = await callUrlFunction(this.#urlSource);
-      if (outcome.problem) return this.#refuse(attempt, 'ERR_INVALID_URL', outcome.problem, outcome.threw);
+      if (outcome.problem) return this.#refuse(attempt, outcome.code, outcome.problem, outcome.threw);
       url = outcome.url;
       if (attempt === this.#attempt) this.#url = url;
     }
     if (this.#headersSource !== null) {
       const outcome = await callHeadersFunction(this.#headersSource);
-      if (outcome.problem) return this.#refuse(attempt, 'ERR_INVALID_OPTION', outcome.problem, outcome.threw);
+      if (outcome.problem) return this.#refuse(attempt, outcome.code, outcome.problem, outcome.threw);
       headers = outcome.headers;
     }
     if (attempt !== this.#attempt) return;

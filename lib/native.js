@@ -73,26 +73,9 @@ function missingAddonError() {
   return err;
 }
 
-// lib/server.js turns whatever the NativeServer constructor throws into a
-// TLS option error, built from its `message`. Thrown instead of the error
-// itself, this object (which inherits the error's `code` and `cause`)
-// throws the error itself when its `message` is read, so that
-// `new Server()` throws the explanation unchanged. Once lib/server.js
-// rethrows errors with code ERR_ADDON_MISSING as they are, throw
-// `missingAddonError()` directly instead.
-function escapingError(err) {
-  return Object.create(err, {
-    message: {
-      get() {
-        throw err;
-      }
-    }
-  });
-}
-
 class MissingNativeServer {
   constructor() {
-    throw escapingError(missingAddonError());
+    throw missingAddonError();
   }
 }
 

@@ -13,52 +13,42 @@ const { readBatch, batchCallback } = require('./batch');
 const { invalidOption } = require('./options');
 const checkServerOptions = require('./server-options');
 const { blobReadError, codedError, reportPeerError, reportUserError } = require('./errors');
-const decideUpgrade = require('./verify');
 const { decodeMessage, invalidJsonError, INVALID_JSON } = require('./decode');
-const parseHeaders = require('./headers');
-const { attach, handOver, refuseUpgrade } = require('./attach');
+const { attach } = require('./attach');
+const ServerConnections = require('./server-connections');
+const ServerUpgrades = require('./server-upgrade');
 const { checkServerClose } = require('./validation');
 const { kClosing, kDeliver, kEnd, kHandle, kMembers } = require('./symbols');
-
-
-// A timer this long never fires; it only holds the event loop open.
-const FOREVER = 2 ** 31 - 1;
-
-// Seconds an upgrade refused past `maxConnections` is told to wait, as the
-// addon tells standalone ones.
-const RETRY_WHEN_FULL = '5';
+const { KeepAlive } = require('./keep-alive');
 
 /**
  * A WebSocket server whose sockets are served by the addon. It is the
  * Mytosis `ConnectionGroup` of its live connections.
  *
+ * This file is the public API, the dispatch of the addon's events
+ * (`#onDetail`, `#onMessage`) and the sends. The rest has a module each:
+ * lib/server-connections.js (the connections' objects, made only when
+ * needed), lib/server-upgrade.js (verifyClient and handleProtocols, and an
+ * attached server's upgrades), lib/attach.js (the user's http server),
+ * lib/keep-alive.js (holding the process), lib/outbox.js and
+ * lib/send-order.js (the sends' way to the addon), lib/batch.js (the
+ * events' way back).
+ *
  * @extends ConnectionGroup
  */
 class Server extends ConnectionGroup {
   #core;
-  // The class of this server's connections (`Connection.forServer`).
-  #Connection;
   #options;
   #detach = null;
-  #connections = new Map();
-  // What verifyClient accepted each upgrade with, until it opens.
-  #contexts = new Map();
-  // Upgrades of an attached server waiting for their verdict.
-  #deciding = 0;
-  // The strings of the last connection opened. The next one shares them when
-  // they are equal (behind a proxy every address is, and most servers speak
-  // one subprotocol) rather than keeping its own copies.
-  #lastAddress = '';
-  #lastProtocol = '';
+  // The connections' objects, made as lib/server-connections.js says.
+  #connections;
+  // Upgrades until they open (lib/server-upgrade.js).
+  #upgrades;
   #pushAll = null;
-  // Whether the addon tells of every connection as it opens (see
-  // `#addListener`).
-  #announcing = false;
   #address = null;
   #ready;
   #readyRead = false;
-  #keepAlive = null;
-  #unref = false;
+  #keepAlive = new KeepAlive(this);
   #closing = null;
   #resolveClosing;
 
@@ -108,20 +98,7 @@ class Server extends ConnectionGroup {
     let native;
     try {
       native = new NativeServer(
-        {
-          path: options.path,
-          maxPayload: options.maxPayload,
-          handshakeTimeout: Math.min(options.handshakeTimeout, 0xffffffff),
-          heartbeatInterval: Math.min(options.heartbeatInterval, 0xffffffff),
-          maxBackpressure: options.maxBackpressure,
-          maxReceiveBuffer: options.maxReceiveBuffer,
-          maxReceiveBufferTotal: options.maxReceiveBufferTotal,
-          maxConnections: options.maxConnections,
-          verify: options.verifyClient !== undefined || options.handleProtocols !== undefined,
-          tlsCert: options.tls && String(options.tls.cert),
-          tlsKey: options.tls && String(options.tls.key),
-          reusePort: options.reusePort
-        },
+        nativeOptions(options),
         batchCallback(this, (server, records, bytes, details) => {
           readBatch(records, bytes, details, handlers);
           // The replies of this batch's handlers cross in one call.
@@ -129,7 +106,9 @@ class Server extends ConnectionGroup {
         })
       );
     } catch (err) {
-      // Only the TLS material can be refused here.
+      // Without the addon, the explanation of lib/native.js; otherwise only
+      // the TLS material can be refused here.
+      if (err.code === 'ERR_ADDON_MISSING') throw err;
       throw invalidOption(`The "tls" option of Server is not usable: ${err.message}`);
     }
     this.#core = {
@@ -142,7 +121,18 @@ class Server extends ConnectionGroup {
       sendTo: (connections, payload) => this.#sendTo(connections, payload),
       deliverToAll: (message, connection) => this.#pushAll?.(message, connection)
     };
-    this.#Connection = Connection.forServer(this.#core);
+    const isClosing = () => this.#closing !== null;
+    this.#upgrades = new ServerUpgrades(options, native, {
+      onUserError: (err) => reportUserError(this, err),
+      isClosing
+    });
+    this.#connections = new ServerConnections({
+      native,
+      Connection: Connection.forServer(this.#core),
+      members: this[kMembers],
+      takeContext: (handle) => this.#upgrades.takeContext(handle),
+      isClosing
+    });
 
     this.#ready =
       options.server === undefined ? this.#listen(options) : this.#attach(options.server);
@@ -176,7 +166,7 @@ class Server extends ConnectionGroup {
    * @type {Number}
    */
   get size() {
-    return super.size + this.#core.native.unannouncedCount();
+    return super.size + this.#connections.unmetCount;
   }
 
   /**
@@ -187,7 +177,7 @@ class Server extends ConnectionGroup {
   [Symbol.iterator]() {
     // Connections JS meets by listing them join without an 'add': the
     // lister sees them here.
-    for (const found of this.#core.native.announceAll()) this.#join(found);
+    this.#connections.joinAll();
     return super[Symbol.iterator]();
   }
 
@@ -215,20 +205,10 @@ class Server extends ConnectionGroup {
    */
   send(message, options = {}) {
     const { except } = options;
-    const skipped = (Array.isArray(except) ? except : [except]).filter((c) =>
-      this.#owns(c)
-    );
+    const skipped = (Array.isArray(except) ? except : [except]).filter((c) => this.#connections.owns(c));
     const handles = skipped.length > 0 ? Uint32Array.from(skipped, (c) => c[kHandle]) : null;
-    const { native, encode, order, outbox } = this.#core;
-    const payload = encode(message);
-    return order.submit(
-      payload,
-      (ready) => {
-        outbox.flush();
-        return native.broadcast(ready, handles);
-      },
-      this.size - skipped.length
-    );
+    const payload = this.#core.encode(message);
+    return this.#submit(payload, this.size - skipped.length, (native, ready) => native.broadcast(ready, handles));
   }
 
   /**
@@ -242,7 +222,7 @@ class Server extends ConnectionGroup {
   remove(connection, info = { code: 1000, reason: '', wasClean: true }) {
     // Members are keyed by id: what is removed is the member with this id.
     const member = this.id(connection?.id) ?? connection;
-    if (this.#owns(member)) {
+    if (this.#connections.owns(member)) {
       this.#connections.delete(member[kHandle]);
       member.close(1000);
       member[kEnd]();
@@ -275,7 +255,7 @@ class Server extends ConnectionGroup {
       });
       // Until 'close', even when listening failed: the addon's callback
       // alone does not keep the process running.
-      this.#holdProcess();
+      this.#keepAlive.hold();
       this.#detach?.();
       this.#core.outbox.flush();
       // From the call on, every connection is offline.
@@ -291,8 +271,7 @@ class Server extends ConnectionGroup {
    * @return {Server} this
    */
   unref() {
-    this.#unref = true;
-    this.#keepAlive?.unref();
+    this.#keepAlive.unref();
     return this;
   }
 
@@ -302,29 +281,22 @@ class Server extends ConnectionGroup {
    * @return {Server} this
    */
   ref() {
-    this.#unref = false;
-    this.#keepAlive?.ref();
+    this.#keepAlive.ref();
     return this;
   }
 
   /**
-   * A server nobody listens to for 'add' or 'remove' needs no object for
-   * a connection until it has something to say: the addon tells JS of a
-   * connection (an `Open`, and so an 'add') only at its first message that
-   * JS observes or its peer's close frame, and lists it when JS iterates.
-   * Idle connections then cost JS nothing. From the first 'add' or
-   * 'remove' listener on, every connection is told of as it opens; those
-   * JS has not met yet join at once, and 'add' is emitted for them on the
-   * next tick, once the listener is in place (listeners are not called
-   * from within `on()`). `once` and `prependOnceListener` go through `on`
-   * and `prependListener`.
+   * From the first 'add' or 'remove' listener on, every connection is told
+   * of as it opens (see lib/server-connections.js); those JS has not met
+   * yet join at once, and 'add' is emitted for them on the next tick, once
+   * the listener is in place (listeners are not called from within
+   * `on()`). `once` and `prependOnceListener` go through `on` and
+   * `prependListener`.
    *
    * @param {Function} add The EventEmitter method that adds the listener
    */
   #addListener(add, event, listener) {
-    const first = (event === 'add' || event === 'remove') && !this.#announcing;
-    if (first) this.#announcing = true;
-    const unmet = first ? this.#core.native.announceOpens().map((found) => this.#join(found)) : [];
+    const unmet = this.#connections.startAnnouncing(event);
     add.call(this, event, listener);
     if (unmet.length > 0) {
       process.nextTick(() => {
@@ -338,13 +310,6 @@ class Server extends ConnectionGroup {
       });
     }
     return this;
-  }
-
-  #holdProcess() {
-    // The timer references the server, so a listening server is never
-    // collected.
-    this.#keepAlive ??= setInterval(() => this, FOREVER);
-    if (this.#unref) this.#keepAlive.unref();
   }
 
   #listen(options) {
@@ -363,7 +328,7 @@ class Server extends ConnectionGroup {
         });
         return;
       }
-      this.#holdProcess();
+      this.#keepAlive.hold();
       resolve(this.#address);
       process.nextTick(() => this.emit('listening'));
     });
@@ -375,7 +340,7 @@ class Server extends ConnectionGroup {
    */
   #attach(httpServer) {
     this.#detach = attach(httpServer, this.#options.path, (req, socket, head) =>
-      this.#onUpgrade(req, socket, head)
+      this.#upgrades.upgrade(req, socket, head)
     );
     return new Promise((resolve) => {
       const listening = () => {
@@ -389,99 +354,6 @@ class Server extends ConnectionGroup {
   }
 
   /**
-   * An upgrade routed here by the user's http server: decide it in JS, then
-   * hand the socket to the addon.
-   */
-  async #onUpgrade(req, socket, head) {
-    // No byte may be read by Node from now on: they belong to the addon.
-    socket.pause();
-    // Node's http server no longer listens for the socket's errors: a
-    // client that resets it while the upgrade is decided must not crash
-    // the process.
-    socket.on('error', () => socket.destroy());
-    // The open connections (and those being handed over) count in the
-    // addon; the upgrades being decided, here.
-    if (this.#core.native.admitted() + this.#deciding >= this.#options.maxConnections) {
-      return refuseUpgrade(socket, 503, 'Too many connections', ['Retry-After', RETRY_WHEN_FULL]);
-    }
-    this.#deciding++;
-    // As standalone, the upgrade must be decided within handshakeTimeout:
-    // past it the socket is destroyed (no 101 is ever written) and the late
-    // verdict is dropped. The timer holds no process; the socket does.
-    let expired = false;
-    const timer = setTimeout(() => {
-      expired = true;
-      socket.destroy();
-    }, Math.min(this.#options.handshakeTimeout, FOREVER));
-    timer.unref();
-    const headers = req.headers;
-    const remote = { address: req.socket.remoteAddress, port: req.socket.remotePort };
-    let verdict;
-    try {
-      verdict = await this.#decide(req.url, headers, remote, req);
-    } finally {
-      clearTimeout(timer);
-      this.#deciding--;
-    }
-    // Timed out, or the client left: nothing is left to answer, and an
-    // accepted verdict must not hand a dead socket to the addon.
-    if (expired || socket.destroyed) return;
-    if (this.#closing !== null) return refuseUpgrade(socket, 503);
-    if (!verdict.accept) {
-      return refuseUpgrade(socket, verdict.status, verdict.reason, verdict.headers);
-    }
-    const request = {
-      url: req.url,
-      headers: req.rawHeaders,
-      protocol: verdict.protocol,
-      remoteAddress: remote.address ?? '',
-      remotePort: remote.port ?? 0
-    };
-    let handle;
-    try {
-      handle = handOver(this.#core.native, socket, head, request);
-    } catch (err) {
-      return refuseUpgrade(socket, 400, err.message);
-    }
-    this.#contexts.set(handle, verdict.context);
-  }
-
-  /**
-   * The addon asks about an upgrade it read itself (standalone server).
-   */
-  async #onVerify(handle, detail) {
-    const headers = parseHeaders(detail.rawHeaders);
-    const remote = { address: detail.remoteAddress, port: detail.remotePort };
-    // There is no IncomingMessage here; `req` carries what one would.
-    const req = {
-      method: 'GET',
-      url: detail.url,
-      headers,
-      socket: { remoteAddress: remote.address, remotePort: remote.port }
-    };
-    const verdict = await this.#decide(detail.url, headers, remote, req);
-    // Kept until the connection opens, unless the upgrade stopped waiting.
-    const waited = this.#core.native.decide(handle, verdict);
-    if (waited && verdict.accept) this.#contexts.set(handle, verdict.context);
-  }
-
-  #decide(url, headers, remote, req) {
-    const protocols = String(headers['sec-websocket-protocol'] ?? '')
-      .split(',')
-      .map((protocol) => protocol.trim())
-      .filter(Boolean);
-    const info = { origin: headers.origin, headers, remoteAddress: remote.address, url, req };
-    return decideUpgrade(this.#options, info, protocols, (err) => reportUserError(this, err));
-  }
-
-  #owns(connection) {
-    return (
-      connection instanceof Connection &&
-      this.#connections.get(connection[kHandle]) === connection
-    );
-  }
-
-  /**
    * For groups: queue one message, encoded by `core.encode`, to several of
    * this server's connections in one call into the addon.
    *
@@ -490,13 +362,25 @@ class Server extends ConnectionGroup {
    * @return {Number} How many connections it was queued to
    */
   #sendTo(connections, payload) {
-    const { native, order, outbox } = this.#core;
     const handles = Uint32Array.from(connections, (c) => c[kHandle]);
-    const deliver = (ready) => {
-      outbox.flush();
-      return native.sendMany(handles, ready);
-    };
-    return order.submit(payload, deliver, handles.length);
+    return this.#submit(payload, handles.length, (native, ready) => native.sendMany(handles, ready));
+  }
+
+  /**
+   * Send `payload` to `count` connections once the sends before it are
+   * (lib/send-order.js: a Blob is read first): `deliver(native, ready)`
+   * hands it to the addon, after the replies the outbox still holds.
+   */
+  #submit(payload, count, deliver) {
+    const { native, order, outbox } = this.#core;
+    return order.submit(
+      payload,
+      (ready) => {
+        outbox.flush();
+        return deliver(native, ready);
+      },
+      count
+    );
   }
 
   #onMessage(handle, data, isBinary) {
@@ -509,41 +393,6 @@ class Server extends ConnectionGroup {
       return;
     }
     connection[kDeliver](message);
-  }
-
-  /**
-   * Make the object of a connection JS has just heard of. It is a member
-   * once the caller adds it.
-   */
-  #meet(handle, detail) {
-    const context = this.#contexts.get(handle);
-    this.#contexts.delete(handle);
-    if (detail.remoteAddress !== this.#lastAddress) this.#lastAddress = detail.remoteAddress;
-    if (detail.protocol !== this.#lastProtocol) this.#lastProtocol = detail.protocol;
-    const connection = new this.#Connection(
-      handle,
-      this.#lastAddress,
-      detail.remotePort,
-      this.#lastProtocol,
-      context
-    );
-    this.#connections.set(handle, connection);
-    // It was open when close() was called.
-    if (this.#closing !== null) connection[kClosing]();
-    return connection;
-  }
-
-  /**
-   * A connection JS has just met outside an `Open` event joins without an
-   * 'add' (the caller emits one when it should).
-   *
-   * @param {Object} found `{ handle, remoteAddress, remotePort, protocol }`
-   * @return {Connection} The connection
-   */
-  #join(found) {
-    const connection = this.#meet(found.handle, found);
-    this[kMembers].set(connection.id, connection);
-    return connection;
   }
 
   /**
@@ -567,13 +416,13 @@ class Server extends ConnectionGroup {
   #onDetail(handle, detail) {
     switch (detail.type) {
       case 'Verify':
-        this.#onVerify(handle, detail);
+        this.#upgrades.verify(handle, detail);
         break;
       case 'Open':
-        this.add(this.#meet(handle, detail));
+        this.add(this.#connections.meet(handle, detail));
         break;
       case 'Abandoned':
-        this.#contexts.delete(handle);
+        this.#upgrades.forget(handle);
         break;
       case 'Closing':
         this.#connections.get(handle)?.[kClosing]();
@@ -594,14 +443,32 @@ class Server extends ConnectionGroup {
         break;
       }
       case 'Stopped':
-        this.#contexts.clear();
-        clearInterval(this.#keepAlive);
+        this.#upgrades.forgetAll();
+        this.#keepAlive.release();
         this.#address = null;
         this.#resolveClosing();
         this.emit('close');
         break;
     }
   }
+}
+
+/** What the addon's server takes of the Server's checked options. */
+function nativeOptions(options) {
+  return {
+    path: options.path,
+    maxPayload: options.maxPayload,
+    handshakeTimeout: Math.min(options.handshakeTimeout, 0xffffffff),
+    heartbeatInterval: Math.min(options.heartbeatInterval, 0xffffffff),
+    maxBackpressure: options.maxBackpressure,
+    maxReceiveBuffer: options.maxReceiveBuffer,
+    maxReceiveBufferTotal: options.maxReceiveBufferTotal,
+    maxConnections: options.maxConnections,
+    verify: options.verifyClient !== undefined || options.handleProtocols !== undefined,
+    tlsCert: options.tls && String(options.tls.cert),
+    tlsKey: options.tls && String(options.tls.key),
+    reusePort: options.reusePort
+  };
 }
 
 /**
@@ -619,10 +486,12 @@ function systemError(errno, syscall, detail = '') {
 /**
  * A listen failure shaped like Node's: `listen EADDRINUSE: address already
  * in use :::8080`, with `code`, `errno`, `syscall`, `address` and `port`.
- * The addon's error message starts with the OS errno.
+ * The addon throws a system failure with `code: 'Os'` and the OS errno
+ * (positive) as `errno`; anything else (`code: 'InvalidArg'`, a port out
+ * of range) has no errno and comes out as `EUNKNOWN`.
  */
 function listenError(err, options) {
-  const errno = Number.parseInt(err.message, 10);
+  const errno = err.code === 'Os' ? err.errno : Number.NaN;
   const address = options.host ?? '::';
   const where = ` ${address}:${options.port}`;
   return Object.assign(systemError(errno, 'listen', where), { address, port: options.port });

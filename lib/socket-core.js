@@ -12,9 +12,7 @@ const { checkClose } = require('./validation');
 const { blobReadError, codedError, reportPeerError, reportUserError } = require('./errors');
 const randomUUID = require('./random-uuid');
 const { decodeMessage, invalidJsonError, INVALID_JSON } = require('./decode');
-
-// A timer this long never fires; it only holds the event loop open.
-const FOREVER = 2 ** 31 - 1;
+const { KeepAlive } = require('./keep-alive');
 
 const CONNECTING = 0;
 const OPEN = 1;
@@ -55,8 +53,7 @@ class SocketCore extends EventEmitter {
   #closed = false;
   #closeRequest = null;
   #finalCloseEmitted = false;
-  #keepAlive = null;
-  #unref = false;
+  #keepAlive = new KeepAlive(this);
   #push = null;
 
   /**
@@ -100,7 +97,7 @@ class SocketCore extends EventEmitter {
       this.#readyState = CLOSED;
     } else {
       this.#readyState = CONNECTING;
-      this.#holdProcess();
+      this.#keepAlive.hold();
     }
   }
 
@@ -202,7 +199,7 @@ class SocketCore extends EventEmitter {
     this.#finalCloseEmitted = false;
     this.#retryCount = 0;
     if (this.#readyState !== OPEN) this.#readyState = CONNECTING;
-    this.#holdProcess();
+    this.#keepAlive.hold();
     this.#order.submit(null, () => this.#transport.reconnect(code, reason));
   }
 
@@ -212,8 +209,7 @@ class SocketCore extends EventEmitter {
    * @return {SocketCore} this
    */
   unref() {
-    this.#unref = true;
-    this.#keepAlive?.unref?.();
+    this.#keepAlive.unref();
     return this;
   }
 
@@ -223,8 +219,7 @@ class SocketCore extends EventEmitter {
    * @return {SocketCore} this
    */
   ref() {
-    this.#unref = false;
-    this.#keepAlive?.ref?.();
+    this.#keepAlive.ref();
     return this;
   }
 
@@ -237,17 +232,6 @@ class SocketCore extends EventEmitter {
     );
     reportPeerError(this, err, this.#options.debug);
     return false;
-  }
-
-  #holdProcess() {
-    // The timer references the socket, so a live socket is never collected.
-    this.#keepAlive ??= setInterval(() => this, FOREVER);
-    if (this.#unref) this.#keepAlive.unref?.();
-  }
-
-  #releaseProcess() {
-    clearInterval(this.#keepAlive);
-    this.#keepAlive = null;
   }
 
   #log(...args) {
@@ -314,7 +298,7 @@ class SocketCore extends EventEmitter {
   #onStopped(dropped) {
     this.#log(this.#closed ? 'closed' : 'giving up');
     this.#readyState = CLOSED;
-    this.#releaseProcess();
+    this.#keepAlive.release();
     if (dropped > 0) {
       const err = codedError(
         Error,

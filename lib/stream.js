@@ -1,5 +1,6 @@
 'use strict';
 
+const { codedError } = require('./errors');
 const { kComplete } = require('./symbols');
 
 /**
@@ -245,15 +246,11 @@ function runCleanup(cleanup) {
 }
 
 function invalidArgType(message) {
-  const err = new TypeError(message);
-  err.code = 'ERR_INVALID_ARG_TYPE';
-  return err;
+  return codedError(TypeError, 'ERR_INVALID_ARG_TYPE', message);
 }
 
 function closedError(message) {
-  const err = new Error(message);
-  err.code = 'ERR_CLOSED';
-  return err;
+  return codedError(Error, 'ERR_CLOSED', message);
 }
 
 module.exports = Stream;

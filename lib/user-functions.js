@@ -1,13 +1,17 @@
 'use strict';
 
-const checkUrl = require('./check-url');
+const { isWsUrl } = require('./check-url');
 const headersProblem = require('./socket-headers');
+
+const INVALID_URL = 'ERR_INVALID_URL';
+const INVALID_OPTION = 'ERR_INVALID_OPTION';
 
 /**
  * Call the Socket's `url` function before an attempt. Resolves with
- * `{ url }`, or with `{ problem }` when it gave no ws:// or wss:// URL,
- * plus `threw: { err }` when it threw or rejected (user code: the error is
- * reported as such).
+ * `{ url }`, or with `{ code: 'ERR_INVALID_URL', problem }` when it gave no
+ * URL lib/check-url.js accepts, plus `threw: { err }` when it threw or
+ * rejected (user code: the error is reported as such). Both transports
+ * report the failure as it is.
  *
  * @param {Function} urlFunction The user's function
  * @return {Promise<Object>} The outcome
@@ -17,16 +21,19 @@ async function callUrlFunction(urlFunction) {
   try {
     url = await urlFunction();
   } catch (err) {
-    return { problem: `The url function failed: ${describeThrow(err)}`, threw: { err } };
+    return { code: INVALID_URL, problem: `The url function failed: ${describeThrow(err)}`, threw: { err } };
   }
-  if (!isWsUrl(url)) return { problem: `The url function gave ${show(url)}, not a ws:// or wss:// URL` };
+  if (!isWsUrl(url)) {
+    return { code: INVALID_URL, problem: `The url function gave ${show(url)}, not a ws:// or wss:// URL` };
+  }
   return { url };
 }
 
 /**
  * Call the Socket's `headers` function before an attempt. Resolves with
- * `{ headers }` as `[name, value, ...]`, or with `{ problem }` when the
- * result cannot be sent, plus `threw: { err }` when it threw or rejected.
+ * `{ headers }` as `[name, value, ...]`, or with
+ * `{ code: 'ERR_INVALID_OPTION', problem }` when the result cannot be sent,
+ * plus `threw: { err }` when it threw or rejected.
  *
  * @param {Function} headersFunction The user's function
  * @return {Promise<Object>} The outcome
@@ -40,19 +47,12 @@ async function callHeadersFunction(headersFunction) {
     problem = headersProblem(given);
     if (problem === null) headers = Object.entries(given).flat();
   } catch (err) {
-    return { problem: `The headers function failed: ${describeThrow(err)}`, threw: { err } };
+    return { code: INVALID_OPTION, problem: `The headers function failed: ${describeThrow(err)}`, threw: { err } };
   }
-  if (problem !== null) return { problem: `The headers function gave headers that cannot be sent: ${problem}` };
+  if (problem !== null) {
+    return { code: INVALID_OPTION, problem: `The headers function gave headers that cannot be sent: ${problem}` };
+  }
   return { headers };
-}
-
-function isWsUrl(url) {
-  try {
-    checkUrl(url);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** A value the user's url function gave, for a message. */

@@ -3,11 +3,10 @@
 const OfflineQueue = require('./offline-queue');
 const retryDelay = require('./retry-delay');
 const { callUrlFunction } = require('./user-functions');
+const { MAX_TIMER } = require('./keep-alive');
 
 // WebSocket.OPEN, as a constant: custom constructors may lack the static.
 const WS_OPEN = 1;
-// The longest wait setTimeout takes.
-const MAX_TIMER = 2 ** 31 - 1;
 
 /**
  * The Socket's transport over a WHATWG-style `WebSocket` constructor: the
@@ -173,7 +172,7 @@ class WebSocketTransport {
       if (outcome.problem) {
         // A throw of the user's function is reported as user code.
         const props = outcome.threw && { cause: outcome.threw.err };
-        return this.#failed(generation, 'ERR_INVALID_URL', outcome.problem, props, Boolean(outcome.threw));
+        return this.#failed(generation, outcome.code, outcome.problem, props, Boolean(outcome.threw));
       }
       url = outcome.url;
       this.#url = url;

@@ -1,0 +1,138 @@
+'use strict';
+
+const { kClosing, kHandle } = require('./symbols');
+
+/**
+ * The JS objects of a Server's connections, by the addon's handle, and the
+ * JS half of the lazy-announce rule.
+ *
+ * A server nobody listens to for 'add' or 'remove' needs no object for a
+ * connection until it has something to say: the addon tells JS of a
+ * connection (an `Open`, and so an 'add') only at its first message that JS
+ * observes or its peer's close frame, and lists it when JS iterates. Idle
+ * connections then cost JS nothing. From the first 'add' or 'remove'
+ * listener on, every connection is told of as it opens (`startAnnouncing`).
+ *
+ * A connection the addon told of in an `Open` is `meet`-ed, and the Server
+ * adds it (an 'add'). One JS meets by asking the addon (iterating, or the
+ * first 'add' or 'remove' listener) `join`s the members at once, without an
+ * 'add': the caller emits one when it should.
+ */
+class ServerConnections {
+  #native;
+  #Connection;
+  #members;
+  #takeContext;
+  #isClosing;
+  #byHandle = new Map();
+  #announcing = false;
+  // The strings of the last connection met. The next one shares them when
+  // they are equal (behind a proxy every address is, and most servers speak
+  // one subprotocol) rather than keeping its own copies.
+  #lastAddress = '';
+  #lastProtocol = '';
+
+  /**
+   * @param {Object} parts
+   * @param {Object} parts.native The addon's server: `announceOpens()`,
+   *     `announceAll()` and `unannouncedCount()`
+   * @param {Function} parts.Connection The class of the connections, made
+   *     as `new Connection(handle, address, port, protocol, context)`
+   * @param {Map} parts.members The group's members, by id
+   * @param {Function} parts.takeContext `(handle)`: what `verifyClient`
+   *     accepted the connection with
+   * @param {Function} parts.isClosing Whether the Server is closing
+   */
+  constructor({ native, Connection, members, takeContext, isClosing }) {
+    this.#native = native;
+    this.#Connection = Connection;
+    this.#members = members;
+    this.#takeContext = takeContext;
+    this.#isClosing = isClosing;
+  }
+
+  /** @return {(Connection|undefined)} The connection of `handle`, if met */
+  get(handle) {
+    return this.#byHandle.get(handle);
+  }
+
+  /** Whether `connection` is the object of one of these connections. */
+  owns(connection) {
+    return connection instanceof this.#Connection && this.#byHandle.get(connection[kHandle]) === connection;
+  }
+
+  /** Forget the connection of `handle` (it closed or was removed). */
+  delete(handle) {
+    this.#byHandle.delete(handle);
+  }
+
+  /** @return {Iterator<Connection>} The connections met and not forgotten */
+  values() {
+    return this.#byHandle.values();
+  }
+
+  /** @type {Number} Open connections JS has not met yet. */
+  get unmetCount() {
+    return this.#native.unannouncedCount();
+  }
+
+  /**
+   * Make the object of a connection JS has just heard of. It is a member
+   * once the caller adds it.
+   *
+   * @param {Number} handle The connection's handle
+   * @param {Object} detail `{ remoteAddress, remotePort, protocol }`
+   * @return {Connection} The connection
+   */
+  meet(handle, detail) {
+    const context = this.#takeContext(handle);
+    if (detail.remoteAddress !== this.#lastAddress) this.#lastAddress = detail.remoteAddress;
+    if (detail.protocol !== this.#lastProtocol) this.#lastProtocol = detail.protocol;
+    const connection = new this.#Connection(
+      handle,
+      this.#lastAddress,
+      detail.remotePort,
+      this.#lastProtocol,
+      context
+    );
+    this.#byHandle.set(handle, connection);
+    // It was open when close() was called.
+    if (this.#isClosing()) connection[kClosing]();
+    return connection;
+  }
+
+  /** Meet every open connection JS has not met yet: they join, unannounced. */
+  joinAll() {
+    for (const found of this.#native.announceAll()) this.#join(found);
+  }
+
+  /**
+   * A listener for `event` is being added: from the first 'add' or 'remove'
+   * listener on, the addon tells of every connection as it opens, and those
+   * JS has not met yet join now.
+   *
+   * @param {String} event The event listened to
+   * @return {Connection[]} The connections that joined (the caller emits
+   *     'add' for them once the listener is in place)
+   */
+  startAnnouncing(event) {
+    if ((event !== 'add' && event !== 'remove') || this.#announcing) return [];
+    this.#announcing = true;
+    return this.#native.announceOpens().map((found) => this.#join(found));
+  }
+
+  /**
+   * A connection JS has just met outside an `Open` event joins without an
+   * 'add'.
+   *
+   * @param {Object} found `{ handle, remoteAddress, remotePort, protocol }`
+   * @return {Connection} The connection
+   */
+  #join(found) {
+    const connection = this.meet(found.handle, found);
+    this.#members.set(connection.id, connection);
+    return connection;
+  }
+}
+
+module.exports = ServerConnections;
