@@ -16,7 +16,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use crate::frame_boundaries::FrameBoundaries;
 use crate::peer::Peer;
 use crate::server_stream::ServerStream;
+use crate::sync::lock;
 
 /// How often the server looks for connections that rested through a whole
 /// tick (so a connection goes dormant after one to two ticks of quiet).
@@ -81,10 +82,6 @@ struct Inner<O> {
 /// The dormant connections of one server.
 pub struct DormantSet<O> {
   inner: Arc<Inner<O>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-  mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<O: DormantOwner> DormantSet<O> {

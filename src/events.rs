@@ -26,6 +26,7 @@ use napi_derive::napi;
 use crate::buffers::to_js_array;
 use crate::flow::Flow;
 use crate::peer::Peer;
+use crate::sync::lock;
 use tokio::sync::Notify;
 
 /// Record tags; lib/batch.js uses the same numbers.
@@ -220,9 +221,7 @@ impl EventQueue {
   }
 
   fn lock(&self) -> MutexGuard<'_, Batch> {
-    // A panic while holding the lock cannot leave a batch half-written in a
-    // way that matters more than losing the process, so poisoning is ignored.
-    self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock(&self.pending)
   }
 
   fn take(&self) -> Batch {

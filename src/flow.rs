@@ -26,6 +26,7 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use crate::peer::{Paused, Peer};
+use crate::sync::lock;
 
 /// How long a closing connection waits for its peer's close frame, unless
 /// the owner's `close` says otherwise.
@@ -160,7 +161,6 @@ impl Flow {
   }
 
   fn stopped_by_total(&self) -> MutexGuard<'_, Vec<Waker>> {
-    // A list of wakers cannot be left inconsistent by a panic.
-    self.stopped_by_total.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock(&self.stopped_by_total)
   }
 }

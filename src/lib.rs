@@ -17,6 +17,7 @@ mod resting;
 mod server;
 mod server_stream;
 mod socket;
+mod sync;
 mod tls;
 
 /// One runtime for the whole process, with a single worker: the JS thread

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::buffers::payload_len;
+use crate::sync::lock;
 
 /// Generations number a peer's connections from 1; these two are markers.
 const NO_CONNECTION: u32 = 0;
@@ -226,8 +227,7 @@ impl Peer {
   }
 
   pub fn queued_frames(&self) -> MutexGuard<'_, VecDeque<Outgoing>> {
-    // A panic while holding the lock leaves a deque, not a broken one.
-    self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock(&self.queue)
   }
 
   /// Queues a data frame; false once closing or over `limits`.

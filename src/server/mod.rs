@@ -25,7 +25,7 @@ mod upgrade;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use napi::bindgen_prelude::{Buffer, Uint32Array};
@@ -46,6 +46,7 @@ use crate::error::NativeError;
 use crate::events::{EventCallback, EventQueue};
 use crate::flow::Flow;
 use crate::peer::{close_frame, Limits, Paused};
+use crate::sync::lock;
 use crate::tls;
 
 /// Without a heartbeat, a connection stopped by the receive buffers' total
@@ -166,13 +167,6 @@ struct Shared {
   /// Connections quiet for a while (dormancy.rs); made on first need, and
   /// `None` if its epoll set could not be made.
   dormant_set: OnceLock<Option<DormantSet<ServedConnection>>>,
-}
-
-/// Locks a mutex of the server's state. A panic while holding one cannot
-/// leave the state half-changed in a way worse than losing the process, so
-/// poisoning is ignored.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-  mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A number option from JS where `Infinity` means no bound.
