@@ -31,6 +31,26 @@ function copyWithoutAddon(t) {
   return dir;
 }
 
+/**
+ * What `construct` (JS source using `Server` and `Socket` of the copy in
+ * `dir`, run after `setup`) throws in a child process: `{ code, message }`,
+ * or `null` when it throws nothing.
+ */
+async function thrownBy(dir, construct, setup = '') {
+  const child = `
+    const { Server, Socket } = require(process.argv[1]);
+    ${setup}
+    try {
+      ${construct};
+      process.stdout.write('null');
+    } catch (err) {
+      process.stdout.write(JSON.stringify({ code: err.code, message: err.message }));
+    }
+  `;
+  const { stdout } = await run(process.execPath, ['-e', child, dir], { cwd: dir, timeout: 20000 });
+  return JSON.parse(stdout);
+}
+
 const CHILD = `
 'use strict';
 const assert = require('node:assert/strict');
@@ -90,19 +110,8 @@ test('without the .node file: require works, Server explains, Socket runs over w
 
 test('without the .node file and without any WebSocket, a Socket throws the explanation', async (t) => {
   const dir = copyWithoutAddon(t);
-  const child = `
-    const { Socket } = require(process.argv[1]);
-    delete globalThis.WebSocket;
-    try {
-      new Socket('ws://127.0.0.1:1');
-      process.stdout.write('no error');
-    } catch (err) {
-      process.stdout.write(JSON.stringify({ code: err.code, message: err.message }));
-    }
-  `;
-  const { stdout } = await run(process.execPath, ['-e', child, dir], { cwd: dir, timeout: 20000 });
-  const result = JSON.parse(stdout);
-  assert.equal(result.code, 'ERR_ADDON_MISSING');
+  const result = await thrownBy(dir, "new Socket('ws://127.0.0.1:1')", 'delete globalThis.WebSocket;');
+  assert.equal(result?.code, 'ERR_ADDON_MISSING');
   assert.match(result.message, /\.node/);
 });
 
@@ -139,17 +148,7 @@ test("without the .node file, a Socket without the option runs over the global W
 test('without binding.js at all, the package loads and Server explains', async (t) => {
   const dir = copyWithoutAddon(t);
   fs.rmSync(path.join(dir, 'binding.js'));
-  const child = `
-    const { Server } = require(process.argv[1]);
-    try {
-      new Server(0);
-      process.stdout.write('no error');
-    } catch (err) {
-      process.stdout.write(JSON.stringify({ code: err.code, message: err.message }));
-    }
-  `;
-  const { stdout } = await run(process.execPath, ['-e', child, dir], { cwd: dir, timeout: 20000 });
-  const result = JSON.parse(stdout);
-  assert.equal(result.code, 'ERR_ADDON_MISSING');
+  const result = await thrownBy(dir, 'new Server(0)');
+  assert.equal(result?.code, 'ERR_ADDON_MISSING');
   assert.match(result.message, /npm run build/);
 });
