@@ -197,11 +197,35 @@ export interface MytosisWebSocketError extends Error {
 }
 
 /** A WebSocket server served by the addon; the group of its connections. */
+/** What `server.stats()` reports (README, "Server statistics"). */
+export interface ServerStats {
+  /** Connections open now. */
+  connections: number;
+  /** Connections accepted since the server started. */
+  accepted: number;
+  /** Data messages received, and their payload bytes. */
+  messagesIn: number;
+  bytesIn: number;
+  /** Data messages queued to connections (a broadcast counts once per connection), and their payload bytes. */
+  messagesOut: number;
+  bytesOut: number;
+  /** Connections that ended, by close code (`'1000'`, `'1006'`, ...). */
+  closes: Record<string, number>;
+  /** Messages refused: text that is not JSON (with `json`), and connections closed with 1002, 1007 or 1009. */
+  invalid: number;
+  /** Connections open now that do not read (`pause()`, or the receive buffers). */
+  paused: number;
+  /** Messages compressed (no compression is negotiated yet: 0). */
+  deflateCalls: number;
+}
+
 export declare class Server extends ConnectionGroup<ServerConnection> {
   constructor(portOrOptions: number | ServerOptions);
   /** Resolves with `address()` once listening. */
   readonly ready: Promise<AddressInfo>;
   address(): AddressInfo | null;
+  /** Counted in the addon; cheap enough to poll every second. */
+  stats(): ServerStats;
   /** Close every connection with `code` (1001) and `reason`; drop those still open after `timeout` ms (5000). */
   close(options?: { code?: number; reason?: string; timeout?: number }): Promise<void>;
   ref(): this;

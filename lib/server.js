@@ -51,6 +51,8 @@ class Server extends ConnectionGroup {
   #keepAlive = new KeepAlive(this);
   #closing = null;
   #resolveClosing;
+  // Texts that were not JSON; the addon counts the rest of `stats().invalid`.
+  #invalidJson = 0;
 
   /**
    * `(message, connection)` for every message from every client.
@@ -167,6 +169,20 @@ class Server extends ConnectionGroup {
    */
   get size() {
     return super.size + this.#connections.unmetCount;
+  }
+
+  /**
+   * What the server has done since it started and holds now, counted in
+   * the addon and cheap enough to poll every second (README, "Server
+   * statistics").
+   *
+   * @return {Object} `{ connections, accepted, messagesIn, messagesOut,
+   *     bytesIn, bytesOut, closes, invalid, paused, deflateCalls }`
+   */
+  stats() {
+    const stats = this.#core.native.stats();
+    stats.invalid += this.#invalidJson;
+    return stats;
   }
 
   /**
@@ -389,6 +405,7 @@ class Server extends ConnectionGroup {
 
     const message = decodeMessage(data, isBinary, this.#core.json);
     if (message === INVALID_JSON) {
+      this.#invalidJson++;
       reportPeerError(this, invalidJsonError(data, connection, 'A client'));
       return;
     }

@@ -68,6 +68,9 @@ pub struct Ended {
   pub heartbeat_lost: bool,
   /// A bug of ours (a panic) ended it, with 1011.
   pub internal_error: bool,
+  /// What the peer sent ended it: a protocol violation, text that is not
+  /// UTF-8, a message too big.
+  pub invalid_input: bool,
 }
 
 impl Ended {
@@ -78,6 +81,7 @@ impl Ended {
       was_clean: false,
       heartbeat_lost: false,
       internal_error: false,
+      invalid_input: false,
     }
   }
 
@@ -593,7 +597,7 @@ where
       }
       Stop::CloseTimedOut => return Ending::Quiet(Ended::abnormal()),
       Stop::Failed(error) => match close_code_for(&error) {
-        Some((code, reason)) => Ended::by_us(code, reason),
+        Some((code, reason)) => Ended { invalid_input: true, ..Ended::by_us(code, reason) },
         None => return Ending::Quiet(Ended::abnormal()),
       },
       Stop::Stalled => Ended::by_us(CloseCode::Policy, reason::STALLED),

@@ -12,7 +12,8 @@
 //! - served.rs: a connection's own task, from open to its end;
 //! - fanout.rs: sends to many connections at once;
 //! - clocks.rs: the heartbeat and the dormancy tick;
-//! - shutdown.rs: `close()` with its grace period.
+//! - shutdown.rs: `close()` with its grace period;
+//! - stats.rs: what `stats()` reports.
 
 mod accept;
 mod adopt;
@@ -21,6 +22,7 @@ mod fanout;
 mod registry;
 mod served;
 mod shutdown;
+mod stats;
 mod upgrade;
 
 use std::collections::HashMap;
@@ -40,6 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use self::registry::Connection;
 use self::served::ServedConnection;
+use self::stats::{Counters, ServerStats};
 use crate::buffers::Payload;
 use crate::dormancy::DormantSet;
 use crate::error::NativeError;
@@ -167,6 +170,7 @@ struct Shared {
   /// Connections quiet for a while (dormancy.rs); made on first need, and
   /// `None` if its epoll set could not be made.
   dormant_set: OnceLock<Option<DormantSet<ServedConnection>>>,
+  counters: Counters,
 }
 
 /// A number option from JS where `Infinity` means no bound.
@@ -243,6 +247,7 @@ impl NativeServer {
       handshake_timeout: Duration::from_millis(options.handshake_timeout.into()),
       heartbeat_interval,
       dormant_set: OnceLock::new(),
+      counters: Counters::default(),
     };
     let server = NativeServer { shared: Arc::new(shared) };
     clocks::start_heartbeat(&server.shared);
@@ -407,6 +412,12 @@ impl NativeServer {
   #[napi]
   pub fn observe_all(&self, observed: bool) {
     self.shared.observe_all.store(observed, Ordering::Relaxed);
+  }
+
+  /// The figures of `server.stats()` (stats.rs).
+  #[napi]
+  pub fn stats(&self) -> ServerStats {
+    self.shared.stats()
   }
 
   /// Stops accepting, sends close `code` with `reason` to every connection

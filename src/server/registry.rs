@@ -152,6 +152,7 @@ pub(super) fn start_connection<S>(
   }
   connections.insert(handle, Arc::clone(&connection));
   drop(connections);
+  shared.counters.accepted();
   if announce {
     shared.events.detail(handle, connection.open_event());
   }

@@ -46,6 +46,7 @@ where
       let events = &shared.events;
       let deliver = |incoming| match incoming {
         Incoming::Data(binary, payload) => {
+          shared.counters.received(payload.len());
           if connection.peer.observed.load(Ordering::Relaxed)
             || shared.observe_all.load(Ordering::Relaxed)
           {
@@ -94,6 +95,7 @@ impl ServedConnection {
     let shared = &self.shared;
     shared.connections().remove(&self.handle);
     shared.discharge();
+    shared.counters.ended(ended.code, ended.invalid_input);
     if ended.internal_error {
       shared.announce(self.handle, &self.connection);
       shared.events.detail(self.handle, internal_error_event());
