@@ -1,6 +1,6 @@
 //! Server connections that have been quiet for a while leave tokio.
 //!
-//! A resting connection (resting.rs) is still a tokio task with its socket
+//! A resting connection (connection_task.rs) is still a tokio task with its socket
 //! registered in tokio's reactor: about 500 bytes for the task cell and the
 //! registration (both 128-byte aligned), plus what the allocator loses
 //! around them. A connection quiet for a whole dormancy tick instead hands
@@ -10,7 +10,7 @@
 //! the connection (a send, a close, the heartbeat's ping), wake it: the
 //! socket goes back to tokio and the connection gets a task again.
 //!
-//! The words for a server connection's idle path, here and in resting.rs:
+//! The words for a server connection's idle path, here and in connection_task.rs:
 //! *active* (its loop runs), *resting* (a task holding little more than
 //! the socket) and *dormant* (no task: in the server's `DormantSet`).
 
@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::frame_boundaries::FrameBoundaries;
-use crate::peer::Peer;
+use crate::link::Link;
 use crate::server_stream::ServerStream;
 use crate::sync::lock;
 
@@ -40,7 +40,7 @@ pub const DORMANCY_TICK: Duration = Duration::from_secs(1);
 
 /// What the dormant set needs from a dormant connection's owner.
 pub trait DormantOwner: Send + 'static {
-  fn peer(&self) -> &Peer;
+  fn link(&self) -> &Link;
   /// Serve connection `generation` again, on a task of its own.
   fn wake(self, stream: ServerStream<TcpStream>, generation: u32);
   /// Its socket could not go back to tokio: the connection is lost.
@@ -137,7 +137,7 @@ impl<O: DormantOwner> DormantSet<O> {
     // JS's next send, close or ping wakes the connection by its key; what
     // came before that registration is found now.
     let waker = Waker::from(Arc::new(KeyWaker { inner: Arc::downgrade(&self.inner), key }));
-    let pending = owner.peer().poll_work(&mut Context::from_waker(&waker)).is_ready();
+    let pending = owner.link().poll_work(&mut Context::from_waker(&waker)).is_ready();
     entry.insert(Dormant { socket, boundaries, owner, generation, _tracked: tracked });
     drop(dormant);
     if pending {

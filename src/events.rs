@@ -25,7 +25,7 @@ use napi_derive::napi;
 
 use crate::buffers::to_js_array;
 use crate::flow::Flow;
-use crate::peer::Peer;
+use crate::link::Link;
 use crate::sync::lock;
 use tokio::sync::Notify;
 
@@ -100,14 +100,14 @@ pub type EventCallback<'scope> = Function<'scope, EventArgs, ()>;
 /// error-first, unbounded (the dispatcher keeps at most two batches queued).
 type EventSink = ThreadsafeFunction<Events, (), EventArgs, Status, false, true, 0>;
 
-/// What holds a connection's `Peer`: a server's connection, or a socket's
+/// What holds a connection's `Link`: a server's connection, or a socket's
 /// peer itself.
 pub trait Receiver: Send + Sync {
-  fn peer(&self) -> &Peer;
+  fn link(&self) -> &Link;
 }
 
-impl Receiver for Peer {
-  fn peer(&self) -> &Peer {
+impl Receiver for Link {
+  fn link(&self) -> &Link {
     self
   }
 }
@@ -179,7 +179,7 @@ impl EventQueue {
   }
 
   /// Queues a text or binary message received on connection `conn`, whose
-  /// `Peer` `from` holds.
+  /// `Link` `from` holds.
   pub fn message<R: Receiver + 'static>(
     &self,
     conn: u32,
@@ -188,7 +188,7 @@ impl EventQueue {
     payload: Bytes,
   ) {
     let len = payload.len();
-    self.flow.hold(from.peer(), len);
+    self.flow.hold(from.link(), len);
     let mut batch = self.lock();
     batch.hold(from, len);
     let events = &mut batch.events;
@@ -244,7 +244,7 @@ async fn deliver(queue: Arc<EventQueue>, sink: EventSink) {
       // from it is reported as before (an uncaught exception).
       let released = move |returned: napi::Result<()>, _| {
         for (receiver, len) in held {
-          on_return.flow.release(receiver.peer(), len);
+          on_return.flow.release(receiver.link(), len);
         }
         returned
       };

@@ -4,7 +4,7 @@
 //! A received message waits in the event queue (events.rs) until JS has
 //! run the callbacks of its batch. A peer that sends faster than JS handles
 //! its messages would grow that queue without bound, so every message JS
-//! will see is counted until then: per connection (`Peer::undelivered`),
+//! will see is counted until then: per connection (`Link::undelivered`),
 //! and across all connections of the owner together with the messages
 //! still arriving (`Flow::total`).
 //!
@@ -25,7 +25,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
-use crate::peer::{Paused, Peer};
+use crate::link::{Link, Paused};
 use crate::sync::lock;
 
 /// How long a closing connection waits for its peer's close frame, unless
@@ -76,23 +76,23 @@ impl Flow {
   }
 
   /// A complete message of `len` bytes from `peer` was queued for JS.
-  pub fn hold(&self, peer: &Peer, len: usize) {
-    let held = peer.undelivered.fetch_add(len, Ordering::Relaxed) + len;
+  pub fn hold(&self, link: &Link, len: usize) {
+    let held = link.undelivered.fetch_add(len, Ordering::Relaxed) + len;
     if held > self.max_each {
-      peer.pause(Paused::BY_OWN_BUFFER);
+      link.pause(Paused::BY_OWN_BUFFER);
     }
     self.grow(len);
   }
 
   /// JS has run the callbacks of `len` bytes of `peer`'s messages.
-  pub fn release(&self, peer: &Peer, len: usize) {
-    let held = peer.undelivered.fetch_sub(len, Ordering::Relaxed) - len;
+  pub fn release(&self, link: &Link, len: usize) {
+    let held = link.undelivered.fetch_sub(len, Ordering::Relaxed) - len;
     if held < self.max_each / 2 {
-      peer.resume(Paused::BY_OWN_BUFFER);
+      link.resume(Paused::BY_OWN_BUFFER);
     }
-    if held < self.max_each && peer.is_paused(Paused::BY_TOTAL) {
+    if held < self.max_each && link.is_paused(Paused::BY_TOTAL) {
       // It no longer holds enough to be stopped by the total.
-      peer.task.wake();
+      link.task.wake();
     }
     self.shrink(len);
   }
@@ -110,22 +110,22 @@ impl Flow {
   /// Whether `peer`, with `arriving` bytes of a message still arriving, may
   /// read now. When the total stops it, `cx` is woken once the total has
   /// fallen under half.
-  pub fn may_read(&self, peer: &Peer, arriving: usize, cx: &Context<'_>) -> bool {
-    let holds_much = || peer.undelivered.load(Ordering::Relaxed) + arriving >= self.max_each;
+  pub fn may_read(&self, link: &Link, arriving: usize, cx: &Context<'_>) -> bool {
+    let holds_much = || link.undelivered.load(Ordering::Relaxed) + arriving >= self.max_each;
     if self.over_total.load(Ordering::Acquire) && holds_much() {
-      if !peer.is_paused(Paused::BY_TOTAL) {
+      if !link.is_paused(Paused::BY_TOTAL) {
         let mut stopped = self.stopped_by_total();
         // Checked again under the lock `shrink` clears it under, so that
         // the wake-up cannot be missed.
         if self.over_total.load(Ordering::Acquire) {
-          peer.pause(Paused::BY_TOTAL);
+          link.pause(Paused::BY_TOTAL);
           stopped.push(cx.waker().clone());
         }
       }
-    } else if peer.is_paused(Paused::BY_TOTAL) {
-      peer.resume(Paused::BY_TOTAL);
+    } else if link.is_paused(Paused::BY_TOTAL) {
+      link.resume(Paused::BY_TOTAL);
     }
-    !peer.is_paused(Paused::ANY)
+    !link.is_paused(Paused::ANY)
   }
 
   /// How long a closing connection waits for its peer's close frame.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::peer::{now_ms, Peer};
+use crate::link::{now_ms, Link};
 
 /// The interval is cut into at most this many slots, each pinging the
 /// connections whose key falls in it. A ping brings a dormant connection
@@ -33,7 +33,7 @@ const MIN_SLOT: Duration = Duration::from_millis(10);
 pub async fn run(
   interval: Duration,
   stop: CancellationToken,
-  mut for_each_peer: impl FnMut(&mut dyn FnMut(u32, &Peer)),
+  mut for_each_peer: impl FnMut(&mut dyn FnMut(u32, &Link)),
 ) {
   let slots = u32::try_from(interval.as_millis() / MIN_SLOT.as_millis())
     .unwrap_or(MAX_SLOTS)
@@ -52,12 +52,12 @@ pub async fn run(
     }
     let now = now_ms();
     let slot = tick % slots;
-    for_each_peer(&mut |key, peer| {
-      if !peer.drop_if_silent(now, silence_limit)
+    for_each_peer(&mut |key, link| {
+      if !link.drop_if_silent(now, silence_limit)
         && key % slots == slot
-        && peer.age_ms(now) >= first_ping_age
+        && link.age_ms(now) >= first_ping_age
       {
-        peer.ping();
+        link.ping();
       }
     });
   }

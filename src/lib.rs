@@ -3,7 +3,8 @@
 //! napi-rs. Users never see these classes; the JS facade wraps them.
 
 mod buffers;
-mod connection;
+mod connection_loop;
+mod connection_task;
 mod direct_frame;
 mod dormancy;
 mod error;
@@ -12,8 +13,7 @@ mod flow;
 mod frame_boundaries;
 mod handshake;
 mod heartbeat;
-mod peer;
-mod resting;
+mod link;
 mod server;
 mod server_stream;
 mod socket;

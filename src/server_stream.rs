@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_util::io::poll_read_buf;
 
-use crate::connection::Inbound;
+use crate::connection_loop::Inbound;
 use crate::direct_frame::DIRECT_MIN_LEN;
 use crate::frame_boundaries::FrameBoundaries;
 

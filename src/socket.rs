@@ -22,10 +22,10 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{json_lines, to_message, Payload};
-use crate::connection::{drive, Inbound, Incoming};
+use crate::connection_loop::{drive, Inbound, Incoming};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::flow::Flow;
-use crate::peer::{close_frame, Limits, Peer};
+use crate::link::{close_frame, Limits, Link};
 use crate::{heartbeat, tls};
 
 /// Options the JS facade has already validated and filled with defaults.
@@ -107,7 +107,7 @@ struct AttemptAnswer {
 /// A reconnecting WebSocket client. Created by lib/native-transport.js.
 #[napi]
 pub struct NativeSocket {
-  peer: Arc<Peer>,
+  link: Arc<Link>,
   queue_limit: usize,
   commands: mpsc::UnboundedSender<Command>,
   answers: mpsc::UnboundedSender<AttemptAnswer>,
@@ -129,7 +129,7 @@ impl NativeSocket {
     // stopped by a total, so the stall limit does not apply.
     let flow = Flow::new(max_receive_buffer, usize::MAX, Duration::MAX, usize::MAX);
     let events = EventQueue::start(on_events, flow)?;
-    let peer = Arc::new(Peer::new());
+    let link = Arc::new(Link::new());
     let (commands, command_inbox) = mpsc::unbounded_channel();
     let (answers, answer_inbox) = mpsc::unbounded_channel();
     if !options.start_closed {
@@ -139,10 +139,10 @@ impl NativeSocket {
 
     let heartbeat = CancellationToken::new();
     if options.heartbeat_interval > 0.0 {
-      let peer = Arc::clone(&peer);
+      let link = Arc::clone(&link);
       let beat =
         heartbeat::run(millis(options.heartbeat_interval), heartbeat.clone(), move |visit| {
-          visit(0, &peer)
+          visit(0, &link)
         });
       napi::bindgen_prelude::spawn(beat);
     }
@@ -154,7 +154,7 @@ impl NativeSocket {
     };
     let task = Task {
       options,
-      peer: Arc::clone(&peer),
+      link: Arc::clone(&link),
       events: Arc::clone(&events),
       backlog: VecDeque::new(),
       answers: answer_inbox,
@@ -163,7 +163,7 @@ impl NativeSocket {
       attempts: 0,
     };
     napi::bindgen_prelude::spawn(task.run(command_inbox));
-    Ok(NativeSocket { peer, queue_limit, commands, answers, events, heartbeat })
+    Ok(NativeSocket { link, queue_limit, commands, answers, events, heartbeat })
   }
 
   /// Queues a message for the current or the next connection; false when
@@ -171,7 +171,7 @@ impl NativeSocket {
   #[napi]
   pub fn send(&self, payload: Payload) -> bool {
     let limits = Limits { max_queued: self.queue_limit, ..Limits::NONE };
-    self.peer.send(to_message(payload), limits)
+    self.link.send(to_message(payload), limits)
   }
 
   /// Queues several messages at once, in order: the sends JS made while a
@@ -180,7 +180,7 @@ impl NativeSocket {
   pub fn send_batch(&self, payloads: Vec<Payload>) {
     let limits = Limits { max_queued: self.queue_limit, ..Limits::NONE };
     for payload in payloads {
-      self.peer.send(to_message(payload), limits);
+      self.link.send(to_message(payload), limits);
     }
   }
 
@@ -189,7 +189,7 @@ impl NativeSocket {
   pub fn send_json_batch(&self, joined: String) {
     let limits = Limits { max_queued: self.queue_limit, ..Limits::NONE };
     for message in json_lines(joined) {
-      self.peer.send(message, limits);
+      self.link.send(message, limits);
     }
   }
 
@@ -198,7 +198,7 @@ impl NativeSocket {
   /// the `Stopped` event.
   #[napi]
   pub fn close(&self, code: u32, reason: String) {
-    self.peer.close(close_frame(code, reason));
+    self.link.close(close_frame(code, reason));
     // An error means the task is gone, and with it everything to stop.
     let _ = self.commands.send(Command::Stop);
   }
@@ -207,9 +207,9 @@ impl NativeSocket {
   /// connects again at once, whatever the state.
   #[napi]
   pub fn reconnect(&self, code: u32, reason: String) {
-    self.peer.reopen();
-    if self.peer.is_connected() {
-      self.peer.close_connection(close_frame(code, reason));
+    self.link.reopen();
+    if self.link.is_connected() {
+      self.link.close_connection(close_frame(code, reason));
     }
     let _ = self.commands.send(Command::Reconnect);
   }
@@ -238,13 +238,13 @@ impl NativeSocket {
   /// Payload bytes queued or accepted and not yet written.
   #[napi]
   pub fn buffered_amount(&self) -> f64 {
-    self.peer.buffered_amount() as f64
+    self.link.buffered_amount() as f64
   }
 
   /// Turns delivery of messages to JS on or off.
   #[napi]
   pub fn observe(&self, observed: bool) {
-    self.peer.observed.store(observed, Ordering::Relaxed);
+    self.link.observed.store(observed, Ordering::Relaxed);
   }
 }
 
@@ -293,7 +293,7 @@ impl Failure {
 /// What the connection task owns.
 struct Task {
   options: NativeSocketOptions,
-  peer: Arc<Peer>,
+  link: Arc<Link>,
   events: Arc<EventQueue>,
   /// Messages a dropped connection never handed to the kernel; they go
   /// first on the next one.
@@ -338,7 +338,7 @@ impl Task {
           wake
         }
         // close() was called while this attempt was due.
-        Wake::Attempt if self.peer.is_closing() => Wake::Stop,
+        Wake::Attempt if self.link.is_closing() => Wake::Stop,
         Wake::Attempt => self.attempt_and_wait(&mut commands).await,
       };
     }
@@ -354,7 +354,7 @@ impl Task {
       attempt = timeout(deadline, self.attempt(self.attempts)) => attempt,
     };
     let next = match attempt {
-      Ok(Ok((mut ws, _))) if self.peer.is_closing() => {
+      Ok(Ok((mut ws, _))) if self.link.is_closing() => {
         // close() came while the handshake finished: this connection
         // was never announced, so it ends quietly.
         let _ = timeout(Duration::from_secs(1), ws.close(None)).await;
@@ -397,11 +397,11 @@ impl Task {
   ) -> Next {
     self.report_open(&ws, protocol);
     let opened = Instant::now();
-    let (peer, events) = (&self.peer, &self.events);
-    let ended = drive(&mut ws, &mut self.backlog, peer, &events.flow, |incoming| {
+    let (link, events) = (&self.link, &self.events);
+    let ended = drive(&mut ws, &mut self.backlog, link, &events.flow, |incoming| {
       if let Incoming::Data(binary, payload) = incoming {
-        if peer.observed.load(Ordering::Relaxed) {
-          events.message(0, peer, binary, payload);
+        if link.observed.load(Ordering::Relaxed) {
+          events.message(0, link, binary, payload);
         }
       }
     })
@@ -419,7 +419,7 @@ impl Task {
     }
     // A `reconnect()` or `close()` made while connected comes next.
     let command = commands.try_recv().ok();
-    let stopping = self.peer.is_closing() || matches!(command, Some(Command::Stop));
+    let stopping = self.link.is_closing() || matches!(command, Some(Command::Stop));
     let reconnecting = matches!(command, Some(Command::Reconnect));
     let code = ended.code;
     self.events.detail(
@@ -511,7 +511,7 @@ impl Task {
 
   /// Discards what waits in the queue and reports the socket stopped.
   fn stop(&mut self) {
-    let dropped = self.peer.discard(&mut self.backlog);
+    let dropped = self.link.discard(&mut self.backlog);
     self.events.detail(0, EventDetail::Stopped { dropped });
   }
 

@@ -19,7 +19,7 @@ pub(super) fn start_dormancy_clock(shared: &Arc<Shared>) {
         _ = ticks.tick() => {}
       }
       for connection in shared.connections().values() {
-        connection.peer.quiet_tick();
+        connection.link.quiet_tick();
       }
     }
   });
@@ -34,7 +34,7 @@ pub(super) fn start_heartbeat(shared: &Arc<Shared>) {
   let shared = Arc::clone(shared);
   let beat = heartbeat::run(shared.heartbeat_interval, shared.shutdown.clone(), move |visit| {
     for (&handle, connection) in shared.connections().iter() {
-      visit(handle, &connection.peer);
+      visit(handle, &connection.link);
     }
   });
   napi::bindgen_prelude::spawn(beat);

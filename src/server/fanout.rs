@@ -54,7 +54,7 @@ impl Shared {
     let (mut messages, mut bytes) = (0, 0);
     for (connection, message) in sends {
       let length = payload_len(&message);
-      if connection.peer.send(message, self.limits) {
+      if connection.link.send(message, self.limits) {
         messages += 1;
         bytes += length as u64;
       }
@@ -70,7 +70,7 @@ impl Shared {
     message: Message,
   ) -> u32 {
     let taken =
-      receivers.filter(|connection| connection.peer.send(message.clone(), self.limits)).count();
+      receivers.filter(|connection| connection.link.send(message.clone(), self.limits)).count();
     self.counters.sent(taken as u64, (taken * payload_len(&message)) as u64);
     taken as u32
   }

@@ -48,7 +48,7 @@ use crate::dormancy::DormantSet;
 use crate::error::NativeError;
 use crate::events::{EventCallback, EventQueue};
 use crate::flow::Flow;
-use crate::peer::{close_frame, Limits, Paused};
+use crate::link::{close_frame, Limits, Paused};
 use crate::sync::lock;
 use crate::tls;
 
@@ -330,14 +330,14 @@ impl NativeServer {
   #[napi]
   pub fn close_connection(&self, handle: u32, code: u32, reason: String) -> bool {
     let Some(connection) = self.shared.connection(handle) else { return false };
-    connection.peer.close(close_frame(code, reason))
+    connection.link.close(close_frame(code, reason))
   }
 
   /// Drops one connection without a closing handshake.
   #[napi]
   pub fn terminate(&self, handle: u32) {
     if let Some(connection) = self.shared.connection(handle) {
-      connection.peer.terminate();
+      connection.link.terminate();
     }
   }
 
@@ -347,7 +347,7 @@ impl NativeServer {
     self
       .shared
       .connection(handle)
-      .map_or(0.0, |connection| connection.peer.buffered_amount() as f64)
+      .map_or(0.0, |connection| connection.link.buffered_amount() as f64)
   }
 
   /// The request headers of a connection: names and values, each followed
@@ -362,9 +362,9 @@ impl NativeServer {
   pub fn pause(&self, handle: u32, paused: bool) {
     if let Some(connection) = self.shared.connection(handle) {
       if paused {
-        connection.peer.pause(Paused::BY_JS);
+        connection.link.pause(Paused::BY_JS);
       } else {
-        connection.peer.resume(Paused::BY_JS);
+        connection.link.resume(Paused::BY_JS);
       }
     }
   }
@@ -373,7 +373,7 @@ impl NativeServer {
   #[napi]
   pub fn observe(&self, handle: u32, observed: bool) {
     if let Some(connection) = self.shared.connection(handle) {
-      connection.peer.observed.store(observed, Ordering::Relaxed);
+      connection.link.observed.store(observed, Ordering::Relaxed);
     }
   }
 

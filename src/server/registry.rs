@@ -18,14 +18,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::served::{MayGoDormant, ServedConnection};
 use super::{lock, Shared, Unannounced};
+use crate::connection_task::ConnectionTask;
 use crate::events::{EventDetail, Receiver};
-use crate::peer::Peer;
-use crate::resting::Resting;
+use crate::link::Link;
 use crate::server_stream::ServerStream;
 
 /// A connection JS may address by its handle.
 pub(super) struct Connection {
-  pub(super) peer: Peer,
+  pub(super) link: Link,
   pub(super) raw_headers: Box<str>,
   remote: Remote,
   protocol: Box<str>,
@@ -34,8 +34,8 @@ pub(super) struct Connection {
 }
 
 impl Receiver for Connection {
-  fn peer(&self) -> &Peer {
-    &self.peer
+  fn link(&self) -> &Link {
+    &self.link
   }
 }
 
@@ -44,7 +44,7 @@ impl Connection {
   /// otherwise.
   pub(super) fn new(raw_headers: Box<str>, protocol: String, remote: Remote) -> Connection {
     Connection {
-      peer: Peer::new(),
+      link: Link::new(),
       raw_headers,
       remote,
       protocol: protocol.into_boxed_str(),
@@ -128,7 +128,7 @@ impl Shared {
 
 /// Starts serving an upgraded connection, on a task of its own that holds
 /// little more than the socket while the connection is quiet (see
-/// resting.rs), and reports it open when JS listens for that.
+/// connection_task.rs), and reports it open when JS listens for that.
 ///
 /// `decided_in_js`: JS accepted the upgrade itself (`verifyClient`, or the
 /// user's http server) and keeps what it decided until the connection
@@ -158,11 +158,11 @@ pub(super) fn start_connection<S>(
   }
   if shared.shutdown.is_cancelled() {
     if let Some(closing) = lock(&shared.closing_frame).clone() {
-      connection.peer.close(closing);
+      connection.link.close(closing);
     }
   }
   let served = ServedConnection { shared: Arc::clone(shared), connection, handle };
-  shared.tasks.spawn(Resting::new(stream, served));
+  shared.tasks.spawn(ConnectionTask::new(stream, served));
 }
 
 /// Whether a connection is announced as it opens: JS decided its upgrade

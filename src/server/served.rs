@@ -10,11 +10,11 @@ use tokio_rustls::server::TlsStream;
 
 use super::registry::{end_is_reported, Connection};
 use super::Shared;
-use crate::connection::{Ended, Incoming};
+use crate::connection_loop::{Ended, Incoming};
+use crate::connection_task::{self, Active, ConnectionTask, Owner};
 use crate::dormancy::{DormantOwner, DormantSet};
 use crate::events::EventDetail;
-use crate::peer::Peer;
-use crate::resting::{self, Active, Owner, Resting};
+use crate::link::Link;
 use crate::server_stream::ServerStream;
 
 impl Shared {
@@ -35,8 +35,8 @@ impl<S> Owner<S> for ServedConnection
 where
   S: AsyncRead + AsyncWrite + MayGoDormant + Unpin + Send + 'static,
 {
-  fn peer(&self) -> &Peer {
-    &self.connection.peer
+  fn link(&self) -> &Link {
+    &self.connection.link
   }
 
   fn activate(&self, stream: ServerStream<S>, generation: u32) -> Active<S> {
@@ -47,7 +47,7 @@ where
       let deliver = |incoming| match incoming {
         Incoming::Data(binary, payload) => {
           shared.counters.received(payload.len());
-          if connection.peer.observed.load(Ordering::Relaxed)
+          if connection.link.observed.load(Ordering::Relaxed)
             || shared.observe_all.load(Ordering::Relaxed)
           {
             shared.announce(handle, &connection);
@@ -66,8 +66,9 @@ where
           }
         }
       };
-      let peer = &connection.peer;
-      resting::active_period(stream, shared.config, peer, &events.flow, generation, deliver).await
+      let link = &connection.link;
+      connection_task::active_period(stream, shared.config, link, &events.flow, generation, deliver)
+        .await
     })
   }
 
@@ -121,13 +122,13 @@ impl ServedConnection {
 }
 
 impl DormantOwner for ServedConnection {
-  fn peer(&self) -> &Peer {
-    &self.connection.peer
+  fn link(&self) -> &Link {
+    &self.connection.link
   }
 
   fn wake(self, stream: ServerStream<TcpStream>, generation: u32) {
     let tasks = self.shared.tasks.clone();
-    tasks.spawn(Resting::resume(stream, self, generation));
+    tasks.spawn(ConnectionTask::resume(stream, self, generation));
   }
 
   fn lost(self) {

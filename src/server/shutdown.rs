@@ -9,7 +9,7 @@ use tokio::time::timeout;
 
 use super::{lock, Shared};
 use crate::events::EventDetail;
-use crate::peer::close_frame;
+use crate::link::close_frame;
 
 /// Stops accepting, sends close `code` with `reason` to every connection,
 /// terminates those still open after `timeout_ms`, then reports `Stopped`
@@ -33,14 +33,14 @@ pub(super) fn close(shared: &Arc<Shared>, code: u32, reason: String, timeout_ms:
   }
   let closing = close_frame(code, reason);
   for connection in shared.connections().values() {
-    connection.peer.close(closing.clone());
+    connection.link.close(closing.clone());
   }
   *lock(&shared.closing_frame) = Some(closing);
   napi::bindgen_prelude::spawn(async move {
     shared.tasks.close();
     if timeout(grace, shared.tasks.wait()).await.is_err() {
       for connection in shared.connections().values() {
-        connection.peer.terminate();
+        connection.link.terminate();
       }
       shared.tasks.wait().await;
     }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use napi_derive::napi;
 
 use super::Shared;
-use crate::peer::Paused;
+use crate::link::Paused;
 use crate::sync::lock;
 
 /// The figures of `server.stats()`, as the addon counts them. Counts are
@@ -97,7 +97,7 @@ impl Shared {
   pub(super) fn stats(&self) -> ServerStats {
     let (connections, paused) = {
       let connections = self.connections();
-      let paused = connections.values().filter(|c| c.peer.is_paused(Paused::ANY)).count();
+      let paused = connections.values().filter(|c| c.link.is_paused(Paused::ANY)).count();
       (connections.len(), paused)
     };
     let counters = &self.counters;

@@ -1,5 +1,5 @@
 //! The loop that drives one WebSocket connection: it writes what JS queued
-//! on the connection's `Peer` (peer.rs), reads incoming frames and runs the
+//! on the connection's `Link` (link.rs), reads incoming frames and runs the
 //! closing handshake.
 //!
 //! One loop polls both directions itself (no split halves, no second task):
@@ -28,7 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::buffers::payload_len;
 use crate::direct_frame::{DirectFrame, DIRECT_MIN_LEN};
 use crate::flow::Flow;
-use crate::peer::{is_ping, now_ms, Outgoing, Paused, Peer, Termination, ANY_CONNECTION};
+use crate::link::{is_ping, now_ms, Link, Outgoing, Paused, Termination, ANY_CONNECTION};
 
 /// How long we try to deliver a close frame after a protocol error.
 const ERROR_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -159,15 +159,15 @@ pub trait Inbound {
 pub async fn drive<S>(
   ws: &mut WebSocketStream<S>,
   backlog: &mut VecDeque<Message>,
-  peer: &Peer,
+  link: &Link,
   flow: &Flow,
   deliver: impl FnMut(Incoming),
 ) -> Ended
 where
   S: AsyncRead + AsyncWrite + Inbound + Unpin,
 {
-  let generation = peer.open_connection();
-  match drive_until_rest(ws, backlog, peer, flow, generation, Role::Client, deliver).await {
+  let generation = link.open_connection();
+  match drive_until_rest(ws, backlog, link, flow, generation, Role::Client, deliver).await {
     Outcome::Ended(ended) => ended,
     Outcome::Rested => unreachable!("a connection that may not rest never rests"),
   }
@@ -179,7 +179,7 @@ where
 pub async fn drive_until_rest<S>(
   ws: &mut WebSocketStream<S>,
   backlog: &mut VecDeque<Message>,
-  peer: &Peer,
+  link: &Link,
   flow: &Flow,
   generation: u32,
   role: Role,
@@ -188,7 +188,7 @@ pub async fn drive_until_rest<S>(
 where
   S: AsyncRead + AsyncWrite + Inbound + Unpin,
 {
-  let mut driver = Driver::new(ws, backlog, peer, flow, generation, role, deliver);
+  let mut driver = Driver::new(ws, backlog, link, flow, generation, role, deliver);
   let stopped = poll_fn(|cx| {
     // A panic here is a bug of ours: it ends this connection (with 1011),
     // not the process or the other connections.
@@ -225,7 +225,7 @@ struct Driver<'a, S, D> {
   ws: &'a mut WebSocketStream<S>,
   /// Messages to send before anything queued (see `drive`).
   backlog: &'a mut VecDeque<Message>,
-  peer: &'a Peer,
+  link: &'a Link,
   flow: &'a Flow,
   generation: u32,
   role: Role,
@@ -259,7 +259,7 @@ where
   fn new(
     ws: &'a mut WebSocketStream<S>,
     backlog: &'a mut VecDeque<Message>,
-    peer: &'a Peer,
+    link: &'a Link,
     flow: &'a Flow,
     generation: u32,
     role: Role,
@@ -268,7 +268,7 @@ where
     Driver {
       ws,
       backlog,
-      peer,
+      link,
       flow,
       generation,
       role,
@@ -310,11 +310,11 @@ where
     let flushed = self.flush(cx)?;
     if flushed {
       progressed |= self.write_direct_frame(cx)?;
-      if self.peer.drained(self.flow.drain_below) {
+      if self.link.drained(self.flow.drain_below) {
         (self.deliver)(Incoming::Drain);
       }
     }
-    let may_read = self.flow.may_read(self.peer, self.arriving, cx);
+    let may_read = self.flow.may_read(self.link, self.arriving, cx);
     progressed |= self.read_one(cx, may_read, now)?;
     self.account_arriving();
     self.check_deadlines(cx)?;
@@ -330,11 +330,11 @@ where
   /// Whether JS terminated this connection or asked to close it. The waker
   /// is registered before anything is checked, so that no wake is missed.
   fn check_requests(&mut self, cx: &mut Context<'_>) -> Result<(), Stop> {
-    self.peer.task.register(cx.waker());
-    if let Some(why) = self.peer.take_kill(self.generation) {
+    self.link.task.register(cx.waker());
+    if let Some(why) = self.link.take_kill(self.generation) {
       return Err(Stop::Terminated(why));
     }
-    if self.close_deadline.is_none() && self.peer.close_requested_for(self.generation) {
+    if self.close_deadline.is_none() && self.link.close_requested_for(self.generation) {
       self.close_deadline = Some(Box::pin(sleep(self.flow.close_timeout())));
     }
     Ok(())
@@ -388,14 +388,14 @@ where
   /// The next frame to send: the backlog first, then the peer's queue.
   fn next_outgoing(&mut self) -> Option<Outgoing> {
     if self.backlog.is_empty() && self.taken.is_empty() {
-      self.taken = std::mem::take(&mut *self.peer.queued_frames());
+      self.taken = std::mem::take(&mut *self.link.queued_frames());
     }
     if let Some(message) = self.backlog.pop_front() {
       return Some(Outgoing::Message(message));
     }
     let item = self.taken.pop_front()?;
     if let Outgoing::Message(message) = &item {
-      self.peer.took_from_queue(message);
+      self.link.took_from_queue(message);
     }
     Some(item)
   }
@@ -404,7 +404,7 @@ where
   fn flush(&mut self, cx: &mut Context<'_>) -> Result<bool, Stop> {
     match self.ws.poll_flush_unpin(cx) {
       Poll::Ready(Ok(())) => {
-        self.peer.buffered.fetch_sub(self.unflushed_bytes, Ordering::Relaxed);
+        self.link.buffered.fetch_sub(self.unflushed_bytes, Ordering::Relaxed);
         self.unflushed_bytes = 0;
         self.unflushed.clear();
         Ok(true)
@@ -420,7 +420,7 @@ where
     let Some(frame) = &mut self.direct else { return Ok(false) };
     match frame.poll_write(self.ws.get_mut(), cx) {
       Poll::Ready(Ok(())) => {
-        self.peer.buffered.fetch_sub(frame.payload_len(), Ordering::Relaxed);
+        self.link.buffered.fetch_sub(frame.payload_len(), Ordering::Relaxed);
         self.direct = None;
         Ok(true)
       }
@@ -453,7 +453,7 @@ where
     };
     match read {
       Poll::Ready(Some(Ok(message))) => {
-        self.peer.last_seen.store(*now.get_or_insert_with(now_ms), Ordering::Relaxed);
+        self.link.last_seen.store(*now.get_or_insert_with(now_ms), Ordering::Relaxed);
         self.receive(message)?;
         Ok(true)
       }
@@ -480,7 +480,7 @@ where
       Message::Binary(bytes) => (self.deliver)(Incoming::Data(true, bytes)),
       Message::Close(frame) => {
         if self.role == Role::Server {
-          self.peer.closing.store(true, Ordering::Release);
+          self.link.closing.store(true, Ordering::Release);
         }
         self.received_close = Some(frame);
         (self.deliver)(Incoming::Closing);
@@ -503,7 +503,7 @@ where
   /// The stall clock (stopped by the total in mid-message) and the close
   /// clock (the closing handshake takes too long).
   fn check_deadlines(&mut self, cx: &mut Context<'_>) -> Result<(), Stop> {
-    if self.peer.is_paused(Paused::BY_TOTAL) && self.arriving > 0 {
+    if self.link.is_paused(Paused::BY_TOTAL) && self.arriving > 0 {
       let stall_limit = self.flow.stall_limit;
       let stall = self.stall_deadline.get_or_insert_with(|| Box::pin(sleep(stall_limit)));
       if stall.as_mut().poll(cx).is_ready() {
@@ -536,7 +536,7 @@ where
   /// Ends a stopped connection: gives back what was not sent, and tells the
   /// peer why when we end it.
   async fn finish(mut self, stop: Stop) -> Ended {
-    self.peer.connected.store(false, Ordering::Release);
+    self.link.connected.store(false, Ordering::Release);
     self.give_back_unsent();
     let failed = match self.ending(stop) {
       Ending::Quiet(ended) => return ended,
@@ -558,10 +558,10 @@ where
   fn give_back_unsent(&mut self) {
     let unwritten =
       self.unflushed_bytes + self.direct.take().map_or(0, |frame| frame.payload_len());
-    self.peer.buffered.fetch_sub(unwritten, Ordering::Relaxed);
+    self.link.buffered.fetch_sub(unwritten, Ordering::Relaxed);
     if self.role == Role::Client {
       for message in std::mem::take(&mut self.unflushed).into_iter().rev() {
-        self.peer.buffered.fetch_add(payload_len(&message), Ordering::Relaxed);
+        self.link.buffered.fetch_add(payload_len(&message), Ordering::Relaxed);
         self.backlog.push_front(message);
       }
       self.backlog.extend(std::mem::take(&mut self.taken).into_iter().filter_map(

@@ -23,9 +23,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::connection::{drive_until_rest, Ended, Incoming, Outcome, Role};
+use crate::connection_loop::{drive_until_rest, Ended, Incoming, Outcome, Role};
 use crate::flow::Flow;
-use crate::peer::Peer;
+use crate::link::Link;
 use crate::server_stream::{ServerStream, READ_AHEAD};
 
 /// An active period of a connection: it gives the stream back when the
@@ -34,7 +34,7 @@ pub type Active<S> = Pin<Box<dyn Future<Output = (ServerStream<S>, Outcome)> + S
 
 /// What a resting connection needs from whoever owns it.
 pub trait Owner<S> {
-  fn peer(&self) -> &Peer;
+  fn link(&self) -> &Link;
   /// Starts an active period of connection `generation` (see `active_period`).
   fn activate(&self, stream: ServerStream<S>, generation: u32) -> Active<S>;
   /// The connection rested long enough to leave tokio (dormancy.rs): hand
@@ -51,13 +51,13 @@ enum Phase<S> {
 }
 
 /// The task of one upgraded server connection.
-pub struct Resting<S, O: Owner<S>> {
+pub struct ConnectionTask<S, O: Owner<S>> {
   phase: Phase<S>,
   owner: O,
   generation: u32,
 }
 
-impl<S, O: Owner<S>> Drop for Resting<S, O> {
+impl<S, O: Owner<S>> Drop for ConnectionTask<S, O> {
   /// A connection's task ends with its connection, or hands it to the
   /// dormant set; dropped before that, it panicked outside the connection
   /// loop (which catches its own), and tokio drops what panicked. The
@@ -70,24 +70,24 @@ impl<S, O: Owner<S>> Drop for Resting<S, O> {
   }
 }
 
-impl<S, O: Owner<S>> Resting<S, O> {
+impl<S, O: Owner<S>> ConnectionTask<S, O> {
   /// A new connection goes dormant as soon as it has nothing to do: most
   /// connections of a server are idle, and what its task and tokio's
   /// registration of its socket free is reused by the next connection.
-  pub fn new(stream: ServerStream<S>, owner: O) -> Resting<S, O> {
-    let generation = owner.peer().open_connection();
-    owner.peer().allow_dormancy();
-    Resting { phase: Phase::Resting(stream), owner, generation }
+  pub fn new(stream: ServerStream<S>, owner: O) -> ConnectionTask<S, O> {
+    let generation = owner.link().open_connection();
+    owner.link().allow_dormancy();
+    ConnectionTask { phase: Phase::Resting(stream), owner, generation }
   }
 
   /// Connection `generation` again, back from dormancy.
-  pub fn resume(stream: ServerStream<S>, owner: O, generation: u32) -> Resting<S, O> {
-    owner.peer().rest();
-    Resting { phase: Phase::Resting(stream), owner, generation }
+  pub fn resume(stream: ServerStream<S>, owner: O, generation: u32) -> ConnectionTask<S, O> {
+    owner.link().rest();
+    ConnectionTask { phase: Phase::Resting(stream), owner, generation }
   }
 }
 
-impl<S, O> Future for Resting<S, O>
+impl<S, O> Future for ConnectionTask<S, O>
 where
   S: AsyncRead + Unpin,
   O: Owner<S> + Unpin,
@@ -100,9 +100,9 @@ where
       match &mut this.phase {
         Phase::Resting(stream) => {
           // Both register for a wake before they report nothing to do.
-          let peer = this.owner.peer();
-          if peer.poll_work(cx).is_pending() && stream.poll_arrival(cx).is_pending() {
-            if !peer.dormancy_due() {
+          let link = this.owner.link();
+          if link.poll_work(cx).is_pending() && stream.poll_arrival(cx).is_pending() {
+            if !link.dormancy_due() {
               return Poll::Pending;
             }
             if let Phase::Resting(stream) = mem::replace(&mut this.phase, Phase::Ended) {
@@ -113,7 +113,7 @@ where
             }
             return Poll::Pending;
           }
-          this.owner.peer().mark_active();
+          this.owner.link().mark_active();
           if let Phase::Resting(stream) = mem::replace(&mut this.phase, Phase::Ended) {
             this.phase = Phase::Active(this.owner.activate(stream, this.generation));
           }
@@ -124,7 +124,7 @@ where
           };
           match outcome {
             Outcome::Rested => {
-              this.owner.peer().rest();
+              this.owner.link().rest();
               this.phase = Phase::Resting(stream);
             }
             Outcome::Ended(ended) => {
@@ -150,7 +150,7 @@ where
 pub async fn active_period<S>(
   mut stream: ServerStream<S>,
   mut config: WebSocketConfig,
-  peer: &Peer,
+  link: &Link,
   flow: &Flow,
   generation: u32,
   deliver: impl FnMut(Incoming),
@@ -166,7 +166,7 @@ where
   let mut ws = WebSocketStream::from_raw_socket(&mut stream, WsRole::Server, Some(config)).await;
   let no_backlog = &mut VecDeque::new();
   let outcome =
-    drive_until_rest(&mut ws, no_backlog, peer, flow, generation, Role::Server, deliver).await;
+    drive_until_rest(&mut ws, no_backlog, link, flow, generation, Role::Server, deliver).await;
   drop(ws);
   (stream, outcome)
 }

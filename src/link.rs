@@ -1,6 +1,6 @@
 //! The part of a connection that JS calls reach: its send queue, the
 //! out-of-band terminations and the state flags, shared with the loop that
-//! drives the connection (connection.rs).
+//! drives the connection (connection_loop.rs).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -62,7 +62,7 @@ pub struct Limits {
   pub max_buffered: usize,
 }
 
-/// Why a connection does not read (bits of `Peer::paused`; flow.rs).
+/// Why a connection does not read (bits of `Link::paused`; flow.rs).
 pub struct Paused;
 
 impl Paused {
@@ -85,9 +85,10 @@ pub fn now_ms() -> u64 {
   START.elapsed().as_millis() as u64
 }
 
-/// The part of a connection that JS calls reach: its send queue and state
-/// flags, shared with the task that drives the connection.
-pub struct Peer {
+/// Our end of a connection, the part JS calls reach: its send queue and
+/// state flags, shared with the task that drives the connection. (The
+/// *peer* is always the other end.)
+pub struct Link {
   /// Frames waiting for the task. A plain deque: it allocates only while
   /// frames wait (a channel would hold a block of slots per idle peer), and
   /// the task takes it whole.
@@ -131,7 +132,7 @@ pub struct Peer {
   quiet: AtomicU8,
 }
 
-/// `Peer::quiet`: the connection is active.
+/// `Link::quiet`: the connection is active.
 const ACTIVE: u8 = 0;
 /// Resting since the last tick, since the one before, and long enough to
 /// leave tokio (dormancy.rs).
@@ -139,9 +140,9 @@ const RESTING: u8 = 1;
 const RESTED_A_TICK: u8 = 2;
 const DORMANCY_DUE: u8 = 3;
 
-impl Peer {
-  pub fn new() -> Peer {
-    Peer {
+impl Link {
+  pub fn new() -> Link {
+    Link {
       queue: Mutex::new(VecDeque::new()),
       task: AtomicWaker::new(),
       observed: AtomicBool::new(false),
@@ -177,7 +178,7 @@ impl Peer {
     now.saturating_sub(self.opened_at.load(Ordering::Relaxed))
   }
 
-  /// The connection rests from now on (resting.rs).
+  /// The connection rests from now on (connection_task.rs).
   pub fn rest(&self) {
     self.quiet.store(RESTING, Ordering::Relaxed);
   }
