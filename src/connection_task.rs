@@ -38,8 +38,11 @@ pub trait Owner<S> {
   /// Starts an active period of connection `generation` (see `active_period`).
   fn activate(&self, stream: ServerStream<S>, generation: u32) -> Active<S>;
   /// The connection rested long enough to leave tokio (dormancy.rs): hand
-  /// it over, or give the stream back when it cannot go.
-  fn go_dormant(&self, stream: ServerStream<S>, generation: u32) -> Result<(), ServerStream<S>>;
+  /// it over, or give the stream back when it cannot go, as it never can
+  /// without `cfg(dormancy)`.
+  fn go_dormant(&self, stream: ServerStream<S>, _generation: u32) -> Result<(), ServerStream<S>> {
+    Err(stream)
+  }
   /// The connection has ended.
   fn ended(&mut self, ended: Ended);
 }
@@ -81,6 +84,7 @@ impl<S, O: Owner<S>> ConnectionTask<S, O> {
   }
 
   /// Connection `generation` again, back from dormancy.
+  #[cfg(dormancy)]
   pub fn resume(stream: ServerStream<S>, owner: O, generation: u32) -> ConnectionTask<S, O> {
     owner.link().rest();
     ConnectionTask { phase: Phase::Resting(stream), owner, generation }

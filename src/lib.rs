@@ -6,6 +6,7 @@ mod buffers;
 mod connection_loop;
 mod connection_task;
 mod direct_frame;
+#[cfg(dormancy)]
 mod dormancy;
 mod error;
 mod events;

@@ -137,6 +137,7 @@ const ACTIVE: u8 = 0;
 /// Resting since the last tick, since the one before, and long enough to
 /// leave tokio (dormancy.rs).
 const RESTING: u8 = 1;
+#[cfg(dormancy)]
 const RESTED_A_TICK: u8 = 2;
 const DORMANCY_DUE: u8 = 3;
 
@@ -193,6 +194,7 @@ impl Link {
     self.quiet.store(ACTIVE, Ordering::Relaxed);
   }
 
+  #[cfg(dormancy)]
   /// One tick of the dormancy clock: a connection that has rested through
   /// a whole tick is woken to go dormant.
   pub fn quiet_tick(&self) {

@@ -150,18 +150,21 @@ impl<S> ServerStream<S> {
   }
 
   /// A dormant connection's stream, back in tokio (dormancy.rs).
+  #[cfg(dormancy)]
   pub fn resume(inner: S, boundaries: FrameBoundaries) -> ServerStream<S> {
     ServerStream { boundaries, ..ServerStream::new(inner) }
   }
 
   /// Whether the stream holds nothing but the socket and where frames
   /// begin, so that the connection may go dormant.
+  #[cfg(dormancy)]
   pub fn may_go_dormant(&self) -> bool {
     self.spill.is_none() && self.ending.is_none() && self.large.is_none()
   }
 
   /// The socket and where frames begin, for a dormant connection; the
   /// stream itself when it holds more (`may_go_dormant`).
+  #[cfg(dormancy)]
   pub fn into_dormant(self) -> Result<(S, FrameBoundaries), ServerStream<S>> {
     if !self.may_go_dormant() {
       return Err(self);

@@ -1,29 +1,10 @@
-//! The server's two clocks over all its connections: the heartbeat, and
-//! the tick that lets quiet connections go dormant.
+//! The heartbeat: the server's clock over all its connections. (The
+//! dormancy tick is dormant.rs's.)
 
 use std::sync::Arc;
 
 use super::Shared;
-use crate::dormancy::DORMANCY_TICK;
 use crate::heartbeat;
-
-/// Every DORMANCY_TICK, tells each connection's resting task whether it
-/// has rested long enough to go dormant (dormancy.rs).
-pub(super) fn start_dormancy_clock(shared: &Arc<Shared>) {
-  let shared = Arc::clone(shared);
-  napi::bindgen_prelude::spawn(async move {
-    let mut ticks = tokio::time::interval(DORMANCY_TICK);
-    loop {
-      tokio::select! {
-        _ = shared.shutdown.cancelled() => return,
-        _ = ticks.tick() => {}
-      }
-      for connection in shared.connections().values() {
-        connection.link.quiet_tick();
-      }
-    }
-  });
-}
 
 /// Pings every connection each heartbeat interval (heartbeat.rs); none
 /// when the interval is 0.

@@ -11,13 +11,16 @@
 //! - registry.rs: the handle -> connection map and the announce rule;
 //! - served.rs: a connection's own task, from open to its end;
 //! - fanout.rs: sends to many connections at once;
-//! - clocks.rs: the heartbeat and the dormancy tick;
+//! - clocks.rs: the heartbeat;
+//! - dormant.rs: quiet connections leaving tokio, and back (Linux only);
 //! - shutdown.rs: `close()` with its grace period;
 //! - stats.rs: what `stats()` reports.
 
 mod accept;
 mod adopt;
 mod clocks;
+#[cfg(dormancy)]
+mod dormant;
 mod fanout;
 mod registry;
 mod served;
@@ -27,7 +30,9 @@ mod upgrade;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+#[cfg(dormancy)]
+use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use napi::bindgen_prelude::{Buffer, Uint32Array};
@@ -41,9 +46,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::registry::Connection;
+#[cfg(dormancy)]
 use self::served::ServedConnection;
 use self::stats::{Counters, ServerStats};
 use crate::buffers::Payload;
+#[cfg(dormancy)]
 use crate::dormancy::DormantSet;
 use crate::error::NativeError;
 use crate::events::{EventCallback, EventQueue};
@@ -169,6 +176,7 @@ struct Shared {
   heartbeat_interval: Duration,
   /// Connections quiet for a while (dormancy.rs); made on first need, and
   /// `None` if its epoll set could not be made.
+  #[cfg(dormancy)]
   dormant_set: OnceLock<Option<DormantSet<ServedConnection>>>,
   counters: Counters,
 }
@@ -246,12 +254,14 @@ impl NativeServer {
       config,
       handshake_timeout: Duration::from_millis(options.handshake_timeout.into()),
       heartbeat_interval,
+      #[cfg(dormancy)]
       dormant_set: OnceLock::new(),
       counters: Counters::default(),
     };
     let server = NativeServer { shared: Arc::new(shared) };
     clocks::start_heartbeat(&server.shared);
-    clocks::start_dormancy_clock(&server.shared);
+    #[cfg(dormancy)]
+    dormant::start_clock(&server.shared);
     Ok(server)
   }
 

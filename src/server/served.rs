@@ -11,17 +11,10 @@ use tokio_rustls::server::TlsStream;
 use super::registry::{end_is_reported, Connection};
 use super::Shared;
 use crate::connection_loop::{Ended, Incoming};
-use crate::connection_task::{self, Active, ConnectionTask, Owner};
-use crate::dormancy::{DormantOwner, DormantSet};
+use crate::connection_task::{self, Active, Owner};
 use crate::events::EventDetail;
 use crate::link::Link;
 use crate::server_stream::ServerStream;
-
-impl Shared {
-  pub(super) fn dormant_set(&self) -> Option<&DormantSet<ServedConnection>> {
-    self.dormant_set.get_or_init(|| DormantSet::start(self.shutdown.clone()).ok()).as_ref()
-  }
-}
 
 /// A server connection, as its resting task reaches it.
 #[derive(Clone)]
@@ -72,18 +65,13 @@ where
     })
   }
 
+  #[cfg(dormancy)]
   fn go_dormant(
     &self,
     stream: ServerStream<S>,
     generation: u32,
   ) -> std::result::Result<(), ServerStream<S>> {
-    if !S::MAY_GO_DORMANT || !stream.may_go_dormant() {
-      return Err(stream);
-    }
-    let Some(dormant_set) = self.shared.dormant_set() else { return Err(stream) };
-    let stream = S::plain_tcp(stream)?;
-    dormant_set.admit(stream, self.clone(), generation, self.shared.tasks.token());
-    Ok(())
+    self.admit_dormant(stream, generation)
   }
 
   fn ended(&mut self, ended: Ended) {
@@ -92,7 +80,7 @@ where
 }
 
 impl ServedConnection {
-  fn report_end(&self, ended: Ended) {
+  pub(super) fn report_end(&self, ended: Ended) {
     let shared = &self.shared;
     shared.connections().remove(&self.handle);
     shared.discharge();
@@ -121,21 +109,6 @@ impl ServedConnection {
   }
 }
 
-impl DormantOwner for ServedConnection {
-  fn link(&self) -> &Link {
-    &self.connection.link
-  }
-
-  fn wake(self, stream: ServerStream<TcpStream>, generation: u32) {
-    let tasks = self.shared.tasks.clone();
-    tasks.spawn(ConnectionTask::resume(stream, self, generation));
-  }
-
-  fn lost(self) {
-    self.report_end(Ended::abnormal());
-  }
-}
-
 /// `ERR_INTERNAL`: a bug of ours ended a connection (with 1011).
 fn internal_error_event() -> EventDetail {
   EventDetail::Error {
@@ -149,6 +122,7 @@ fn internal_error_event() -> EventDetail {
 /// The streams a connection is served on. Only plain TCP connections go
 /// dormant: a TLS connection keeps rustls's state, and an adopted one
 /// relayed through a socket pair is not worth it.
+#[cfg_attr(not(dormancy), allow(dead_code))]
 pub(super) trait MayGoDormant: Sized {
   const MAY_GO_DORMANT: bool = false;
 
