@@ -97,7 +97,7 @@ describe('ServerUpgrades', () => {
       destroyed: false,
       pause() {},
       on() {},
-      end: (data) => written.push(data),
+      end: (data) => written.push(String(data)),
       destroy() {}
     };
     await subject.upgrade({ url: '/', headers: {}, socket: {} }, socket, Buffer.alloc(0));

@@ -3,7 +3,7 @@
 const net = require('node:net');
 const { STATUS_CODES } = require('node:http');
 
-const { isHeaderName, isHeaderValue } = require('./http-field');
+const { refusalResponse } = require('./native');
 
 // One router per http server: it owns that server's single 'upgrade'
 // listener and hands each upgrade to the Server whose path matches.
@@ -54,7 +54,8 @@ function createRouter(httpServer) {
 }
 
 /**
- * Answer an upgrade with an HTTP error and close the socket. Headers were
+ * Answer an upgrade with an HTTP error and close the socket. The addon
+ * writes the bytes, as it does for a standalone Server. Headers were
  * checked by the caller (lib/verify.js); should one still not be a valid
  * field, none is written and the answer is a 500.
  *
@@ -65,12 +66,7 @@ function createRouter(httpServer) {
  */
 function refuseUpgrade(socket, status, body = STATUS_CODES[status] ?? '', headers = []) {
   if (!socket.writable) return socket.destroy();
-  const valid = headers.every((field, i) => (i % 2 === 0 ? isHeaderName(field) : isHeaderValue(field)));
-  if (!valid) return refuseUpgrade(socket, 500);
-  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\n`;
-  head += `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n`;
-  for (let i = 0; i + 1 < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  socket.end(`${head}\r\n${body}`);
+  socket.end(refusalResponse(status, body, headers));
 }
 
 /**

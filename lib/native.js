@@ -119,6 +119,8 @@ function warnFallback() {
 module.exports = {
   NativeServer: binding === null ? MissingNativeServer : binding.NativeServer,
   NativeSocket: binding === null ? MissingNativeSocket : binding.NativeSocket,
+  // Only an attached Server calls it, and there is none without the addon.
+  refusalResponse: binding?.refusalResponse,
   // The loader's error, or null when the addon loaded.
   loadError,
   addonFileName,

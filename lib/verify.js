@@ -23,9 +23,9 @@ const { isHeaderName, isHeaderValue } = require('./http-field');
  *   `onThrow`;
  * - anything else accepts and becomes `connection.context`.
  *
- * The headers of a refusal are checked here, so that neither the addon nor
- * `refuseUpgrade` ever writes a bad one: a name that is not an HTTP token,
- * or a value with CR, LF or NUL, answers 500 and is reported instead.
+ * The headers of a refusal are checked here, so that the addon, which
+ * writes every refusal, never gets a bad one: a name that is not an HTTP
+ * token, or a value with CR, LF or NUL, answers 500 and is reported instead.
  *
  * @param {Object} options The Server's `verifyClient` and `handleProtocols`
  * @param {Object} info `{ origin, headers, remoteAddress, url, req }`

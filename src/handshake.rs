@@ -31,6 +31,13 @@ impl Refusal {
   pub fn bad_request(body: impl Into<String>) -> Refusal {
     Refusal { status: 400, body: body.into(), headers: Vec::new() }
   }
+
+  /// A refusal JS decided on, its headers as `[name, value, ...]`. A status
+  /// out of range answers 500.
+  pub fn from_js(status: u32, body: String, headers: &[String]) -> Refusal {
+    let headers = headers.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
+    Refusal { status: u16::try_from(status).unwrap_or(500), body, headers }
+  }
 }
 
 /// Reads one request head. `None` when the client leaves or sends too much
@@ -128,6 +135,13 @@ fn check_request(request: &Request) -> Result<(), Refusal> {
 
 /// Writes a refusal as a complete HTTP response and flushes it.
 pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, refusal: &Refusal) -> io::Result<()> {
+  stream.write_all(&refusal_response(refusal)).await?;
+  stream.flush().await
+}
+
+/// The bytes of an HTTP refusal, for a standalone server's stream and for
+/// the sockets of an attached one (lib/attach.js): one writer for both.
+pub fn refusal_response(refusal: &Refusal) -> Vec<u8> {
   // Fails closed: a header that is not a valid field (a name that is not a
   // token, a value with a line break) is never written; the refusal
   // becomes a 500 instead. JS reports it before it gets here.
@@ -152,7 +166,7 @@ pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, refusal: &Refusal) ->
     head.push_str(&format!("{name}: {value}\r\n"));
   }
   head.push_str("\r\n");
-  stream.write_all(head.as_bytes()).await?;
-  stream.write_all(refusal.body.as_bytes()).await?;
-  stream.flush().await
+  let mut response = head.into_bytes();
+  response.extend_from_slice(refusal.body.as_bytes());
+  response
 }

@@ -55,6 +55,7 @@ use crate::dormancy::DormantSet;
 use crate::error::NativeError;
 use crate::events::{EventCallback, EventQueue};
 use crate::flow::Flow;
+use crate::handshake::{self, Refusal};
 use crate::link::{close_frame, Limits, Paused};
 use crate::sync::lock;
 use crate::tls;
@@ -179,6 +180,14 @@ struct Shared {
   #[cfg(dormancy)]
   dormant_set: OnceLock<Option<DormantSet<ServedConnection>>>,
   counters: Counters,
+}
+
+/// The bytes of an HTTP refusal (status, body, headers as `[name, value,
+/// ...]`), which an attached server writes to Node's socket (lib/attach.js):
+/// the same bytes a standalone server writes itself.
+#[napi]
+pub fn refusal_response(status: u32, body: String, headers: Vec<String>) -> Buffer {
+  handshake::refusal_response(&Refusal::from_js(status, body, &headers)).into()
 }
 
 /// A number option from JS where `Infinity` means no bound.

@@ -199,7 +199,5 @@ async fn ask_js(
 
 /// The refusal JS decided on.
 fn refusal_of(verdict: Verdict) -> Refusal {
-  let headers =
-    verdict.headers.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
-  Refusal { status: verdict.status as u16, body: verdict.reason, headers }
+  Refusal::from_js(verdict.status, verdict.reason, &verdict.headers)
 }
