@@ -1,0 +1,374 @@
+'use strict';
+
+// The relay server CLI, bin/mytosis-websocket.js, as a child process on a
+// free port: its flags, what it relays (ws clients and our Socket), its
+// http routes (/metrics read by the Prometheus client library's own
+// parser, python3-prometheus-client), and its shutdown on SIGTERM and
+// SIGINT.
+
+const assert = require('node:assert/strict');
+const { spawnSync } = require('node:child_process');
+const http = require('node:http');
+const path = require('node:path');
+const { describe, test } = require('node:test');
+
+const esbuild = require('esbuild');
+const WebSocket = require('ws');
+
+const { Socket } = require('..');
+const { runCli, startRelay, until, within } = require('./relay-kit');
+
+const ROOT = path.join(__dirname, '..');
+const TIMEOUT = 5000;
+const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+const STATS_FIELDS = ['connections', 'accepted', 'messagesIn', 'messagesOut', 'bytesIn', 'bytesOut', 'closes', 'invalid', 'paused', 'deflateCalls'];
+
+/** `{ status, headers, body }` of a request to the relay; `target` is sent as it is. */
+function request(relay, target, method = 'GET') {
+  const { port } = new URL(relay.url);
+  const done = new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: target, method, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (chunk) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  return within(done, TIMEOUT, `${method} ${target}`);
+}
+
+async function stats(relay) {
+  return JSON.parse((await request(relay, '/stats')).body);
+}
+
+/** A `ws` client whose messages and close are recorded from the start. */
+async function wsClient(t, relay) {
+  const ws = new WebSocket(relay.wsUrl);
+  const client = { ws, received: [], closed: new Promise((resolve) => ws.on('close', (code) => resolve(code))) };
+  ws.on('message', (data, isBinary) => client.received.push({ data, isBinary }));
+  t.after(() => ws.terminate());
+  await within(new Promise((resolve, reject) => ws.on('open', resolve).on('error', reject)), TIMEOUT, 'a ws client to open');
+  return client;
+}
+
+/** Our Socket, `json: false`, recording its messages and close events. */
+async function socketClient(t, relay) {
+  const socket = new Socket(relay.wsUrl, { json: false });
+  const client = { socket, received: [], closes: [] };
+  socket.messages.forEach((message) => client.received.push(message));
+  socket.on('close', (event) => client.closes.push(event));
+  socket.on('error', () => {});
+  t.after(() => socket.close());
+  await within(new Promise((resolve) => socket.once('open', resolve)), TIMEOUT, 'our Socket to open');
+  return client;
+}
+
+/** The python3 that has prometheus_client, or null. */
+function findPrometheusParser() {
+  for (const python of ['python3', '/usr/bin/python3']) {
+    const probe = spawnSync(python, ['-c', 'import prometheus_client.parser'], { stdio: 'ignore' });
+    if (probe.status === 0) return python;
+  }
+  return null;
+}
+
+const PARSE_METRICS = `
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+families = text_string_to_metric_families(sys.stdin.read())
+print(json.dumps([
+    {"name": f.name, "type": f.type, "help": f.documentation,
+     "samples": [[s.name, s.labels, s.value] for s in f.samples]}
+    for f in families
+]))
+`;
+
+/** The families of /metrics as prometheus_client parses them. */
+async function scrape(relay, python) {
+  const response = await request(relay, '/metrics');
+  assert.equal(response.status, 200);
+  assert.equal(response.headers['content-type'], METRICS_CONTENT_TYPE);
+  const parsed = spawnSync(python, ['-c', PARSE_METRICS], { input: response.body, encoding: 'utf8', timeout: 20000 });
+  assert.equal(parsed.status, 0, `prometheus_client failed on:\n${response.body}\n${parsed.stderr}`);
+  const families = new Map(JSON.parse(parsed.stdout).map((family) => [family.name, family]));
+  // The value of one sample: by sample name and labels.
+  const value = (name, labels = {}) =>
+    [...families.values()]
+      .flatMap((family) => family.samples)
+      .find(([sample, sampleLabels]) => sample === name && JSON.stringify(sampleLabels) === JSON.stringify(labels))?.[2];
+  return { families, value, text: response.body };
+}
+
+describe('the command line', () => {
+  test('--help prints the usage to stdout and exits 0', async () => {
+    for (const flag of ['--help', '-h']) {
+      const { code, stdout, stderr } = await runCli([flag]);
+      assert.equal(code, 0);
+      assert.match(stdout, /^Usage: mytosis-websocket \[options\]/);
+      for (const option of ['--port', '--host', '--path', '--max-payload', '--quiet', '--help']) {
+        assert.ok(stdout.includes(option), `the usage names ${option}`);
+      }
+      assert.equal(stderr, '');
+    }
+  });
+
+  test('a bad flag or value prints why and the usage to stderr and exits 2', async () => {
+    for (const [args, why] of [
+      [['--nope'], /--nope/],
+      [['--port', '70000'], /--port must be an integer from 0 to 65535/],
+      [['--port', '80a'], /--port/],
+      [['--port', '-1'], /--port/],
+      [['--port'], /--port/],
+      [['--max-payload', '0'], /--max-payload/],
+      [['--max-payload', '1e6'], /--max-payload/],
+      [['--path', 'live'], /--path must start with \//],
+      [['--host', ''], /--host/],
+      [['--quiet=yes'], /--quiet/],
+      [['extra'], /extra/]
+    ]) {
+      const { code, stdout, stderr } = await runCli(args);
+      assert.equal(code, 2, args.join(' '));
+      assert.equal(stdout, '', args.join(' '));
+      assert.match(stderr, why, args.join(' '));
+      assert.match(stderr, /Usage: mytosis-websocket \[options\]/, args.join(' '));
+    }
+  });
+
+  test('the port already taken: a message on stderr, exit 1', async (t) => {
+    const relay = await startRelay(['--quiet']);
+    t.after(relay.kill);
+    const { code, stdout, stderr } = await runCli(['--port', String(relay.port), '--host', '127.0.0.1']);
+    assert.equal(code, 1);
+    assert.equal(stdout, '');
+    assert.match(stderr, /EADDRINUSE/);
+  });
+});
+
+describe('relaying', () => {
+  test('text goes to every other client byte for byte, never back to its sender', async (t) => {
+    const relay = await startRelay(['--quiet']);
+    t.after(relay.kill);
+    const [a, b] = [await wsClient(t, relay), await wsClient(t, relay)];
+    const c = await socketClient(t, relay);
+    // Not JSON, not ASCII: the relay passes text on without reading it.
+    const text = 'héllo {not json} 😀 \u0000 end';
+    a.ws.send(text);
+    await until(() => b.received.length === 1 && c.received.length === 1, 'the text at both other clients');
+    assert.deepEqual(b.received[0], { data: Buffer.from(text), isBinary: false });
+    assert.equal(c.received[0], text);
+
+    // Sent after b has the first text, so an echo of it would reach a first.
+    b.ws.send('second');
+    await until(() => a.received.length === 1, 'the second text at a');
+    assert.deepEqual(a.received[0], { data: Buffer.from('second'), isBinary: false });
+  });
+
+  test('binary goes to every other client as it is', async (t) => {
+    const relay = await startRelay(['--quiet']);
+    t.after(relay.kill);
+    const [a, b] = [await wsClient(t, relay), await wsClient(t, relay)];
+    const c = await socketClient(t, relay);
+    const bytes = Buffer.from(Array.from({ length: 512 }, (_, i) => (i * 7) % 256));
+    c.socket.send(bytes);
+    await until(() => a.received.length === 1 && b.received.length === 1, "our Socket's binary at a and b");
+    a.ws.send(Buffer.from('{"as":"binary"}'), { binary: true });
+    await until(() => b.received.length === 2 && c.received.length === 1, "a's binary at b and our Socket");
+    assert.deepEqual(a.received, [{ data: bytes, isBinary: true }]);
+    assert.deepEqual(b.received, [
+      { data: bytes, isBinary: true },
+      { data: Buffer.from('{"as":"binary"}'), isBinary: true }
+    ]);
+    assert.deepEqual(c.received, [Buffer.from('{"as":"binary"}')]);
+  });
+
+  test('--max-payload bounds what a client may send: larger closes it with 1009', async (t) => {
+    const relay = await startRelay(['--quiet', '--max-payload', '1024']);
+    t.after(relay.kill);
+    const [a, b] = [await wsClient(t, relay), await wsClient(t, relay)];
+    a.ws.send(Buffer.alloc(1024, 1));
+    await until(() => b.received.length === 1, 'a message of exactly --max-payload bytes');
+    a.ws.send(Buffer.alloc(1025, 2));
+    assert.equal(await within(a.closed, TIMEOUT, 'the sender to be closed'), 1009);
+    assert.equal(b.received.length, 1);
+    await until(async () => (await stats(relay)).invalid === 1, 'the invalid counter at 1');
+  });
+});
+
+describe('http routes', () => {
+  test('/health answers ok; the demo page and its scripts are served; anything else is 404', async (t) => {
+    const relay = await startRelay(['--quiet']);
+    t.after(relay.kill);
+    const health = await request(relay, '/health');
+    assert.equal(health.status, 200);
+    assert.equal(health.body, 'ok');
+    assert.equal((await request(relay, '/health?probe=1')).body, 'ok');
+
+    const page = await request(relay, '/');
+    assert.equal(page.status, 200);
+    assert.equal(page.headers['content-type'], 'text/html; charset=utf-8');
+    assert.match(page.headers['content-security-policy'], /default-src 'none'/);
+    assert.match(page.body, /<meta name="websocket-path" content="\/">/);
+    assert.match(page.body, /<meta name="max-payload" content="16777216">/);
+    for (const file of ['/app.js', '/chat-view.js', '/framing.js', '/names.js', '/mytosis-websocket.js']) {
+      const response = await request(relay, file);
+      assert.equal(response.status, 200, file);
+      assert.equal(response.headers['content-type'], 'text/javascript; charset=utf-8', file);
+    }
+    assert.equal((await request(relay, '/style.css')).status, 200);
+    assert.equal((await request(relay, '/favicon.svg')).status, 200);
+
+    for (const target of ['/nope', '/../package.json', '/%2e%2e/package.json', '/lib/server.js', '/browser.js', '/demo/app.js', '/index.html', '//etc/passwd']) {
+      const response = await request(relay, target);
+      assert.equal(response.status, 404, target);
+      assert.equal(response.body, 'Not Found', target);
+    }
+    assert.equal((await request(relay, '/health', 'POST')).status, 405);
+    const head = await request(relay, '/health', 'HEAD');
+    assert.equal(head.status, 200);
+    assert.equal(head.body, '');
+  });
+
+  test('the page gets the WebSocket path and the largest message from the flags', async (t) => {
+    const relay = await startRelay(['--quiet', '--path', '/live"<x>', '--max-payload', '65536']);
+    t.after(relay.kill);
+    const page = await request(relay, '/');
+    assert.match(page.body, /<meta name="websocket-path" content="\/live&#34;&#60;x&#62;">/);
+    assert.match(page.body, /<meta name="max-payload" content="65536">/);
+  });
+
+  test('/mytosis-websocket.js is the bundled browser build, which gives the page Socket', async (t) => {
+    const relay = await startRelay(['--quiet']);
+    t.after(relay.kill);
+    const response = await request(relay, '/mytosis-websocket.js');
+    assert.equal(response.status, 200);
+    assert.match(response.headers['content-type'], /^text\/javascript/);
+    // The script declares the page's global `MytosisWebSocket`; run as in a
+    // page, where there is no `process`.
+    const bundle = new Function('process', `${response.body}\nreturn MytosisWebSocket;`)(undefined);
+    assert.equal(typeof bundle.Socket, 'function');
+  });
+
+  test('/stats is server.stats() as JSON, and its counters move', async (t) => {
+    const relay = await startRelay(['--quiet']);
+    t.after(relay.kill);
+    const response = await request(relay, '/stats');
+    assert.equal(response.status, 200);
+    assert.equal(response.headers['content-type'], 'application/json');
+    const before = JSON.parse(response.body);
+    assert.deepEqual(Object.keys(before).sort(), [...STATS_FIELDS].sort());
+    for (const field of STATS_FIELDS) {
+      if (field !== 'closes') assert.equal(typeof before[field], 'number', field);
+    }
+    assert.equal(typeof before.closes, 'object');
+    assert.equal(before.connections, 0);
+
+    const [a, b, c] = [await wsClient(t, relay), await wsClient(t, relay), await wsClient(t, relay)];
+    a.ws.send('12345');
+    a.ws.send(Buffer.alloc(10));
+    await until(() => b.received.length === 2 && c.received.length === 2, 'two messages at b and c');
+    const during = await stats(relay);
+    assert.equal(during.connections, 3);
+    assert.equal(during.accepted - before.accepted, 3);
+    assert.equal(during.messagesIn - before.messagesIn, 2);
+    assert.equal(during.bytesIn - before.bytesIn, 15);
+    assert.equal(during.messagesOut - before.messagesOut, 4);
+    assert.equal(during.bytesOut - before.bytesOut, 30);
+
+    a.ws.close(1000);
+    b.ws.close(4000);
+    await until(async () => (await stats(relay)).connections === 1, 'two clients gone');
+    const after = await stats(relay);
+    assert.equal((after.closes['1000'] ?? 0) - (before.closes['1000'] ?? 0), 1);
+    assert.equal((after.closes['4000'] ?? 0) - (before.closes['4000'] ?? 0), 1);
+  });
+
+  const python = findPrometheusParser();
+  const noParser = python === null
+    ? 'python3 with prometheus_client is not installed (apt-get install -y python3-prometheus-client)'
+    : false;
+
+  test('/metrics is the Prometheus text format: every family with HELP and TYPE; values move', { skip: noParser }, async (t) => {
+    const relay = await startRelay(['--quiet']);
+    t.after(relay.kill);
+    const before = await scrape(relay, python);
+    for (const family of before.families.values()) {
+      assert.notEqual(family.type, 'unknown', `${family.name} has a TYPE`);
+      assert.ok(family.help.length > 0, `${family.name} has a HELP`);
+    }
+    // prometheus_client names a counter's family without `_total`.
+    const expected = {
+      mytosis_websocket_connections: 'gauge',
+      mytosis_websocket_connections_accepted: 'counter',
+      mytosis_websocket_messages_received: 'counter',
+      mytosis_websocket_received_bytes: 'counter',
+      mytosis_websocket_messages_sent: 'counter',
+      mytosis_websocket_sent_bytes: 'counter',
+      mytosis_websocket_closes: 'counter',
+      mytosis_websocket_invalid_messages: 'counter',
+      mytosis_websocket_paused_connections: 'gauge',
+      mytosis_websocket_event_loop_delay_seconds: 'summary',
+      mytosis_websocket_event_loop_delay_max_seconds: 'gauge'
+    };
+    for (const [name, type] of Object.entries(expected)) {
+      assert.equal(before.families.get(name)?.type, type, `${name}: ${before.text}`);
+    }
+    assert.equal(before.value('mytosis_websocket_connections'), 0);
+    assert.equal(before.value('mytosis_websocket_event_loop_delay_seconds', { quantile: '0.99' }) >= 0, true);
+
+    const [a, b] = [await wsClient(t, relay), await wsClient(t, relay)];
+    a.ws.send('abc');
+    await until(() => b.received.length === 1, 'the message at b');
+    b.ws.close(1000);
+    await within(b.closed, TIMEOUT, 'b to close');
+    await until(async () => (await stats(relay)).connections === 1, 'b gone at the relay');
+
+    const after = await scrape(relay, python);
+    assert.equal(after.value('mytosis_websocket_connections'), 1);
+    assert.equal(after.value('mytosis_websocket_connections_accepted_total'), 2);
+    assert.equal(after.value('mytosis_websocket_messages_received_total'), 1);
+    assert.equal(after.value('mytosis_websocket_received_bytes_total'), 3);
+    assert.equal(after.value('mytosis_websocket_messages_sent_total'), 1);
+    assert.equal(after.value('mytosis_websocket_sent_bytes_total'), 3);
+    assert.equal(after.value('mytosis_websocket_closes_total', { code: '1000' }), 1);
+    assert.ok(after.value('mytosis_websocket_event_loop_delay_seconds_count') > 0);
+  });
+});
+
+describe('logging and shutdown', () => {
+  for (const signal of ['SIGTERM', 'SIGINT']) {
+    test(`${signal}: every client gets 1001, the process exits 0 within 6 s, stdout has one line`, async (t) => {
+      const relay = await startRelay();
+      t.after(relay.kill);
+      const a = await wsClient(t, relay);
+      const c = await socketClient(t, relay);
+      await until(() => relay.stderr().split('\n').filter((line) => / \+ /.test(line)).length === 2, "two 'add' lines on stderr");
+
+      const { code, signal: killedBy, ms } = await relay.stop(signal);
+      assert.deepEqual({ code, killedBy }, { code: 0, killedBy: null });
+      assert.ok(ms < 6000, `exited after ${ms} ms`);
+      assert.equal(await within(a.closed, TIMEOUT, 'the ws client to close'), 1001);
+      await until(() => c.closes.length === 1, "our Socket's 'close'");
+      assert.equal(c.closes[0].code, 1001);
+
+      assert.equal(relay.stdout(), `listening on ${relay.url}\n`);
+      const log = relay.stderr();
+      assert.match(log, / \+ [0-9a-f-]{36} from 127\.0\.0\.1:\d+ \(1 open\)\n/);
+      assert.match(log, / - [0-9a-f-]{36} from 127\.0\.0\.1:\d+ closed with 1001 /);
+      assert.match(log, new RegExp(`${signal}: closing`));
+    });
+  }
+
+  test('--quiet: nothing on stderr, still one line on stdout', async (t) => {
+    const relay = await startRelay(['--quiet']);
+    t.after(relay.kill);
+    const a = await wsClient(t, relay);
+    const b = await wsClient(t, relay);
+    a.ws.send('hi');
+    await until(() => b.received.length === 1, 'the message at b');
+    const { code } = await relay.stop('SIGTERM');
+    assert.equal(code, 0);
+    assert.equal(relay.stderr(), '');
+    assert.equal(relay.stdout(), `listening on ${relay.url}\n`);
+  });
+});
