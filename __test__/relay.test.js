@@ -9,16 +9,13 @@
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
 const http = require('node:http');
-const path = require('node:path');
 const { describe, test } = require('node:test');
 
-const esbuild = require('esbuild');
 const WebSocket = require('ws');
 
 const { Socket } = require('..');
 const { runCli, startRelay, until, within } = require('./relay-kit');
 
-const ROOT = path.join(__dirname, '..');
 const TIMEOUT = 5000;
 const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 const STATS_FIELDS = ['connections', 'accepted', 'messagesIn', 'messagesOut', 'bytesIn', 'bytesOut', 'closes', 'invalid', 'paused', 'deflateCalls'];
