@@ -21,21 +21,58 @@ function logConnections(server, writeLine) {
 }
 
 /**
- * Log a summary of `server.stats()` every 10 s.
+ * Log a summary every 10 s: the connections, and the messages and bytes
+ * per second each way since the previous summary (the first one: since
+ * the call).
  *
  * @param {Server} server The relay's Server
  * @param {Function} writeLine Writes one line to the log
  */
 function logSummaries(server, writeLine) {
+  let previous = server.stats();
+  let since = performance.now();
   const timer = setInterval(() => {
-    const { connections, accepted, messagesIn, bytesIn, messagesOut, bytesOut } = server.stats();
-    writeLine(
-      `summary: ${connections} open, ${accepted} accepted; ` +
-        `in ${messagesIn} messages (${formatBytes(bytesIn)}), out ${messagesOut} messages (${formatBytes(bytesOut)})`
-    );
+    const current = server.stats();
+    const now = performance.now();
+    writeLine(formatSummary(previous, current, (now - since) / 1000));
+    previous = current;
+    since = now;
   }, SUMMARY_INTERVAL);
   // The summaries alone never keep the relay running.
   timer.unref();
+}
+
+/**
+ * One summary line from two readings of `server.stats()` taken `seconds`
+ * apart: the connections open now and accepted meanwhile, the rates of
+ * messages and payload bytes received ("in") and sent ("out") over those
+ * seconds, and the totals since the start.
+ *
+ * @param {Object} previous The earlier `server.stats()`
+ * @param {Object} current The later `server.stats()`
+ * @param {Number} seconds The time between the two; rates are 0 unless it is above 0
+ * @return {String} The line, without a line break
+ */
+function formatSummary(previous, current, seconds) {
+  const rate = (field) => (seconds > 0 ? Math.max(0, current[field] - previous[field]) / seconds : 0);
+  const newConnections = Math.max(0, current.accepted - previous.accepted);
+  return (
+    `summary: connections ${current.connections} open, ${newConnections} new in ${formatSeconds(seconds)}; ` +
+    `in ${formatRate(rate('messagesIn'))} messages/s, ${formatBytes(rate('bytesIn'))}/s; ` +
+    `out ${formatRate(rate('messagesOut'))} messages/s, ${formatBytes(rate('bytesOut'))}/s ` +
+    `(since the start: ${current.accepted} accepted, ` +
+    `in ${current.messagesIn} messages, ${formatBytes(current.bytesIn)}, ` +
+    `out ${current.messagesOut} messages, ${formatBytes(current.bytesOut)})`
+  );
+}
+
+/** A rate with one decimal, without a trailing `.0`. */
+function formatRate(value) {
+  return String(Number(value.toFixed(1)));
+}
+
+function formatSeconds(seconds) {
+  return `${formatRate(seconds)} s`;
 }
 
 function peerOf(connection) {
@@ -51,7 +88,7 @@ function formatBytes(bytes) {
     value /= 1024;
     unit += 1;
   }
-  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+  return unit === 0 ? `${Math.round(value)} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-module.exports = { logConnections, logSummaries };
+module.exports = { logConnections, logSummaries, formatSummary };
