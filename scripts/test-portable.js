@@ -6,8 +6,8 @@
 // connections stay tokio tasks; README, "Platforms"), so that path is
 // tested here, on Linux, where it is not the default.
 //
-// Builds with the `portable` cargo profile (release code without LTO, so
-// it builds in about a minute) into target/portable/, then runs
+// Builds with the `test-release` cargo profile (release code without LTO,
+// so it builds in about a minute) into target/test-release/, then runs
 // __test__/server*.test.js and __test__/socket*.test.js with binding.js
 // pointed at that addon (NAPI_RS_NATIVE_LIBRARY_PATH).
 
@@ -17,9 +17,9 @@ const path = require('node:path');
 
 const ROOT = path.join(__dirname, '..');
 const TARGET = process.env.CARGO_TARGET_DIR ? path.resolve(ROOT, process.env.CARGO_TARGET_DIR) : path.join(ROOT, 'target');
-const BUILT = path.join(TARGET, 'portable', 'libmytosis_websocket.so');
+const BUILT = path.join(TARGET, 'test-release', 'libmytosis_websocket.so');
 // `require` loads an addon by its extension.
-const ADDON = path.join(TARGET, 'portable', 'mytosis-websocket.node');
+const ADDON = path.join(TARGET, 'test-release', 'mytosis-websocket.node');
 
 function run(command, args, env = process.env) {
   const { status, signal } = spawnSync(command, args, { cwd: ROOT, stdio: 'inherit', env });
@@ -29,7 +29,7 @@ function run(command, args, env = process.env) {
   }
 }
 
-run('cargo', ['build', '--profile', 'portable', '--features', 'portable']);
+run('cargo', ['build', '--profile', 'test-release', '--features', 'portable']);
 fs.copyFileSync(BUILT, ADDON);
 
 const suites = fs

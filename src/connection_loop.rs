@@ -616,7 +616,7 @@ fn fits_js_string(text: &str) -> bool {
 /// The close code and reason that tell the peer why we drop it, for errors
 /// the peer caused; `None` for transport failures, where no frame can be
 /// sent.
-fn close_code_for(error: &WsError) -> Option<(CloseCode, &'static str)> {
+pub(crate) fn close_code_for(error: &WsError) -> Option<(CloseCode, &'static str)> {
   match error {
     WsError::Utf8(_) => Some((CloseCode::Invalid, reason::INVALID_UTF8)),
     WsError::Capacity(_) => Some((CloseCode::Size, reason::TOO_BIG)),

@@ -5,6 +5,8 @@
 mod buffers;
 mod connection_loop;
 mod connection_task;
+#[cfg(test)]
+mod differential_tests;
 mod direct_frame;
 #[cfg(dormancy)]
 mod dormancy;

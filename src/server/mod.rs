@@ -185,9 +185,25 @@ struct Shared {
 /// The bytes of an HTTP refusal (status, body, headers as `[name, value,
 /// ...]`), which an attached server writes to Node's socket (lib/attach.js):
 /// the same bytes a standalone server writes itself.
+// Test builds do not register napi functions.
+#[cfg_attr(test, allow(dead_code))]
 #[napi]
 pub fn refusal_response(status: u32, body: String, headers: Vec<String>) -> Buffer {
   handshake::refusal_response(&Refusal::from_js(status, body, &headers)).into()
+}
+
+/// tungstenite's settings for a server connection.
+pub(crate) fn server_config(max_payload: usize) -> WebSocketConfig {
+  WebSocketConfig::default()
+    // tungstenite allocates the read buffer up front for every connection:
+    // 128 KiB by default, far too much for thousands of idle peers. Large
+    // messages are still read in large chunks (see server_stream.rs).
+    .read_buffer_size(4096)
+    // Frames are gathered up to this size before a write; a flush after
+    // each drained queue writes the rest.
+    .write_buffer_size(16 * 1024)
+    .max_message_size(Some(max_payload))
+    .max_frame_size(Some(max_payload))
 }
 
 /// A number option from JS where `Infinity` means no bound.
@@ -211,17 +227,7 @@ impl NativeServer {
   /// not listen until `listen`.
   #[napi(constructor)]
   pub fn new(env: &Env, options: NativeServerOptions, on_events: EventCallback) -> Result<Self> {
-    let max_payload = Some(options.max_payload as usize);
-    let config = WebSocketConfig::default()
-      // tungstenite allocates the read buffer up front for every connection:
-      // 128 KiB by default, far too much for thousands of idle peers. Large
-      // messages are still read in large chunks (see server_stream.rs).
-      .read_buffer_size(4096)
-      // Frames are gathered up to this size before a write; a flush after
-      // each drained queue writes the rest.
-      .write_buffer_size(16 * 1024)
-      .max_message_size(max_payload)
-      .max_frame_size(max_payload);
+    let config = server_config(options.max_payload as usize);
     let tls = match (&options.tls_cert, &options.tls_key) {
       (Some(cert), Some(key)) => Some(
         tls::server_acceptor(cert, key)

@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+'use strict';
+
+// Long differential fuzzing of a server connection's path for untrusted
+// bytes against tokio-tungstenite (src/differential_tests.rs; README,
+// "Differential fuzzing"): `npm run fuzz -- --minutes 60` runs batches of
+// random cases, each with a fresh seed, until the time is up or a case
+// fails (proptest then prints the smallest failing case it found, and keeps
+// it in proptest-regressions/ so that `npm test` runs it from then on).
+
+const { spawnSync } = require('node:child_process');
+const path = require('node:path');
+const { parseArgs } = require('node:util');
+
+const ROOT = path.join(__dirname, '..');
+const CASES_PER_BATCH = 20000;
+const CARGO_TEST = ['test', '--profile', 'test-release', '--lib', 'differential_tests::a_server_connection'];
+
+const { values } = parseArgs({ options: { minutes: { type: 'string', default: '60' } } });
+const minutes = Number(values.minutes);
+if (!(minutes > 0)) {
+  console.error('usage: npm run fuzz -- --minutes N (N > 0)');
+  process.exit(2);
+}
+
+function cargo(args, env = process.env) {
+  return spawnSync('cargo', args, { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] }).status;
+}
+
+if (cargo([...CARGO_TEST, '--no-run']) !== 0) process.exit(1);
+const started = Date.now();
+const deadline = started + minutes * 60_000;
+let cases = 0;
+while (Date.now() < deadline) {
+  const status = cargo([...CARGO_TEST, '--', '--quiet'], { ...process.env, PROPTEST_CASES: String(CASES_PER_BATCH) });
+  if (status !== 0) {
+    console.error(`a case failed after ${cases} passing cases`);
+    process.exit(1);
+  }
+  cases += CASES_PER_BATCH;
+  const elapsed = ((Date.now() - started) / 60_000).toFixed(1);
+  console.log(`${cases} cases passed in ${elapsed} min`);
+}
+console.log(`done: ${cases} cases in ${minutes} min, no difference found`);
