@@ -14,7 +14,8 @@ const { parseArgs } = require('node:util');
 
 const ROOT = path.join(__dirname, '..');
 const CASES_PER_BATCH = 20000;
-const CARGO_TEST = ['test', '--profile', 'test-release', '--lib', 'differential_tests::a_server_connection'];
+const TEST = 'differential_tests::a_server_connection';
+const CARGO_TEST = ['test', '--profile', 'test-release', '--lib'];
 
 const { values } = parseArgs({ options: { minutes: { type: 'string', default: '60' } } });
 const minutes = Number(values.minutes);
@@ -23,16 +24,37 @@ if (!(minutes > 0)) {
   process.exit(2);
 }
 
-function cargo(args, env = process.env) {
-  return spawnSync('cargo', args, { cwd: ROOT, env, stdio: ['ignore', 'inherit', 'inherit'] }).status;
+/**
+ * Build the tests and return the test binary's path. The batches run it
+ * directly: through cargo, each would hold cargo's lock on target/ while
+ * it runs.
+ */
+function buildTests() {
+  const built = spawnSync('cargo', [...CARGO_TEST, '--no-run', '--message-format=json-render-diagnostics'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 64 * 1024 * 1024
+  });
+  if (built.status !== 0) process.exit(1);
+  const artifacts = built.stdout
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line))
+    .filter((message) => message.reason === 'compiler-artifact' && message.executable && message.profile.test);
+  return artifacts.at(-1).executable;
 }
 
-if (cargo([...CARGO_TEST, '--no-run']) !== 0) process.exit(1);
+const binary = buildTests();
 const started = Date.now();
 const deadline = started + minutes * 60_000;
 let cases = 0;
 while (Date.now() < deadline) {
-  const status = cargo([...CARGO_TEST, '--', '--quiet'], { ...process.env, PROPTEST_CASES: String(CASES_PER_BATCH) });
+  const { status } = spawnSync(binary, [TEST, '--quiet'], {
+    cwd: ROOT,
+    env: { ...process.env, PROPTEST_CASES: String(CASES_PER_BATCH) },
+    stdio: ['ignore', 'inherit', 'inherit']
+  });
   if (status !== 0) {
     console.error(`a case failed after ${cases} passing cases`);
     process.exit(1);
