@@ -59,6 +59,17 @@ pub enum Role {
   Client,
 }
 
+/// tungstenite answers every ping with a pong in its write buffer, which
+/// has no bound: a peer that sends pings and reads nothing would grow it
+/// without end. Once this many bytes of pongs wait for such a peer, the
+/// connection stops reading until they are written; the heartbeat then
+/// drops a peer that stays that way.
+const MAX_OWED_PONGS: usize = 64 * 1024;
+
+/// A server's pong header (a client's adds a 4-byte mask; the bound does not
+/// need to be exact).
+const PONG_HEADER: usize = 2;
+
 /// How a connection ended, as the `'close'`/`'remove'` events report it.
 pub struct Ended {
   pub code: u16,
@@ -249,6 +260,9 @@ struct Driver<'a, S, D> {
   /// Runs while the receive buffers' total stops the connection in the
   /// middle of a message.
   stall_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+  /// Bytes of the pongs tungstenite owes the peer since the last complete
+  /// flush (see MAX_OWED_PONGS).
+  owed_pongs: usize,
 }
 
 impl<'a, S, D> Driver<'a, S, D>
@@ -282,6 +296,7 @@ where
       direct: None,
       arriving: 0,
       stall_deadline: None,
+      owed_pongs: 0,
     }
   }
 
@@ -314,7 +329,8 @@ where
         (self.deliver)(Incoming::Drain);
       }
     }
-    let may_read = self.flow.may_read(self.link, self.arriving, cx);
+    let may_read =
+      self.owed_pongs < MAX_OWED_PONGS && self.flow.may_read(self.link, self.arriving, cx);
     progressed |= self.read_one(cx, may_read, now)?;
     self.account_arriving();
     self.check_deadlines(cx)?;
@@ -406,6 +422,7 @@ where
       Poll::Ready(Ok(())) => {
         self.link.buffered.fetch_sub(self.unflushed_bytes, Ordering::Relaxed);
         self.unflushed_bytes = 0;
+        self.owed_pongs = 0;
         self.unflushed.clear();
         Ok(true)
       }
@@ -486,7 +503,8 @@ where
         (self.deliver)(Incoming::Closing);
       }
       // tungstenite answers pings itself; a pong is only a sign of life.
-      Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+      Message::Ping(payload) => self.owed_pongs += PONG_HEADER + payload.len(),
+      Message::Pong(_) | Message::Frame(_) => {}
     }
     Ok(())
   }

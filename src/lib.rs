@@ -21,6 +21,7 @@ mod server;
 mod server_stream;
 mod socket;
 mod sync;
+mod teardown;
 mod tls;
 
 /// One runtime for the whole process, with a single worker: the JS thread

@@ -5,10 +5,11 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use napi::Result;
+use napi::bindgen_prelude::ObjectFinalize;
+use napi::{Env, Result};
 use napi_derive::napi;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
@@ -26,6 +27,7 @@ use crate::connection_loop::{drive, Inbound, Incoming};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::flow::Flow;
 use crate::link::{close_frame, Limits, Link};
+use crate::teardown::TeardownHook;
 use crate::{heartbeat, tls};
 
 /// Options the JS facade has already validated and filled with defaults.
@@ -105,7 +107,7 @@ struct AttemptAnswer {
 }
 
 /// A reconnecting WebSocket client. Created by lib/native-transport.js.
-#[napi]
+#[napi(custom_finalize)]
 pub struct NativeSocket {
   link: Arc<Link>,
   queue_limit: usize,
@@ -113,13 +115,40 @@ pub struct NativeSocket {
   answers: mpsc::UnboundedSender<AttemptAnswer>,
   events: Arc<EventQueue>,
   heartbeat: CancellationToken,
+  teardown: TeardownHook<Stopper>,
+}
+
+impl ObjectFinalize for NativeSocket {
+  fn finalize(mut self, env: Env) -> Result<()> {
+    self.teardown.remove(&env)
+  }
+}
+
+/// What closes a socket for good when its JS environment ends
+/// (teardown.rs), without keeping it alive until then.
+struct Stopper {
+  link: Weak<Link>,
+  commands: mpsc::WeakUnboundedSender<Command>,
+  heartbeat: CancellationToken,
+}
+
+impl Stopper {
+  fn stop(self) {
+    if let Some(link) = self.link.upgrade() {
+      link.close(close_frame(1001, String::new()));
+    }
+    if let Some(commands) = self.commands.upgrade() {
+      let _ = commands.send(Command::Stop);
+    }
+    self.heartbeat.cancel();
+  }
 }
 
 #[napi]
 impl NativeSocket {
   /// Creates the socket and, unless `startClosed`, starts connecting.
   #[napi(constructor)]
-  pub fn new(options: NativeSocketOptions, on_events: EventCallback) -> Result<Self> {
+  pub fn new(env: &Env, options: NativeSocketOptions, on_events: EventCallback) -> Result<Self> {
     let max_receive_buffer = if options.max_receive_buffer.is_finite() {
       options.max_receive_buffer as usize
     } else {
@@ -163,7 +192,13 @@ impl NativeSocket {
       attempts: 0,
     };
     napi::bindgen_prelude::spawn(task.run(command_inbox));
-    Ok(NativeSocket { link, queue_limit, commands, answers, events, heartbeat })
+    let stopper = Stopper {
+      link: Arc::downgrade(&link),
+      commands: commands.downgrade(),
+      heartbeat: heartbeat.clone(),
+    };
+    let teardown = TeardownHook::register(env, stopper, Stopper::stop)?;
+    Ok(NativeSocket { link, queue_limit, commands, answers, events, heartbeat, teardown })
   }
 
   /// Queues a message for the current or the next connection; false when

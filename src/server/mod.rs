@@ -32,10 +32,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 #[cfg(dormancy)]
 use std::sync::OnceLock;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Buffer, Uint32Array};
+use napi::bindgen_prelude::{Buffer, ObjectFinalize, Uint32Array};
 use napi::{Env, Result};
 use napi_derive::napi;
 use tokio::net::TcpListener;
@@ -58,6 +58,7 @@ use crate::flow::Flow;
 use crate::handshake::{self, Refusal};
 use crate::link::{close_frame, Limits, Paused};
 use crate::sync::lock;
+use crate::teardown::TeardownHook;
 use crate::tls;
 
 /// Without a heartbeat, a connection stopped by the receive buffers' total
@@ -216,9 +217,16 @@ fn bound(limit: f64) -> usize {
 }
 
 /// A WebSocket server. Created by lib/server.js, which owns the public API.
-#[napi]
+#[napi(custom_finalize)]
 pub struct NativeServer {
   shared: Arc<Shared>,
+  teardown: TeardownHook<Weak<Shared>>,
+}
+
+impl ObjectFinalize for NativeServer {
+  fn finalize(mut self, env: Env) -> Result<()> {
+    self.teardown.remove(&env)
+  }
 }
 
 #[napi]
@@ -273,7 +281,15 @@ impl NativeServer {
       dormant_set: OnceLock::new(),
       counters: Counters::default(),
     };
-    let server = NativeServer { shared: Arc::new(shared) };
+    let shared = Arc::new(shared);
+    // Ended with its JS environment (teardown.rs): its connections are
+    // told 1001 and dropped.
+    let teardown = TeardownHook::register(env, Arc::downgrade(&shared), |shared| {
+      if let Some(shared) = shared.upgrade() {
+        shutdown::close(&shared, 1001, String::new(), 0.0);
+      }
+    })?;
+    let server = NativeServer { shared, teardown };
     clocks::start_heartbeat(&server.shared);
     #[cfg(dormancy)]
     dormant::start_clock(&server.shared);
