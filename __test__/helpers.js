@@ -14,7 +14,10 @@ const { WebSocket: UndiciWebSocket } = require('undici');
 
 const { Server } = require('..');
 
-const TIMEOUT = 2000;
+// How long a wait for something that must happen may take before the test
+// fails: events come in milliseconds, so this is a margin for a loaded
+// machine, never a duration a test relies on.
+const TIMEOUT = 10000;
 
 // Per client: the messages received and not yet collected, and its close.
 const inboxes = new WeakMap();
@@ -214,7 +217,7 @@ function defer(t, fn) {
  * Resolve with `check()`'s first truthy result, polling every `every` ms;
  * reject after `ms`.
  */
-async function until(check, what = 'condition', ms = 5000, every = 2) {
+async function until(check, what = 'condition', ms = TIMEOUT, every = 2) {
   const deadline = Date.now() + ms;
   for (;;) {
     const value = check();
@@ -222,6 +225,26 @@ async function until(check, what = 'condition', ms = 5000, every = 2) {
     if (Date.now() > deadline) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
     await delay(every);
   }
+}
+
+/**
+ * Resolve with `connection.bufferedAmount` once the server's writes to a
+ * peer that does not read have stalled: it is above 0 and the same in two
+ * reads 20 ms apart (it falls as long as the kernel takes bytes).
+ */
+function stalled(connection) {
+  let last = -1;
+  return until(
+    () => {
+      const now = connection.bufferedAmount;
+      const same = now > 0 && now === last;
+      last = now;
+      return same && now;
+    },
+    'the writes to a client that does not read to stall',
+    10000,
+    20
+  );
 }
 
 /**
@@ -291,5 +314,6 @@ module.exports = {
   collect,
   delay,
   defer,
-  until
+  until,
+  stalled
 };

@@ -15,7 +15,7 @@ const { Server } = require('..');
 
 const PKG = path.resolve(__dirname, '..');
 const WS = require.resolve('ws');
-const TIMEOUT = { timeout: 15000 };
+const TIMEOUT = { timeout: 30000 };
 
 // How long the child must stay up by itself, and how soon after close() it
 // must be gone.
@@ -28,7 +28,7 @@ const EXIT_MS = 2000;
  * `{ code, signal, lines, stderr, exitedAt }`; the child is killed (and the
  * result has `killed: true`) if it is still running after `killAfter` ms.
  */
-function run(script, { env = {}, killAfter = 8000 } = {}) {
+function run(script, { env = {}, killAfter = 15000 } = {}) {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['-e', script], {
       env: { ...process.env, ...env, PKG, WS },

@@ -14,7 +14,7 @@ const express = require('express');
 const WebSocket = require('ws');
 
 const { Server } = require('..');
-const { within, once, track, openClient, next, closed, collect, delay, defer } = require('./helpers');
+const { within, once, track, openClient, next, closed, collect, delay, defer, until } = require('./helpers');
 const {
   listenOn,
   upgradeRequest,
@@ -87,18 +87,14 @@ test('server: two Servers on one http server with different paths each get only 
 
   const clientsA = await Promise.all([1, 2].map(() => openClient(t, a, { path: '/a' })));
   const clientB = await openClient(t, b, { path: '/b?x=1' });
-  await within(
-    (async () => {
-      while (addedA.length < 2 || addedB.length < 1) await delay(5);
-    })(),
-    2000,
-    "the 'add' events"
-  );
-  await delay(30);
-  assert.equal(a.size, 2);
-  assert.equal(b.size, 1);
-  assert.equal(addedA.length, 2);
-  assert.equal(addedB.length, 1);
+  await until(() => addedA.length >= 2 && addedB.length >= 1, "the 'add' events");
+  const sizes = () => {
+    assert.equal(a.size, 2);
+    assert.equal(b.size, 1);
+    assert.equal(addedA.length, 2);
+    assert.equal(addedB.length, 1);
+  };
+  sizes();
 
   // Each server's broadcast reaches only its own clients.
   assert.equal(a.send('to a'), 2);
@@ -115,6 +111,8 @@ test('server: two Servers on one http server with different paths each get only 
   clientsA[0].send(JSON.stringify('from a'));
   assert.deepEqual(await fromB, [['from b', addedB[0]]]);
   assert.deepEqual(await fromA, [['from a', addedA[0]]]);
+  // After these round trips, an 'add' on the wrong Server would be in.
+  sizes();
 });
 
 test('server: an upgrade for a path no Server matches gets 400 when there is no other upgrade listener', async (t) => {
@@ -166,6 +164,7 @@ test('server: ready resolves once the http server listens, with its address, and
   let settled = false;
   waiting.ready.then(() => (settled = true));
   const listening = once(waiting, 'listening');
+  // Nothing marks that ready has not settled: a short wait.
   await delay(50);
   assert.equal(settled, false, 'ready waits for the http server');
   assert.equal(waiting.address(), null);

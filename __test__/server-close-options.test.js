@@ -17,7 +17,6 @@ const {
   next,
   closed,
   startServer,
-  delay,
   defer,
   until
 } = require('./helpers');
@@ -55,7 +54,7 @@ test('close({ code: 1012, reason: "restart" }): every client is sent 1012 "resta
   for (const client of [...clients, undici]) {
     assert.deepEqual(await closed(client), { code: 1012, reason: 'restart' });
   }
-  await delay(20);
+  await until(() => events.some(([name]) => name === 'close'), "'close'");
   assert.equal(events.length, 5);
   assert.deepEqual(events.at(-1), ['close']);
   for (const [name, info] of events.slice(0, 4)) {
@@ -108,14 +107,15 @@ test('close({ timeout: 300 }): a client that never answers is dropped after abou
   server.on('close', () => (closedAt = Date.now()));
 
   const start = Date.now();
-  await within(server.close({ code: 1012, reason: 'restart', timeout: 300 }), 2000, 'server.close()');
+  await within(server.close({ code: 1012, reason: 'restart', timeout: 300 }), 5000, 'server.close()');
   const elapsed = Date.now() - start;
   assert.equal((await closed(polite)).code, 1012);
   const [, info, removedAt] = removes.find(([connection]) => connection === quiet.connection);
   assert.equal(info.wasClean, false);
+  // About 300 ms, not the 5-s default (five times 300 for a loaded machine).
   assert.ok(removedAt - start >= 250, `the straggler was dropped after ${removedAt - start} ms`);
-  assert.ok(removedAt - start < 1000, `the straggler was dropped after ${removedAt - start} ms`);
-  assert.ok(elapsed < 1000, `close() took ${elapsed} ms`);
+  assert.ok(removedAt - start < 1500, `the straggler was dropped after ${removedAt - start} ms`);
+  assert.ok(elapsed < 1500, `close() took ${elapsed} ms`);
   assert.ok(closedAt !== null && closedAt >= removedAt, "'close' after the last 'remove'");
   // It was sent the close frame before it was dropped.
   assert.deepEqual(await closeFrameSentTo(quiet.socket), { code: 1012, reason: 'restart' });
@@ -124,14 +124,17 @@ test('close({ timeout: 300 }): a client that never answers is dropped after abou
 test('close({ timeout: 3000 }): a client that never answers is dropped after about 3 s, not 5', async (t) => {
   const server = await startServer(t);
   const quiet = await straggler(t, server);
-  const removed = once(server, 'remove', 6000);
+  const removed = once(server, 'remove', 15000);
   const start = Date.now();
   const closing = server.close({ timeout: 3000 });
   const [gone] = await removed;
   const elapsed = Date.now() - start;
   assert.equal(gone, quiet.connection);
-  assert.ok(elapsed >= 2800 && elapsed < 4000, `the straggler was dropped after ${elapsed} ms`);
-  await within(closing, 1000, 'server.close() after the last remove');
+  // Not before 3 s, and before the 5-s default would have dropped it: the
+  // most room a loaded machine can be given without mistaking one for the
+  // other.
+  assert.ok(elapsed >= 2800 && elapsed < 4500, `the straggler was dropped after ${elapsed} ms`);
+  await within(closing, 5000, 'server.close() after the last remove');
   assert.equal((await closeFrameSentTo(quiet.socket)).code, 1001);
 });
 
@@ -139,9 +142,10 @@ test('close({ timeout: 0 }): a client that never answers is dropped at once', as
   const server = await startServer(t);
   await straggler(t, server);
   const start = Date.now();
-  await within(server.close({ timeout: 0 }), 2000, 'server.close()');
+  await within(server.close({ timeout: 0 }), 5000, 'server.close()');
   const elapsed = Date.now() - start;
-  assert.ok(elapsed < 500, `close() took ${elapsed} ms`);
+  // At once, not after the 5-s default (the bound is for a loaded machine).
+  assert.ok(elapsed < 2500, `close() took ${elapsed} ms`);
   assert.equal(server.size, 0);
 });
 
@@ -198,9 +202,9 @@ test('a Socket closed with 1012 waits at least minReconnectionDelay before conne
     socket.close();
   });
   const events = lifecycle(socket);
-  await once(socket, 'open', 3000);
+  await once(socket, 'open');
 
-  const closing = once(socket, 'close', 6000);
+  const closing = once(socket, 'close');
   server.close({ code: 1012, reason: 'restart' });
   const [closeEvent] = await closing;
   const closedAt = performance.now();
@@ -208,7 +212,7 @@ test('a Socket closed with 1012 waits at least minReconnectionDelay before conne
   assert.equal(closeEvent.willReconnect, true);
   // Nothing listens any more: the next attempt fails, and when it does
   // tells when it was made.
-  const failed = await until(() => events.of('error').find(({ at }) => at > closedAt), 'the next attempt', 5000);
+  const failed = await until(() => events.of('error').find(({ at }) => at > closedAt), 'the next attempt');
   const waited = failed.at - closedAt;
   assert.ok(waited >= minReconnectionDelay - 5, `the next attempt came ${waited.toFixed(0)} ms after the close`);
 });

@@ -221,6 +221,8 @@ test(
     const c = await openClient(t, server);
     c.send(JSON.stringify('newcomer'));
     assert.deepEqual(await next(c, 1, 5000), [{ data: '"newcomer"', binary: false }]);
+    // An 'error' for the dropped peer would have come before these round
+    // trips; the short wait is for one emitted asynchronously later.
     await delay(100);
     assert.deepEqual(
       errors.map((err) => `${err.code}: ${err.message}`),

@@ -55,7 +55,7 @@ function upgradeHeaders(port, extra = {}) {
  * headers, body }`; for a 101 the socket is destroyed and `body` is ''.
  * Rejects after `ms`.
  */
-function upgradeRequest(port, requestPath = '/', extraHeaders = {}, ms = 3000, { tls = false } = {}) {
+function upgradeRequest(port, requestPath = '/', extraHeaders = {}, ms = 10000, { tls = false } = {}) {
   const answer = new Promise((resolve, reject) => {
     const req = (tls ? https : http).request({
       host: '127.0.0.1',
@@ -105,7 +105,7 @@ function httpGet(port, requestPath) {
  * @return {Promise<Object>} `{ socket, response }`: `response` is the
  *     server's answer head
  */
-async function rawWebSocket(t, port, { path: requestPath = '/', ms = 3000 } = {}) {
+async function rawWebSocket(t, port, { path: requestPath = '/', ms = 10000 } = {}) {
   const socket = net.connect({ host: '127.0.0.1', port });
   defer(t, () => socket.destroy());
   socket.on('error', () => {});
@@ -203,7 +203,7 @@ function parseFrames(bytes) {
 }
 
 /** Everything a (paused) raw socket still has to read, until it ends. */
-function drain(socket, ms = 3000) {
+function drain(socket, ms = 10000) {
   const chunks = [];
   const ended = new Promise((resolve) => {
     socket.on('data', (chunk) => chunks.push(chunk));
@@ -287,7 +287,7 @@ function floodPeer(t, args) {
   return {
     child,
     events,
-    waitFor(type, ms = 5000) {
+    waitFor(type, ms = 10000) {
       const found = events.find((event) => event.type === type);
       if (found !== undefined) return Promise.resolve(found);
       let waiter;

@@ -8,7 +8,7 @@ const assert = require('node:assert/strict');
 const { randomBytes } = require('node:crypto');
 const { test } = require('node:test');
 
-const { collect, connect, delay, next, once, startServer, until } = require('./helpers');
+const { collect, connect, delay, next, once, startServer, stalled, until } = require('./helpers');
 const { clientFrame, parseFrames, rawWebSocket } = require('./server-kit');
 
 test('large binary messages arrive whole and in order among small ones', async (t) => {
@@ -38,8 +38,7 @@ test('a reader that pauses gets every large message, and bufferedAmount drains',
   const messages = Array.from({ length: 6 }, () => randomBytes(1024 * 1024));
   for (const message of messages) connection.send(message);
   connection.send('after them');
-  await until(() => connection.bufferedAmount > 0, 'bytes waiting for the reader');
-  await delay(200);
+  await stalled(connection);
   client._socket.resume();
 
   const received = await next(client, messages.length + 1, 10000);
@@ -94,6 +93,8 @@ test('large binary frames keep their order among small frames, however the bytes
     for (const cut of [...cuts, bytes.length]) {
       socket.write(bytes.subarray(from, cut));
       from = cut;
+      // Apart, so that the server reads the pieces one by one (a slow
+      // machine only keeps them further apart).
       await delay(5);
     }
     const messages = (await received).map(([message]) => message);
@@ -153,6 +154,8 @@ test('a client gone in the middle of a large binary frame is removed, and nothin
   server.messages.forEach((message) => received.push(message));
   const removed = once(server, 'remove');
   socket.write(clientFrame(0x82, randomBytes(200000)).subarray(0, 100000));
+  // A moment for the server to read the half frame before the client goes
+  // (nothing to wait for: the server answers nothing to it).
   await delay(50);
   socket.destroy();
   const [, info] = await removed;

@@ -12,7 +12,12 @@ const { test } = require('node:test');
 const { collect, connect, delay, next, once, startServer } = require('./helpers');
 const { clientFrame, rawWebSocket, parseFrames } = require('./server-kit');
 
-// Longer than the server needs to go quiet and rest.
+// Longer than the server needs to go quiet and rest. The pauses here (and
+// DORMANT below) are the scenario itself, a client that says nothing for a
+// while, not waits for something to happen: the server reports no event
+// and keeps no counter when a connection rests or goes dormant. What is
+// asserted (the bytes arrive whole, pings are answered) holds however long
+// a pause lasts, so a slow machine only makes them longer.
 const PAUSE = 50;
 
 /** Writes `bytes` in pieces cut at `cuts`, pausing after each piece. */

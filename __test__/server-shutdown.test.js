@@ -12,7 +12,7 @@ const { test } = require('node:test');
 const WebSocket = require('ws');
 
 const { Server } = require('..');
-const { within, once, openClient, openClients, closed, delay, defer, until } = require('./helpers');
+const { within, once, openClient, openClients, closed, delay, defer, until, stalled } = require('./helpers');
 const { listenOn, rawWebSocket, parseFrames, drain } = require('./server-kit');
 
 /**
@@ -99,6 +99,7 @@ test('close() of an attached Server: upgrades for its path are no longer served 
   const outcome = await attempt(t, port, '/ws');
   assert.notEqual(outcome, 'open');
   await within(closing, 6000, 'server.close()');
+  // Nothing marks the absence of a late 'add': a short wait.
   await delay(20);
   assert.equal(added, 0);
   assert.equal(server.size, 0);
@@ -129,8 +130,9 @@ test('close() of an attached Server right after it handed an upgrade over: that 
     const [code] = await once(client, 'close', 7000);
     const elapsed = Date.now() - start;
     assert.equal(code, 1001, `round ${round}: closed with ${code} after ${elapsed} ms`);
-    assert.ok(elapsed < 1000, `round ${round}: closed after ${elapsed} ms`);
-    await within(server.close(), 1000, 'server.close()');
+    // (At once, not after the 5-s grace; the bound is for a loaded machine.)
+    assert.ok(elapsed < 2500, `round ${round}: closed after ${elapsed} ms`);
+    await within(server.close(), 2500, 'server.close()');
     for (const info of removed) assert.equal(info.code, 1001, `round ${round}`);
   }
 });
@@ -150,8 +152,9 @@ test('close() right after a client opened (before its \'add\'): that client gets
     const [code] = await once(client, 'close', 7000);
     const elapsed = Date.now() - start;
     assert.equal(code, 1001, `round ${round}: closed with ${code} after ${elapsed} ms`);
-    assert.ok(elapsed < 1000, `round ${round}: closed after ${elapsed} ms`);
-    await within(closing, 1000, 'server.close()');
+    // (At once, not after the 5-s grace; the bound is for a loaded machine.)
+    assert.ok(elapsed < 2500, `round ${round}: closed after ${elapsed} ms`);
+    await within(closing, 2500, 'server.close()');
   }
 });
 
@@ -199,7 +202,7 @@ test('close(): a client that does not answer the close frame is terminated after
 
   // The polite client answers at once; the straggler keeps close() waiting.
   assert.equal((await closed(polite)).code, 1001);
-  await delay(300);
+  await until(() => removes.length >= 1, "the polite client's 'remove'");
   assert.equal(removes.length, 1);
   assert.equal(removes[0][0], politeConnection);
   assert.equal(resolvedAt, null, 'close() waits for the straggler');
@@ -207,9 +210,11 @@ test('close(): a client that does not answer the close frame is terminated after
   // Still closing, and still refusing newcomers.
   assert.equal(await tcpAttempt(port), 'ECONNREFUSED');
 
-  await within(closing, 7000, 'server.close()');
+  await within(closing, 15000, 'server.close()');
   const elapsed = resolvedAt - start;
-  assert.ok(elapsed >= 4500 && elapsed < 6500, `close() took ${elapsed} ms`);
+  // The grace period is 5 s; the upper bound leaves 5 s for a stalled
+  // process to hear of the termination.
+  assert.ok(elapsed >= 4500 && elapsed < 10000, `close() took ${elapsed} ms`);
   assert.equal(removes.length, 2);
   const [gone, info, removedAt] = removes[1];
   assert.equal(gone, stragglerConnection);
@@ -234,18 +239,19 @@ test('close(): a client that reads nothing while the server writes to it is term
   const [connection] = await added;
   const chunk = Buffer.alloc(256 * 1024, 5);
   for (let i = 0; i < 64; i++) connection.send(chunk); // 16 MiB
-  await delay(100);
-  assert.ok(connection.bufferedAmount > 0, 'the writes are stalled');
+  assert.ok((await stalled(connection)) > 0, 'the writes are stalled');
 
-  const removed = once(server, 'remove', 7000);
+  const removed = once(server, 'remove', 15000);
   const start = Date.now();
   const closing = server.close();
   const [gone, info] = await removed;
   assert.equal(gone, connection);
   assert.equal(info.wasClean, false);
-  await within(closing, 2000, 'server.close() after the last remove');
+  await within(closing, 5000, 'server.close() after the last remove');
   const elapsed = Date.now() - start;
-  assert.ok(elapsed >= 4500 && elapsed < 6500, `close() took ${elapsed} ms`);
+  // The grace period is 5 s; the upper bound leaves 5 s for a stalled
+  // process to hear of the termination.
+  assert.ok(elapsed >= 4500 && elapsed < 10000, `close() took ${elapsed} ms`);
 });
 
 test('close(): from the call on, every connection is offline and its send returns false', async (t) => {
@@ -283,7 +289,7 @@ test("close(): 'remove' fires for each connection before 'close', which fires on
   server.on('close', () => events.push('close'));
 
   await within(server.close(), 6000, 'server.close()');
-  await delay(50);
+  await until(() => events.includes('close'), "'close'");
   assert.deepEqual(events, ['remove', 'remove', 'remove', 'remove', 'remove', 'close']);
   assert.equal(members.size, 0, 'every connection was removed');
   assert.equal(server.size, 0);
@@ -304,8 +310,11 @@ test("close() with only clients that answer: 'close' follows the last 'remove' w
     await closed;
     gaps.push(Date.now() - lastRemove);
   }
+  t.diagnostic(`ms from the last 'remove' to close() resolving: ${gaps}`);
+  // Without waiting means well under the 5-s grace; the bound leaves room
+  // for a loaded machine's late timers and batches.
   assert.ok(
-    gaps.every((gap) => gap < 40),
+    gaps.every((gap) => gap < 250),
     `ms from the last 'remove' to close() resolving, per round: ${gaps}`
   );
 });
@@ -326,6 +335,7 @@ test('close(): the Promise resolves, and a second close() returns the same Promi
   const third = server.close();
   assert.equal(third, first);
   await within(third, 100, 'a close() after it resolved');
+  // Nothing marks the absence of a second 'close': a short wait.
   await delay(20);
   assert.equal(closes, 1);
   assert.equal(server.address(), null);

@@ -22,7 +22,8 @@ const {
   closed,
   collect,
   delay,
-  binaryCases
+  binaryCases,
+  until
 } = require('./helpers');
 
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -109,6 +110,7 @@ test('a port in use with only ready read rejects ready and throws nothing', asyn
   closeAfter(t, second);
   await assert.rejects(second.ready, { code: 'EADDRINUSE', syscall: 'listen', port });
   // An emitted 'error' without a listener would throw here, failing the test.
+  // Nothing marks its absence: a short wait.
   await delay(20);
 });
 
@@ -505,7 +507,9 @@ test("bad JSON with no 'error' listener does not crash the process", async (t) =
   client.send('not json');
   client.send(JSON.stringify('after'));
   assert.deepEqual(await got, [['after', connection]]);
-  // An uncaught throw would fail this test while it still runs.
+  // An uncaught throw would fail this test while it still runs. (It would
+  // have come before 'after', in order; the short wait is for a throw
+  // rethrown asynchronously.)
   await delay(20);
   assert.equal(connection.offline, false);
 });
@@ -624,8 +628,13 @@ test("a client's close fires 'remove' once with its code and completes messages"
   assert.equal(connection.closeCode, 4001);
   assert.equal(connection.offline, true);
 
-  await delay(100);
-  assert.equal(removes.length, 1, "'remove' fired exactly once");
+  // Another client comes and goes: once its 'remove' is in, a second one
+  // for the first client would have come too.
+  const other = await connect(t, server);
+  other.client.close(4002, 'also done');
+  await until(() => removes.length >= 2, "the other client's 'remove'");
+  assert.equal(removes.filter(([conn]) => conn === connection).length, 1, "'remove' fired exactly once");
+  assert.equal(removes[1][0], other.connection);
   assert.equal(server.size, 0);
 });
 
@@ -651,7 +660,7 @@ test('server.close() closes every client with 1001, removes each, then emits clo
   await within(closing, 6000, 'server.close()');
 
   for (const client of clients) assert.equal((await closed(client)).code, 1001);
-  await delay(20);
+  await until(() => events.some(([name]) => name === 'close'), "'close'");
   assert.deepEqual(events, [['remove', 1001], ['remove', 1001], ['remove', 1001], ['close']]);
   assert.equal(server.size, 0);
   assert.equal(server.address(), null);
@@ -670,8 +679,11 @@ test("path: '/ws' upgrades /ws with a query and answers 400 elsewhere", async (t
   t.after(() => other.terminate());
   const [, response] = await once(other, 'unexpected-response');
   assert.equal(response.statusCode, 400);
-  await delay(20);
-  assert.equal(server.size, 1);
+  // A client on /ws after it is added: the refused one would have been
+  // added before it.
+  const { connection: later } = await connect(t, server, { path: '/ws' });
+  assert.equal(server.size, 2);
+  assert.deepEqual([...server].map((c) => c.id).sort(), [connection.id, later.id].sort());
 });
 
 test('maxPayload: a larger message closes the connection with 1009', async (t) => {
@@ -708,8 +720,9 @@ for (const [name, streamOf] of [
     for (const round of ['before', 'after dispose']) {
       client.send(JSON.stringify(`unobserved ${round}`));
       client.send(`not json ${round}`);
+      // The pong: the server has read them (unobserved). A bad JSON 'error'
+      // would come before the observed message below, and is checked after it.
       await roundTrip(client);
-      await delay(50);
       const observed = collect(stream, 1);
       client.send(JSON.stringify(`observed ${round}`));
       assert.deepEqual(await observed, [[`observed ${round}`, connection]]);

@@ -22,7 +22,7 @@ const { defer, startServer, until, within } = require('./helpers');
  * The next `event` from `emitter` whose first argument passes `filter`,
  * rejecting after `ms`.
  */
-function next(emitter, event, filter = () => true, ms = 5000) {
+function next(emitter, event, filter = () => true, ms = 10000) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       emitter.off(event, listener);
@@ -188,7 +188,7 @@ async function wsServer(t, options = {}, onConnection = () => {}) {
     conns,
     port: wss.address().port,
     url: `ws://127.0.0.1:${wss.address().port}`,
-    connection: (i = 0, ms = 5000) => until(() => conns[i], `ws connection #${i}`, ms),
+    connection: (i = 0, ms = 10000) => until(() => conns[i], `ws connection #${i}`, ms),
     /** The text messages `ws` received, in order; a binary one fails. */
     texts: (ws) =>
       ws.received.map(({ data, isBinary }) => {
@@ -261,7 +261,7 @@ async function childServer(t, port = 0) {
     pings: 0,
     events: [],
     exited,
-    waitFor(type, filter = () => true, ms = 5000) {
+    waitFor(type, filter = () => true, ms = 10000) {
       const found = server.events.find((e) => e.type === type && filter(e));
       if (found) return Promise.resolve(found);
       return within(

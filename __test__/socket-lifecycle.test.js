@@ -96,7 +96,11 @@ for (const { build, Socket, defaults } of BUILDS) {
       });
       const [life1, life2] = [lifecycle(waiting), lifecycle(retrying)];
       await next(retrying, 'reconnecting');
-      await delay(200);
+      // A wait past the timer limit that fired early would fire at once: a
+      // 100 ms connectionTimeout started after them fires later than that.
+      const marker = socket(t, silent.url, { connectionTimeout: 100, maxRetries: 0 });
+      marker.on('error', () => {});
+      await next(marker, 'close');
       assert.deepEqual(life1.names(), []);
       assert.deepEqual(life2.names(), ['error', 'reconnecting']);
       assert.deepEqual(life2.values('error'), ['ERR_CONNECT']);
@@ -121,7 +125,9 @@ for (const { build, Socket, defaults } of BUILDS) {
       assert.equal(s.readyState, Socket.CLOSED);
       assert.deepEqual(life.names(), ['error', 'reconnecting', 'error', 'reconnecting', 'error', 'close']);
       assert.deepEqual(life.values('error'), ['ERR_CONNECT', 'ERR_CONNECT', 'ERR_CONNECT']);
-      await delay(100);
+      // Nothing marks the absence of a third retry: wait longer than its
+      // delay (80 ms) would be.
+      await delay(200);
       assert.equal(life.list.length, 6, 'nothing after giving up');
 
       assert.equal(s.send('kept'), true);
@@ -180,11 +186,13 @@ for (const { build, Socket, defaults } of BUILDS) {
       const backend = await wsServer(t);
       const s = socket(t, backend.url, { startClosed: true });
       assert.equal(s.readyState, Socket.CLOSED);
-      await delay(100);
-      assert.equal(backend.conns.length, 0);
+      // A Socket made after it connects at once, as an attempt of this one
+      // would have.
+      await openSocket(t, `${backend.url}/after`);
+      assert.deepEqual(backend.conns.map((ws) => ws.req.url), ['/after']);
       s.reconnect();
       await next(s, 'open');
-      assert.equal(backend.conns.length, 1);
+      assert.equal(backend.conns.length, 2);
     });
 
     test('a url function, sync or async, is called before every attempt', TIMEOUT, async (t) => {
@@ -369,6 +377,7 @@ for (const { build, Socket, defaults } of BUILDS) {
       s.close(4001, 'done');
       assert.deepEqual(await ws.closed, { code: 4001, reason: 'done' });
       await until(() => closes.length >= 1);
+      // Nothing marks the absence of a second 'close': a short wait.
       await delay(100);
       assert.deepEqual(closes, [{ code: 4001, reason: 'done', wasClean: true, willReconnect: false }]);
       assert.equal(s.readyState, Socket.CLOSED);

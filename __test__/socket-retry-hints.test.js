@@ -288,11 +288,14 @@ describe('a 401 or 403 answer (Node build)', () => {
       assert.deepEqual(life.names(), ['error', 'close']);
       assert.equal(life.list[0].error.code, 'ERR_HANDSHAKE');
       assert.equal(life.list[0].error.status, status);
+      // Nothing marks the absence of a retry: wait far longer than its delay
+      // (FAST) would be.
       await delay(300);
       assert.equal(backend.requests.length, 1, 'one attempt, no retry');
 
       s.reconnect();
       await next(s, 'close');
+      // As above: no retry after this attempt either.
       await delay(200);
       assert.equal(backend.requests.length, 2);
       assert.deepEqual(life.names(), ['error', 'close', 'error', 'close']);

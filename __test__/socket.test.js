@@ -128,14 +128,16 @@ describe('Socket: construction and state', () => {
     assert.equal(s.readyState, Socket.CLOSED);
     assert.equal(s.offline, true);
 
-    await delay(300);
-    assert.equal(backend.conns.length, 0);
+    // A Socket made after it connects at once, as an attempt of this one
+    // would have.
+    await openSocket(t, `${backend.url}/after`);
+    assert.deepEqual(backend.conns.map((ws) => ws.req.url), ['/after']);
     assert.equal(opened, 0);
 
     s.reconnect();
     assert.equal(s.readyState, Socket.CONNECTING);
     await next(s, 'open');
-    assert.equal(backend.conns.length, 1);
+    assert.equal(backend.conns.length, 2);
     assert.equal(s.readyState, Socket.OPEN);
   });
 });
@@ -182,6 +184,8 @@ describe('Socket against a ws server: reconnecting', () => {
     s.on('close', (e) => events.push(['close', e]));
 
     const final = await gaveUp;
+    // Nothing marks the absence of a third retry: wait longer than its
+    // delay (40 ms) would be.
     await delay(100);
     assert.equal(final.willReconnect, false);
     assert.equal(s.readyState, Socket.CLOSED);
@@ -224,6 +228,8 @@ describe('Socket against a ws server: reconnecting', () => {
     const s = socket(t, backend.url, { jitter: 0, minReconnectionDelay: 10 });
     s.on('error', () => s.close());
     const final = await next(s, 'close');
+    // Nothing marks the absence of a retry: wait far longer than its delay
+    // (10 ms) would be.
     await delay(200);
     assert.equal(final.willReconnect, false);
     assert.equal(s.readyState, Socket.CLOSED);
@@ -241,6 +247,8 @@ describe('Socket against a ws server: reconnecting', () => {
     s.on('reconnecting', (e) => events.push(['reconnecting', e, s.readyState]));
     s.on('close', (e) => events.push(['close', e.willReconnect]));
     await next(s, 'close');
+    // Nothing marks the absence of a retry: wait far longer than its delay
+    // (10 ms) would be.
     await delay(100);
     assert.deepEqual(events, [
       ['error', 'ERR_HANDSHAKE'],
@@ -250,7 +258,10 @@ describe('Socket against a ws server: reconnecting', () => {
 
   test("after close(), a connection that drops emits no 'close' with willReconnect: true and no 'reconnecting'", TIMEOUT, async (t) => {
     const backend = await wsServer(t);
-    const s = await openSocket(t, backend.url, { jitter: 0, minReconnectionDelay: 50 });
+    // The reconnection delay is longer than this process may stall between
+    // the drop and close() on a loaded machine: a reconnection made in
+    // between would be one the user never hears of.
+    const s = await openSocket(t, backend.url, { jitter: 0, minReconnectionDelay: 500 });
     const ws = await backend.connection();
     const events = [];
     s.on('close', (e) => events.push(['close', e.willReconnect]));
@@ -268,7 +279,9 @@ describe('Socket against a ws server: reconnecting', () => {
     assert.equal(s.readyState, Socket.OPEN, 'the drop is not known to JS yet');
     s.close();
     await until(() => events.length > 0 && s.readyState === Socket.CLOSED, 'the final close');
-    await delay(150);
+    // Nothing marks the absence of a reconnection: wait one and a half
+    // times its delay.
+    await delay(750);
     assert.deepEqual(events, [['close', false]]);
     assert.equal(backend.conns.length, 1, 'no reconnection');
   });
