@@ -53,21 +53,27 @@ function readBatch(records, bytes, details, handlers) {
 }
 
 /**
- * Make the callback the addon calls with each batch. It holds the owner
- * weakly: the addon keeps the callback alive, and the owner must stay
- * collectable once the user drops it (its keep-alive timer holds it while
- * it is listening or connected).
+ * Make the callback the addon calls with each batch: it reads the batch
+ * into `handlers` (see `readBatch`), then calls `handlers.flush()` so that
+ * the replies of the batch's handlers cross in one call.
  *
- * @param {Object} owner The Server or Socket core
- * @param {Function} dispatch Called as `dispatch(owner, records, bytes,
- *     details)`
+ * It holds `handlers` weakly: the addon keeps the callback alive, and the
+ * Server or Socket must stay collectable once the user drops it (its
+ * keep-alive timer holds it while it is listening or connected). So the
+ * owner keeps `handlers`, and the callback is made here, where its closure
+ * holds nothing else: a function made in the owner's constructor would
+ * hold the constructor's scope, `this` included.
+ *
+ * @param {Object} handlers `readBatch`'s handlers, and `flush()`
  * @return {Function} The callback for the native constructor
  */
-function batchCallback(owner, dispatch) {
-  const ref = new WeakRef(owner);
+function batchCallback(handlers) {
+  const ref = new WeakRef(handlers);
   return (records, bytes, details) => {
     const target = ref.deref();
-    if (target !== undefined) dispatch(target, records, bytes, details);
+    if (target === undefined) return;
+    readBatch(records, bytes, details, target);
+    target.flush();
   };
 }
 

@@ -3,7 +3,7 @@
 const { getSystemErrorName } = require('node:util');
 
 const { NativeSocket } = require('./native');
-const { readBatch, batchCallback } = require('./batch');
+const { batchCallback } = require('./batch');
 const { callUrlFunction, callHeadersFunction } = require('./user-functions');
 
 /**
@@ -42,7 +42,8 @@ class NativeTransport {
     const handlers = {
       message: (handle, data, isBinary) => events.message(data, isBinary),
       detail: (handle, detail) => this.#onDetail(detail, events),
-      onThrow: (err) => events.thrown(err)
+      onThrow: (err) => events.thrown(err),
+      flush: () => this.#flush()
     };
     this.#native = new NativeSocket(
       {
@@ -67,11 +68,7 @@ class NativeTransport {
         tlsRejectUnauthorized: options.tls.rejectUnauthorized ?? true
       },
       // Weakly held: the Socket owns this transport, the addon must not.
-      batchCallback(handlers, (target, records, bytes, details) => {
-        readBatch(records, bytes, details, target);
-        // The replies of this batch's handlers cross in one call.
-        this.#flush();
-      })
+      batchCallback(handlers)
     );
     // The callback holds `handlers` weakly; the transport keeps it alive.
     this.#handlers = handlers;

@@ -9,7 +9,7 @@ const SendOrder = require('./send-order');
 const Stream = require('./stream');
 const encode = require('./encode');
 const { NativeServer } = require('./native');
-const { readBatch, batchCallback } = require('./batch');
+const { batchCallback } = require('./batch');
 const { invalidOption } = require('./options');
 const checkServerOptions = require('./server-options');
 const { blobReadError, codedError, reportPeerError, reportUserError } = require('./errors');
@@ -95,18 +95,12 @@ class Server extends ConnectionGroup {
     const handlers = {
       message: (handle, data, isBinary) => this.#onMessage(handle, data, isBinary),
       detail: (handle, detail) => this.#onDetail(handle, detail),
-      onThrow: (err) => reportUserError(this, err)
+      onThrow: (err) => reportUserError(this, err),
+      flush: () => this.#core.outbox.flush()
     };
     let native;
     try {
-      native = new NativeServer(
-        nativeOptions(options),
-        batchCallback(this, (server, records, bytes, details) => {
-          readBatch(records, bytes, details, handlers);
-          // The replies of this batch's handlers cross in one call.
-          server.#core.outbox.flush();
-        })
-      );
+      native = new NativeServer(nativeOptions(options), batchCallback(handlers));
     } catch (err) {
       // Without the addon, the explanation of lib/native.js; otherwise only
       // the TLS material can be refused here.
@@ -116,6 +110,8 @@ class Server extends ConnectionGroup {
     this.#core = {
       server: this,
       native,
+      // The addon's callback holds them weakly (lib/batch.js).
+      handlers,
       outbox: new Outbox(native, options.json),
       json: options.json,
       order: new SendOrder((err) => reportUserError(this, blobReadError(err))),
