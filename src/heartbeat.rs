@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::link::{now_ms, Link};
@@ -45,20 +45,93 @@ pub async fn run(
   let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
   let silence_limit = interval_ms.saturating_mul(2);
   let first_ping_age = interval_ms / 2;
-  for tick in 0u32.. {
+  let started = Instant::now();
+  let mut clock = SlotClock::new(slots);
+  loop {
     tokio::select! {
       _ = stop.cancelled() => return,
       _ = ticks.tick() => {}
     }
     let now = now_ms();
-    let slot = tick % slots;
+    // Slots follow the clock, not the ticks: on a loaded machine ticks come
+    // late, and counting them would ping less often than the silence
+    // limit, measured on the clock, expects.
+    let due = clock.advance(started.elapsed().as_nanos() / period.as_nanos());
     for_each_peer(&mut |key, link| {
       if !link.drop_if_silent(now, silence_limit)
-        && key % slots == slot
+        && due.contains(key % slots)
         && link.age_ms(now) >= first_ping_age
       {
         link.ping();
       }
     });
+  }
+}
+
+/// Which slots are due at each tick: every slot whose time came since the
+/// last tick, each once.
+struct SlotClock {
+  slots: u32,
+  /// The number of the last period visited, counted from the start.
+  last: Option<u128>,
+}
+
+/// The slots due at one tick: `count` slots from `first`, wrapping.
+struct DueSlots {
+  slots: u32,
+  first: u32,
+  count: u32,
+}
+
+impl SlotClock {
+  fn new(slots: u32) -> SlotClock {
+    SlotClock { slots, last: None }
+  }
+
+  /// The slots due now that `period` periods have passed since the start.
+  fn advance(&mut self, period: u128) -> DueSlots {
+    let from = self.last.map_or(period, |last| last + 1);
+    self.last = Some(period.max(self.last.unwrap_or(0)));
+    let count = period.saturating_add(1).saturating_sub(from).min(u128::from(self.slots));
+    let first = (from % u128::from(self.slots)) as u32;
+    DueSlots { slots: self.slots, first, count: count as u32 }
+  }
+}
+
+impl DueSlots {
+  fn contains(&self, slot: u32) -> bool {
+    (slot + self.slots - self.first) % self.slots < self.count
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  fn due(clock: &mut SlotClock, period: u128) -> Vec<u32> {
+    let due = clock.advance(period);
+    (0..clock.slots).filter(|&slot| due.contains(slot)).collect()
+  }
+
+  #[test]
+  fn each_tick_on_time_makes_one_slot_due() {
+    let mut clock = SlotClock::new(4);
+    assert_eq!(due(&mut clock, 0), [0]);
+    assert_eq!(due(&mut clock, 1), [1]);
+    assert_eq!(due(&mut clock, 2), [2]);
+    // Ticks late by two periods: slots 3, 0 and 1 come due.
+    assert_eq!(due(&mut clock, 5), [0, 1, 3]);
+  }
+
+  #[test]
+  fn a_late_tick_makes_every_slot_it_skipped_due_once() {
+    let mut clock = SlotClock::new(4);
+    assert_eq!(due(&mut clock, 0), [0]);
+    // Two periods late: slots 1, 2 and 3 come due together.
+    assert_eq!(due(&mut clock, 3), [1, 2, 3]);
+    // Over a whole interval late: every slot, once.
+    assert_eq!(due(&mut clock, 20), [0, 1, 2, 3]);
+    // A tick in the same period again: nothing new.
+    assert_eq!(due(&mut clock, 20), Vec::<u32>::new());
   }
 }
