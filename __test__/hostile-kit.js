@@ -429,7 +429,49 @@ async function inBatches(count, width, fn) {
   return results;
 }
 
+/**
+ * Write `burst` to `socket` again and again, as fast as TCP takes it, until
+ * `total` bytes went, the socket is gone or `memory` is over its bound.
+ * Returns the flood's state, `{ written, finished }`, as it goes on.
+ */
+function flood(socket, burst, total, memory) {
+  const state = { written: 0, finished: false };
+  const pump = () => {
+    while (!socket.destroyed && state.written < total && !memory.over) {
+      state.written += burst.length;
+      if (!socket.write(burst)) {
+        socket.once('drain', pump);
+        return;
+      }
+    }
+    state.finished = true;
+  };
+  pump();
+  return state;
+}
+
+/**
+ * Resolves once a `flood` has finished or stalled (the other side stopped
+ * reading), `socket` is gone or `memory` is over; samples `memory` meanwhile.
+ */
+function floodSettled(state, socket, memory) {
+  let last = -1;
+  return until(
+    () => {
+      memory.sample();
+      const stalled = state.written === last;
+      last = state.written;
+      return state.finished || stalled || socket.destroyed || memory.over;
+    },
+    'the flood to be read or to stall',
+    30000,
+    250
+  );
+}
+
 module.exports = {
+  flood,
+  floodSettled,
   KiB,
   MiB,
   RSS_SLACK,

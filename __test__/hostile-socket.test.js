@@ -16,7 +16,7 @@ const { test } = require('node:test');
 const { Socket } = require('..');
 const { within, until, defer } = require('./helpers');
 const { floodPeer, busyWait, watchMemory, parseFrames } = require('./server-kit');
-const { MiB, socketScenario } = require('./hostile-kit');
+const { MiB, socketScenario, flood, floodSettled } = require('./hostile-kit');
 
 const TEST = { timeout: 60_000 };
 
@@ -178,10 +178,9 @@ test('a server flooding frames as fast as TCP takes: the Socket stops reading pa
 test('a server flooding pings and never reading: the Socket does not pile up pongs, memory stays bounded', TEST, async (t) => {
   const TOTAL = 256 * MiB;
   await socketScenario(t, async () => {
-    let written = 0;
-    let finished = false;
     const memory = watchMemory(64 * MiB);
     defer(t, () => memory.stop());
+    let flooded = null;
     const server = await maliciousServer(t, (socket, { key }) => {
       socket.write(switching(acceptFor(key)));
       // 512 pings of 125 bytes a write, as long as TCP takes them, up to
@@ -189,35 +188,15 @@ test('a server flooding pings and never reading: the Socket does not pile up pon
       const ping = Buffer.concat([Buffer.from([0x89, 125]), Buffer.alloc(125, 0x70)]);
       const burst = Buffer.concat(Array.from({ length: 512 }, () => ping));
       socket.pause();
-      const pump = () => {
-        while (!socket.destroyed && written < TOTAL && !memory.over) {
-          written += burst.length;
-          if (!socket.write(burst)) {
-            socket.once('drain', pump);
-            return;
-          }
-        }
-        finished = true;
-      };
-      pump();
+      flooded = { socket, state: flood(socket, burst, TOTAL, memory) };
     });
     const attacked = attackedSocket(t, server.url, { maxRetries: 0 });
     attacked.socket.messages.forEach(() => {});
     await within(new Promise((resolve) => attacked.socket.once('open', resolve)), 10000, 'the Socket to open');
     // Either the Socket reads every ping, answering (at most) the latest,
     // or it stops reading: both are fine, as long as nothing piles up.
-    let last = -1;
-    await until(
-      () => {
-        memory.sample();
-        const stalled = written === last;
-        last = written;
-        return finished || stalled || memory.over;
-      },
-      'the pings to be read or to stall',
-      30000,
-      250
-    );
+    await floodSettled(flooded.state, flooded.socket, memory);
+    const { written, finished } = flooded.state;
     memory.stop();
     t.diagnostic(
       `${(written / MiB).toFixed(1)} MiB of pings written (${finished ? 'all' : 'then stalled'}); ` +
