@@ -161,7 +161,7 @@ pub trait Inbound {
 }
 
 /// Runs one client connection until it ends: writes what is queued on
-/// `peer`, hands every data frame and the peer's close frame to `deliver`.
+/// `link`, hands every data frame and the peer's close frame to `deliver`.
 ///
 /// `backlog` holds messages to send before anything queued: messages that
 /// an earlier connection took but never handed to the kernel. Messages
@@ -184,7 +184,7 @@ where
   }
 }
 
-/// Runs connection `generation` of `peer` until it ends, or until it is
+/// Runs connection `generation` of `link` until it ends, or until it is
 /// quiet with nothing half done and the stream may rest. Reading stops
 /// while `flow` says so.
 pub async fn drive_until_rest<S>(
@@ -249,7 +249,7 @@ struct Driver<'a, S, D> {
   sent_close: bool,
   received_close: Option<Option<CloseFrame>>,
   close_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-  /// Frames taken from the peer's queue and not yet fed to tungstenite.
+  /// Frames taken from the link's queue and not yet fed to tungstenite.
   taken: VecDeque<Outgoing>,
   /// A large binary frame a server writes itself (direct_frame.rs): it goes
   /// after what tungstenite holds, and nothing is written or read (which
@@ -401,7 +401,7 @@ where
     Ok(progressed)
   }
 
-  /// The next frame to send: the backlog first, then the peer's queue.
+  /// The next frame to send: the backlog first, then the link's queue.
   fn next_outgoing(&mut self) -> Option<Outgoing> {
     if self.backlog.is_empty() && self.taken.is_empty() {
       self.taken = std::mem::take(&mut *self.link.queued_frames());

@@ -75,7 +75,7 @@ impl Flow {
     }
   }
 
-  /// A complete message of `len` bytes from `peer` was queued for JS.
+  /// A complete message of `len` bytes from `link` was queued for JS.
   pub fn hold(&self, link: &Link, len: usize) {
     let held = link.undelivered.fetch_add(len, Ordering::Relaxed) + len;
     if held > self.max_each {
@@ -84,7 +84,7 @@ impl Flow {
     self.grow(len);
   }
 
-  /// JS has run the callbacks of `len` bytes of `peer`'s messages.
+  /// JS has run the callbacks of `len` bytes of `link`'s messages.
   pub fn release(&self, link: &Link, len: usize) {
     let held = link.undelivered.fetch_sub(len, Ordering::Relaxed) - len;
     if held < self.max_each / 2 {
@@ -107,7 +107,7 @@ impl Flow {
     }
   }
 
-  /// Whether `peer`, with `arriving` bytes of a message still arriving, may
+  /// Whether `link`, with `arriving` bytes of a message still arriving, may
   /// read now. When the total stops it, `cx` is woken once the total has
   /// fallen under half.
   pub fn may_read(&self, link: &Link, arriving: usize, cx: &Context<'_>) -> bool {
