@@ -11,7 +11,9 @@ const path = require('node:path');
 const Socket = require(path.join(__dirname, '..'));
 
 const [base, agent = 'mytosis-websocket'] = process.argv.slice(2);
-const options = { json: false, maxRetries: 0, heartbeatInterval: 0 };
+// Compression with no threshold: every echo of a compressed message is
+// compressed (the suite's 12.* and 13.* cases).
+const options = { json: false, maxRetries: 0, heartbeatInterval: 0, perMessageDeflate: { threshold: 0 } };
 
 // Opens one Socket, calls `onMessage(message, socket)` for every message and
 // resolves once the Socket has stopped for good.

@@ -4,7 +4,7 @@
 // our Server (conformance/echo-server.js) and our Socket
 // (conformance/client.js), on 127.0.0.1, and prints each side's verdicts.
 //
-//   npm run conformance                          # every case but 12.* and 13.* (compression), both sides
+//   npm run conformance                          # every case, both sides (minutes: 12.* and 13.* compress)
 //   npm run conformance -- --cases '1.* 2.*'     # only these (ids or globs, space-separated)
 //   npm run conformance -- --side server --exclude '9.*'
 //
@@ -21,9 +21,8 @@ const kosoku = require('./kosoku');
 const { summarize, line } = require('./summary');
 
 const ROOT = path.join(__dirname, '..');
-const COMPRESSION = ['12.*', '13.*']; // permessage-deflate, which we do not negotiate yet
 const USAGE = `usage: node conformance/run.js [options]
-  --cases 'IDS'     case ids or globs to run, space-separated (default: all but ${COMPRESSION.join(' ')})
+  --cases 'IDS'     case ids or globs to run, space-separated (default: all, 12.* and 13.* (compression) included)
   --exclude 'IDS'   case ids or globs to leave out
   --side S          server, client or both (default both)
   --parallel N      cases run at once against the Server (default 1)
@@ -31,7 +30,7 @@ const USAGE = `usage: node conformance/run.js [options]
   --timeout S       limit for each side's run in seconds (default 1800)`;
 
 function parseArgs(argv) {
-  const opts = { cases: null, exclude: [], side: 'both', parallel: 1, out: path.join(ROOT, 'target', 'conformance'), timeout: 1800 };
+  const opts = { cases: [], exclude: [], side: 'both', parallel: 1, out: path.join(ROOT, 'target', 'conformance'), timeout: 1800 };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     if (flag === '--help' || flag === '-h') {
@@ -48,10 +47,6 @@ function parseArgs(argv) {
     else if (flag === '--timeout' && Number(value) > 0) opts.timeout = Number(value);
     else if (flag === '--out') opts.out = path.resolve(value);
     else usage(`bad argument: ${flag} ${value}`);
-  }
-  if (!opts.cases) {
-    opts.cases = [];
-    opts.exclude.push(...COMPRESSION);
   }
   return opts;
 }

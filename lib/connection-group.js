@@ -275,10 +275,13 @@ class ConnectionGroup extends Base {
    * @param {Object} [options] Options object
    * @param {(Object|Object[])} [options.except] A connection or an array of
    *     connections not to send to
+   * @param {Boolean} [options.compress=true] `false` sends it uncompressed
+   *     to members that agreed on compression
    * @return {Number} How many connections the message was queued to
    */
   send(message, options = {}) {
     const { except } = options;
+    const compress = options.compress !== false;
     const excluded = new Set(Array.isArray(except) ? except : [except]);
     const byOwner = new Map();
     const others = [];
@@ -301,10 +304,10 @@ class ConnectionGroup extends Base {
     ]);
     let queued = 0;
     for (const [owner, connections, payload] of encoded) {
-      queued += owner.sendTo(connections, payload);
+      queued += owner.sendTo(connections, payload, compress);
     }
     for (const connection of others) {
-      if (connection.send(message) === true) queued++;
+      if (connection.send(message, compress ? undefined : { compress }) === true) queued++;
     }
     return queued;
   }

@@ -188,14 +188,23 @@ class Connection {
    * text (see the README). Never throws for a closed connection.
    *
    * @param {*} message The message
+   * @param {Object} [options]
+   * @param {Boolean} [options.compress=true] `false` sends it uncompressed
+   *     even when compression was agreed on (an already compressed image)
    * @return {Boolean} `true` if it was queued, `false` if the connection is
    *     closing or gone
    * @throws {TypeError} If the message cannot be encoded
    */
-  send(message) {
+  send(message, options) {
     if (this.offline) return false;
-    const { outbox, encode, order } = this[kNativeOwner];
+    const { outbox, encode, order, native } = this[kNativeOwner];
     const payload = encode(message);
+    if (options?.compress === false) {
+      return order.submit(payload, (ready) => {
+        outbox.flush();
+        return native.sendUncompressed(this[kHandle], ready);
+      });
+    }
     return order.submit(payload, (ready) => {
       outbox.push(this[kHandle], ready);
       return true;

@@ -1,6 +1,7 @@
 'use strict';
 
 const { getSystemErrorName } = require('node:util');
+const { nativeDeflate } = require('./deflate-options');
 
 const { NativeSocket } = require('./native');
 const { batchCallback } = require('./batch');
@@ -65,7 +66,8 @@ class NativeTransport {
         maxReceiveBuffer: options.maxReceiveBuffer,
         startClosed: options.startClosed,
         tlsCa: [options.tls.ca ?? []].flat().map(String),
-        tlsRejectUnauthorized: options.tls.rejectUnauthorized ?? true
+        tlsRejectUnauthorized: options.tls.rejectUnauthorized ?? true,
+        perMessageDeflate: nativeDeflate('Socket', options.perMessageDeflate)
       },
       // Weakly held: the Socket owns this transport, the addon must not.
       batchCallback(handlers)
@@ -83,11 +85,12 @@ class NativeTransport {
     return this.#native.bufferedAmount();
   }
 
-  send(payload) {
+  send(payload, compress = true) {
     // Offline, maxEnqueuedMessages applies: the addon answers at once.
-    if (!this.#open) {
+    // A message that must not be compressed is marked as such in the addon.
+    if (!this.#open || !compress) {
       this.#flush();
-      return this.#native.send(payload);
+      return compress ? this.#native.send(payload) : this.#native.sendUncompressed(payload);
     }
     if (this.#pending.push(payload) === 1) queueMicrotask(this.#flushSoon);
     return true;

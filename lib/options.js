@@ -5,7 +5,6 @@ const { codedError } = require('./errors');
 // Option names users bring from `ws`, and what to do instead.
 const WS_HINTS = {
   noServer: 'use the "server" option to attach to an http.Server',
-  perMessageDeflate: 'compression is never negotiated; only false is accepted',
   clientTracking: 'connections are always tracked: the Server is their group'
 };
 
@@ -46,7 +45,9 @@ const TYPES = {
     'an object with "ca" (PEM strings or Buffers) and "rejectUnauthorized" (a boolean)'
   ],
   binaryType: [(v) => v === 'arraybuffer' || v === 'blob', "'arraybuffer' or 'blob'"],
-  noCompression: [(v) => v === false, 'false: compression is never negotiated']
+  deflate: [(v) => typeof v === 'boolean' || (typeof v === 'object' && v !== null), 'a boolean or an object'],
+  zlibLevel: [(v) => Number.isInteger(v) && v >= 0 && v <= 9, 'an integer from 0 to 9'],
+  windowBits: [(v) => Number.isInteger(v) && v >= 8 && v <= 15, 'an integer from 8 to 15']
 };
 
 /**

@@ -3,6 +3,7 @@
 const http = require('node:http');
 const https = require('node:https');
 
+const { nativeDeflate } = require('./deflate-options');
 const { checkOptions, invalidOption } = require('./options');
 
 // Option name to [type, default]; see lib/options.js and the README's
@@ -24,7 +25,7 @@ const SERVER_OPTIONS = Object.freeze({
   maxConnections: ['limit', Infinity],
   reusePort: ['boolean', false],
   handshakeTimeout: ['milliseconds', 10000],
-  perMessageDeflate: ['noCompression', false]
+  perMessageDeflate: ['deflate', false]
 });
 
 // Options that make no sense with `server`: that server is already bound.
@@ -56,6 +57,8 @@ function checkServerOptions(portOrOptions) {
   } else if (options.port === undefined) {
     throw invalidOption('The "port" option of Server is required (or "server")');
   }
+  // Checked here so that a bad value throws at construction.
+  nativeDeflate('Server', options.perMessageDeflate);
   if (options.reusePort && process.platform !== 'linux' && process.platform !== 'darwin') {
     throw invalidOption(`The "reusePort" option of Server is not supported on ${process.platform}`);
   }

@@ -11,6 +11,7 @@ const encode = require('./encode');
 const { NativeServer } = require('./native');
 const { batchCallback } = require('./batch');
 const { invalidOption } = require('./options');
+const { nativeDeflate } = require('./deflate-options');
 const checkServerOptions = require('./server-options');
 const { blobReadError, codedError, reportPeerError, reportUserError } = require('./errors');
 const { decodeMessage, invalidJsonError, INVALID_JSON } = require('./decode');
@@ -116,7 +117,7 @@ class Server extends ConnectionGroup {
       json: options.json,
       order: new SendOrder((err) => reportUserError(this, blobReadError(err))),
       encode: (message) => encode(message, options.json),
-      sendTo: (connections, payload) => this.#sendTo(connections, payload),
+      sendTo: (connections, payload, compress) => this.#sendTo(connections, payload, compress),
       deliverToAll: (message, connection) => this.#pushAll?.(message, connection)
     };
     const isClosing = () => this.#closing !== null;
@@ -212,15 +213,20 @@ class Server extends ConnectionGroup {
    * @param {*} message The message
    * @param {Object} [options] Options object
    * @param {(Connection|Connection[])} [options.except] Connections to skip
+   * @param {Boolean} [options.compress=true] `false` sends it uncompressed
+   *     to connections that agreed on compression
    * @return {Number} How many connections it was queued to
    * @throws {TypeError} If the message cannot be encoded
    */
   send(message, options = {}) {
     const { except } = options;
+    const compress = options.compress !== false;
     const skipped = (Array.isArray(except) ? except : [except]).filter((c) => this.#connections.owns(c));
     const handles = skipped.length > 0 ? Uint32Array.from(skipped, (c) => c[kHandle]) : null;
     const payload = this.#core.encode(message);
-    return this.#submit(payload, this.size - skipped.length, (native, ready) => native.broadcast(ready, handles));
+    return this.#submit(payload, this.size - skipped.length, (native, ready) =>
+      native.broadcast(ready, handles, compress)
+    );
   }
 
   /**
@@ -371,11 +377,14 @@ class Server extends ConnectionGroup {
    *
    * @param {Connection[]} connections Members of this server
    * @param {(String|Buffer|Promise<Buffer>)} payload The encoded message
+   * @param {Boolean} compress `false` sends it uncompressed
    * @return {Number} How many connections it was queued to
    */
-  #sendTo(connections, payload) {
+  #sendTo(connections, payload, compress) {
     const handles = Uint32Array.from(connections, (c) => c[kHandle]);
-    return this.#submit(payload, handles.length, (native, ready) => native.sendMany(handles, ready));
+    return this.#submit(payload, handles.length, (native, ready) =>
+      native.sendMany(handles, ready, compress)
+    );
   }
 
   /**
@@ -480,7 +489,8 @@ function nativeOptions(options) {
     verify: options.verifyClient !== undefined || options.handleProtocols !== undefined,
     tlsCert: options.tls && String(options.tls.cert),
     tlsKey: options.tls && String(options.tls.key),
-    reusePort: options.reusePort
+    reusePort: options.reusePort,
+    perMessageDeflate: nativeDeflate('Server', options.perMessageDeflate)
   };
 }
 

@@ -8,6 +8,7 @@ const SendOrder = require('./send-order');
 const Stream = require('./stream');
 const { checkOptions } = require('./options');
 const SOCKET_OPTIONS = require('./socket-options');
+const { nativeDeflate } = require('./deflate-options');
 const { checkClose } = require('./validation');
 const { blobReadError, codedError, reportPeerError, reportUserError } = require('./errors');
 const randomUUID = require('./random-uuid');
@@ -83,6 +84,8 @@ class SocketCore extends EventEmitter {
     super();
     if (typeof url !== 'function') platform.checkUrl(url);
     this.#options = checkOptions('Socket', options ?? {}, SOCKET_OPTIONS);
+    // Checked here so that a bad value throws at construction.
+    nativeDeflate('Socket', this.#options.perMessageDeflate);
     this.#platform = platform;
 
     /** @type {String} `'mytosis-websocket:'` and the URL (or a UUID). */
@@ -149,12 +152,15 @@ class SocketCore extends EventEmitter {
    * connection opens.
    *
    * @param {*} message The message
+   * @param {Object} [options]
+   * @param {Boolean} [options.compress=true] `false` sends it uncompressed
+   *     even when compression was agreed on (an already compressed image)
    * @return {Boolean} `true` if it was accepted; `false` if the offline
    *     queue is full (`'error'` `ERR_QUEUE_FULL` is emitted then)
    * @throws {TypeError} If the message cannot be encoded
    * @throws {Error} `ERR_CLOSED` after `close()`
    */
-  send(message) {
+  send(message, options) {
     if (this.#closed) {
       throw codedError(
         Error,
@@ -163,7 +169,8 @@ class SocketCore extends EventEmitter {
       );
     }
     const payload = this.#platform.encode(message, this.#options.json);
-    return this.#order.submit(payload, (ready) => this.#enqueue(ready));
+    const compress = options?.compress !== false;
+    return this.#order.submit(payload, (ready) => this.#enqueue(ready, compress));
   }
 
   /**
@@ -223,8 +230,8 @@ class SocketCore extends EventEmitter {
     return this;
   }
 
-  #enqueue(payload) {
-    if (this.#transport.send(payload)) return true;
+  #enqueue(payload, compress) {
+    if (this.#transport.send(payload, compress)) return true;
     const err = codedError(
       Error,
       'ERR_QUEUE_FULL',

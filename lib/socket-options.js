@@ -21,7 +21,8 @@ const SOCKET_OPTIONS = Object.freeze({
   maxReceiveBuffer: ['limit', 1024 * 1024],
   headers: ['headers', {}],
   tls: ['clientTls', {}],
-  heartbeatInterval: ['milliseconds', 30000]
+  heartbeatInterval: ['milliseconds', 30000],
+  perMessageDeflate: ['deflate', true]
 });
 
 module.exports = SOCKET_OPTIONS;

@@ -43,6 +43,8 @@ pub fn payload_len(message: &Message) -> usize {
   match message {
     Message::Text(text) => text.len(),
     Message::Binary(bytes) => bytes.len(),
+    // A compressed message, or one sent as it is (`compress: false`).
+    Message::Frame(frame) => frame.payload().len(),
     _ => 0,
   }
 }

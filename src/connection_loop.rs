@@ -26,6 +26,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::buffers::payload_len;
+use crate::deflate::inflate::InflateError;
+use crate::deflate::Compressor;
 use crate::direct_frame::{DirectFrame, DIRECT_MIN_LEN};
 use crate::flow::Flow;
 use crate::link::{is_ping, now_ms, Link, Outgoing, Paused, Termination, ANY_CONNECTION};
@@ -45,6 +47,7 @@ const MAX_JS_STRING: usize = (1 << 29) - 24;
 pub mod reason {
   pub const PROTOCOL_ERROR: &str = "protocol error";
   pub const INVALID_UTF8: &str = "invalid UTF-8";
+  pub const BAD_COMPRESSED_DATA: &str = "invalid compressed data";
   pub const TOO_BIG: &str = "message too big";
   pub const BACKPRESSURE: &str = "backpressure limit exceeded";
   pub const STALLED: &str = "message stalled while paused";
@@ -114,6 +117,8 @@ enum Stop {
   Terminated(Termination),
   CloseTimedOut,
   Failed(WsError),
+  /// What the peer sent is refused with this close code and reason.
+  Invalid(CloseCode, &'static str),
   /// Stopped by the receive buffers' total in the middle of a message for
   /// too long (flow.rs).
   Stalled,
@@ -137,26 +142,79 @@ pub enum Outcome {
   Ended(Ended),
 }
 
-/// What the loop asks of the byte stream under tungstenite besides bytes.
-/// A server's stream (server_stream.rs) can rest and reads large binary
-/// frames itself; a client's does neither.
+/// What the loop asks of the byte stream under tungstenite besides bytes
+/// (server_stream.rs).
 pub trait Inbound {
   /// Whether tungstenite holds no part of a message, so that the loop may
   /// stop while the connection is quiet and let it rest.
+  fn may_rest(&self) -> bool;
+
+  /// A message read past tungstenite (a large binary one, or a compressed
+  /// one), once whole; `None` when none is being read.
+  fn poll_held_message(&mut self, cx: &mut Context<'_>)
+    -> Poll<Option<Result<Message, HeldError>>>;
+
+  /// Bytes read of the message being received, for the receive buffers'
+  /// total.
+  fn arriving(&self) -> usize;
+}
+
+impl<T: Inbound> Inbound for &mut T {
   fn may_rest(&self) -> bool {
-    false
+    (**self).may_rest()
   }
 
-  /// A large binary message read past tungstenite, once whole; `None` when
-  /// none is being read.
-  fn poll_large_binary(&mut self, _cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-    Poll::Ready(None)
+  fn poll_held_message(
+    &mut self,
+    cx: &mut Context<'_>,
+  ) -> Poll<Option<Result<Message, HeldError>>> {
+    (**self).poll_held_message(cx)
   }
 
-  /// Bytes read of the message being received, when they count against the
-  /// receive buffers' total (a server's; a client has no total).
   fn arriving(&self) -> usize {
-    0
+    (**self).arriving()
+  }
+}
+
+/// Why a message read past tungstenite cannot be delivered.
+pub enum HeldError {
+  Ws(WsError),
+  /// It is (or inflates to) more than the most a message may hold.
+  TooBig,
+  /// A compressed message whose bytes are not a deflate stream.
+  BadCompressedData,
+}
+
+impl From<WsError> for HeldError {
+  fn from(error: WsError) -> HeldError {
+    HeldError::Ws(error)
+  }
+}
+
+impl From<io::Error> for HeldError {
+  fn from(error: io::Error) -> HeldError {
+    HeldError::Ws(WsError::Io(error))
+  }
+}
+
+impl From<InflateError> for HeldError {
+  fn from(error: InflateError) -> HeldError {
+    match error {
+      InflateError::TooBig => HeldError::TooBig,
+      InflateError::Corrupt => HeldError::BadCompressedData,
+    }
+  }
+}
+
+impl From<HeldError> for Stop {
+  fn from(error: HeldError) -> Stop {
+    match error {
+      HeldError::Ws(error) => Stop::Failed(error),
+      HeldError::TooBig => Stop::Invalid(CloseCode::Size, reason::TOO_BIG),
+      HeldError::BadCompressedData => {
+        Stop::Invalid(CloseCode::Invalid, reason::BAD_COMPRESSED_DATA)
+      }
+    }
   }
 }
 
@@ -167,20 +225,27 @@ pub trait Inbound {
 /// an earlier connection took but never handed to the kernel. Messages
 /// taken but not yet flushed to the kernel when this connection fails go
 /// back to its head, for the next connection.
+///
+/// With `compressor`, what it sends is compressed as it goes out (the
+/// messages given back stay uncompressed: the next connection may not
+/// have agreed on compression).
 pub async fn drive<S>(
   ws: &mut WebSocketStream<S>,
   backlog: &mut VecDeque<Message>,
   link: &Link,
   flow: &Flow,
+  compressor: Option<Compressor>,
   deliver: impl FnMut(Incoming),
 ) -> Ended
 where
   S: AsyncRead + AsyncWrite + Inbound + Unpin,
 {
   let generation = link.open_connection();
-  match drive_until_rest(ws, backlog, link, flow, generation, Role::Client, deliver).await {
+  let mut driver = Driver::new(ws, backlog, link, flow, generation, Role::Client, deliver);
+  driver.compressor = compressor;
+  match driver.run().await {
     Outcome::Ended(ended) => ended,
-    Outcome::Rested => unreachable!("a connection that may not rest never rests"),
+    Outcome::Rested => unreachable!("a client connection never rests"),
   }
 }
 
@@ -199,19 +264,7 @@ pub async fn drive_until_rest<S>(
 where
   S: AsyncRead + AsyncWrite + Inbound + Unpin,
 {
-  let mut driver = Driver::new(ws, backlog, link, flow, generation, role, deliver);
-  let stopped = poll_fn(|cx| {
-    // A panic here is a bug of ours: it ends this connection (with 1011),
-    // not the process or the other connections.
-    catch_unwind(AssertUnwindSafe(|| driver.poll_rounds(cx)))
-      .unwrap_or(Poll::Ready(Some(Stop::Panicked)))
-  })
-  .await;
-  flow.arriving(driver.arriving, 0);
-  match stopped {
-    None => Outcome::Rested,
-    Some(stop) => Outcome::Ended(driver.finish(stop).await),
-  }
+  Driver::new(ws, backlog, link, flow, generation, role, deliver).run().await
 }
 
 /// What one round of the loop found.
@@ -263,6 +316,8 @@ struct Driver<'a, S, D> {
   /// Bytes of the pongs tungstenite owes the peer since the last complete
   /// flush (see MAX_OWED_PONGS).
   owed_pongs: usize,
+  /// How a client compresses what it sends (see `drive`).
+  compressor: Option<Compressor>,
 }
 
 impl<'a, S, D> Driver<'a, S, D>
@@ -297,6 +352,23 @@ where
       arriving: 0,
       stall_deadline: None,
       owed_pongs: 0,
+      compressor: None,
+    }
+  }
+
+  /// Runs the connection until it rests or ends.
+  async fn run(mut self) -> Outcome {
+    let stopped = poll_fn(|cx| {
+      // A panic here is a bug of ours: it ends this connection (with 1011),
+      // not the process or the other connections.
+      catch_unwind(AssertUnwindSafe(|| self.poll_rounds(cx)))
+        .unwrap_or(Poll::Ready(Some(Stop::Panicked)))
+    })
+    .await;
+    self.flow.arriving(self.arriving, 0);
+    match stopped {
+      None => Outcome::Rested,
+      Some(stop) => Outcome::Ended(self.finish(stop).await),
     }
   }
 
@@ -376,11 +448,15 @@ where
           break;
         }
         Outgoing::Message(message) => {
+          // Counted as queued: uncompressed, for a client's compressor.
           self.unflushed_bytes += payload_len(&message);
           if self.role == Role::Client && !is_ping(&message) {
             self.unflushed.push(message.clone());
           }
-          message
+          match &self.compressor {
+            Some(compressor) => compressor.compress(&message).or(message),
+            None => message,
+          }
         }
         Outgoing::Close(_, meant_for)
           if meant_for != self.generation && meant_for != ANY_CONNECTION =>
@@ -458,11 +534,11 @@ where
       return Ok(false);
     }
     let read = match self.ws.poll_next_unpin(cx) {
-      // tungstenite waits while the stream reads a large binary frame.
+      // tungstenite waits while the stream reads a message past it.
       Poll::Pending if self.received_close.is_none() => {
-        match self.ws.get_mut().poll_large_binary(cx) {
-          Poll::Ready(Some(Ok(payload))) => Poll::Ready(Some(Ok(Message::Binary(payload)))),
-          Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(WsError::Io(error)))),
+        match self.ws.get_mut().poll_held_message(cx) {
+          Poll::Ready(Some(Ok(message))) => Poll::Ready(Some(Ok(message))),
+          Poll::Ready(Some(Err(error))) => return Err(error.into()),
           Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
       }
@@ -548,7 +624,7 @@ where
       && self.taken.is_empty()
       && self.backlog.is_empty()
       && self.direct.is_none();
-    idle && may_read && self.ws.get_ref().may_rest()
+    idle && may_read && self.role == Role::Server && self.ws.get_ref().may_rest()
   }
 
   /// Ends a stopped connection: gives back what was not sent, and tells the
@@ -618,6 +694,7 @@ where
         Some((code, reason)) => Ended { invalid_input: true, ..Ended::by_us(code, reason) },
         None => return Ending::Quiet(Ended::abnormal()),
       },
+      Stop::Invalid(code, reason) => Ended { invalid_input: true, ..Ended::by_us(code, reason) },
       Stop::Stalled => Ended::by_us(CloseCode::Policy, reason::STALLED),
       Stop::Panicked => Ended::internal_error(),
     };

@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::connection_loop::{drive_until_rest, Ended, Incoming, Outcome, Role};
+use crate::deflate::Agreement;
 use crate::flow::Flow;
 use crate::link::Link;
 use crate::server_stream::{ServerStream, READ_AHEAD};
@@ -153,24 +154,34 @@ where
 /// through the read-ahead buffer.
 pub async fn active_period<S>(
   mut stream: ServerStream<S>,
-  mut config: WebSocketConfig,
-  link: &Link,
-  flow: &Flow,
-  generation: u32,
+  period: Period<'_>,
   deliver: impl FnMut(Incoming),
 ) -> (ServerStream<S>, Outcome)
 where
   S: AsyncRead + AsyncWrite + Unpin,
 {
+  let Period { mut config, deflate, link, flow, generation } = period;
   if stream.next_frame_len().is_some_and(|len| len >= READ_AHEAD as u64) {
     config = config.read_buffer_size(READ_AHEAD);
   }
   let most = [config.max_message_size, config.max_frame_size].into_iter().flatten().min();
-  stream.allow_large_binary(most.unwrap_or(usize::MAX));
+  stream.set_max_message(most.unwrap_or(usize::MAX));
+  stream.agree_on(deflate);
   let mut ws = WebSocketStream::from_raw_socket(&mut stream, WsRole::Server, Some(config)).await;
   let no_backlog = &mut VecDeque::new();
   let outcome =
     drive_until_rest(&mut ws, no_backlog, link, flow, generation, Role::Server, deliver).await;
   drop(ws);
   (stream, outcome)
+}
+
+/// What an active period of a server connection runs with.
+pub struct Period<'a> {
+  pub config: WebSocketConfig,
+  /// The compression agreed on in the handshake (a dormant connection's
+  /// stream does not keep it).
+  pub deflate: Option<Agreement>,
+  pub link: &'a Link,
+  pub flow: &'a Flow,
+  pub generation: u32,
 }

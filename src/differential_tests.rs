@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::connection_loop::{close_code_for, Ended, Incoming};
-use crate::connection_task::{self, Active, ConnectionTask, Owner};
+use crate::connection_task::{self, Active, ConnectionTask, Owner, Period};
 use crate::direct_frame::DIRECT_MIN_LEN;
 use crate::flow::Flow;
 use crate::link::{Limits, Link};
@@ -164,15 +164,14 @@ impl Owner<ScriptStream> for Echoing {
           echo.send(echo_of(binary, payload), Limits::NONE);
         }
       };
-      connection_task::active_period(
-        stream,
-        this.config,
-        &this.link,
-        &this.flow,
+      let period = Period {
+        config: this.config,
+        deflate: None,
+        link: &this.link,
+        flow: &this.flow,
         generation,
-        deliver,
-      )
-      .await
+      };
+      connection_task::active_period(stream, period, deliver).await
     })
   }
 

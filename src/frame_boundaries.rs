@@ -12,13 +12,7 @@ use std::io::Cursor;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode;
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
-/// The longest frame header: 2 bytes, an 8-byte length and a 4-byte mask.
-const MAX_HEADER: usize = 14;
-
 pub struct FrameBoundaries {
-  /// The start of a header that has not fully arrived.
-  header: [u8; MAX_HEADER],
-  header_len: u8,
   /// Payload bytes of the current frame still to come.
   payload_left: u64,
   /// A data frame without FIN was seen and its final fragment was not.
@@ -28,31 +22,25 @@ pub struct FrameBoundaries {
   invalid: bool,
   /// Bytes followed since the last message boundary: those of the message
   /// being received.
-  /// (A u32 fits where padding was: dormant connections keep this.)
   in_message: u32,
 }
 
 impl FrameBoundaries {
   pub const fn new() -> FrameBoundaries {
-    FrameBoundaries {
-      header: [0; MAX_HEADER],
-      header_len: 0,
-      payload_left: 0,
-      fragmented: false,
-      invalid: false,
-      in_message: 0,
-    }
+    FrameBoundaries { payload_left: 0, fragmented: false, invalid: false, in_message: 0 }
   }
 
-  /// Follows `bytes`, the next ones handed to tungstenite.
+  /// Follows `bytes`, the next ones handed to tungstenite: the rest of a
+  /// frame's payload.
   pub fn follow(&mut self, bytes: &[u8]) {
     self.follow_until(bytes, |_, _| false);
   }
 
-  /// Follows `bytes` up to the start of the first frame, outside a
-  /// fragmented message and with its whole header among `bytes`, that
-  /// `stop(header, payload_len)` picks; returns how many bytes it followed,
-  /// all of them when no frame was picked.
+  /// Follows `bytes` up to the first frame header that is not whole among
+  /// them (a header is handed on whole, so that the stream can look at it
+  /// first), or up to the start of the first frame outside a fragmented
+  /// message that `stop(header, payload_len)` picks; returns how many
+  /// bytes it followed.
   pub fn follow_until(&mut self, bytes: &[u8], stop: impl Fn(&FrameHeader, u64) -> bool) -> usize {
     let all = bytes.len();
     let mut bytes = bytes;
@@ -63,28 +51,20 @@ impl FrameBoundaries {
         self.payload_left -= skipped as u64;
         bytes = &bytes[skipped..];
       } else {
-        let had = usize::from(self.header_len);
-        let added = bytes.len().min(MAX_HEADER - had);
-        self.header[had..had + added].copy_from_slice(&bytes[..added]);
-        let mut cursor = Cursor::new(&self.header[..had + added]);
+        let mut cursor = Cursor::new(bytes);
         match FrameHeader::parse(&mut cursor) {
           Ok(Some((header, payload_len))) => {
-            if had == 0 && !self.fragmented && stop(&header, payload_len) {
+            if !self.fragmented && stop(&header, payload_len) {
               return all - bytes.len();
             }
-            let used = cursor.position() as usize - had;
-            bytes = &bytes[used..];
-            self.header_len = 0;
+            bytes = &bytes[cursor.position() as usize..];
             self.payload_left = payload_len;
             // Control frames may come between fragments and change nothing.
             if let OpCode::Data(_) = header.opcode {
               self.fragmented = !header.is_final;
             }
           }
-          Ok(None) => {
-            self.header_len = (had + added) as u8;
-            bytes = &[];
-          }
+          Ok(None) => return all - bytes.len(),
           Err(_) => self.invalid = true,
         }
       }
@@ -105,10 +85,15 @@ impl FrameBoundaries {
     self.payload_left
   }
 
+  /// Whether the next byte starts a frame (or the bytes are invalid).
+  pub fn at_frame_start(&self) -> bool {
+    self.payload_left == 0
+  }
+
   /// Whether every byte followed so far belongs to a complete frame and no
   /// fragmented message is open.
   pub fn between_messages(&self) -> bool {
-    self.header_len == 0 && self.payload_left == 0 && !self.fragmented && !self.invalid
+    self.payload_left == 0 && !self.fragmented && !self.invalid
   }
 }
 
@@ -139,14 +124,34 @@ mod tests {
   }
 
   #[test]
-  fn follows_frames_split_anywhere() {
+  fn follows_frames_split_anywhere_but_in_a_header() {
     let mut stream = frame(0x82, 70_000);
     stream.extend(frame(0x81, 3));
-    for cut in [1, 2, 5, 13, 14, 70_013, stream.len() - 1] {
+    for cut in [1, 2, 5, 13, 14, 70_013, 70_015, stream.len() - 1] {
       let mut boundaries = FrameBoundaries::new();
-      boundaries.follow(&stream[..cut]);
-      assert!(!boundaries.between_messages(), "cut at {cut}");
-      boundaries.follow(&stream[cut..]);
+      let followed = boundaries.follow_until(&stream[..cut], |_, _| false);
+      // A header cut short is left for the next bytes.
+      let header_cut = cut < 14 || (70_014..70_020).contains(&cut);
+      assert_eq!(
+        followed,
+        if cut < 14 {
+          0
+        } else if header_cut {
+          70_014
+        } else {
+          cut
+        },
+        "cut at {cut}"
+      );
+      assert_eq!(
+        boundaries.between_messages(),
+        followed == 0 || followed == 70_014,
+        "cut at {cut}"
+      );
+      assert_eq!(
+        boundaries.follow_until(&stream[followed..], |_, _| false),
+        stream.len() - followed
+      );
       assert!(boundaries.between_messages(), "cut at {cut}");
     }
   }
@@ -175,10 +180,9 @@ mod tests {
     assert_eq!(boundaries.follow_until(&stream, large_binary), picked_at);
     assert!(boundaries.between_messages());
 
-    // Not when only part of its header is there: it is followed as usual.
+    // Nor past it when only part of its header is there.
     let mut boundaries = FrameBoundaries::new();
-    assert_eq!(boundaries.follow_until(&stream[..picked_at + 3], large_binary), picked_at + 3);
-    assert!(!boundaries.between_messages());
+    assert_eq!(boundaries.follow_until(&stream[..picked_at + 3], large_binary), picked_at);
 
     // Not inside a fragmented message (where tungstenite must see it, to
     // fail the connection).

@@ -8,7 +8,10 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
 use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_response, Request};
-use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use crate::deflate::negotiation::{self, ServerSettings};
+use crate::deflate::Agreement;
 
 /// The largest request head we read; browsers send well under 8 KiB.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
@@ -93,9 +96,14 @@ pub fn offered_protocols(request: &Request) -> Vec<String> {
     .collect()
 }
 
-/// The 101 answer, with `protocol` when one was chosen; a refusal when the
-/// request is not a valid WebSocket upgrade.
-pub fn accept_response(request: &Request, protocol: &str) -> Result<Vec<u8>, Refusal> {
+/// The 101 answer, with `protocol` when one was chosen and permessage-deflate
+/// when `deflate` allows it and the client offers it (with what was agreed);
+/// a refusal when the request is not a valid WebSocket upgrade.
+pub fn accept_response(
+  request: &Request,
+  protocol: &str,
+  deflate: Option<ServerSettings>,
+) -> Result<(Vec<u8>, Option<Agreement>), Refusal> {
   check_request(request)?;
   let mut response =
     create_response(request).map_err(|error| Refusal::bad_request(error.to_string()))?;
@@ -104,9 +112,23 @@ pub fn accept_response(request: &Request, protocol: &str) -> Result<Vec<u8>, Ref
       HeaderValue::from_str(protocol).map_err(|error| Refusal::bad_request(error.to_string()))?;
     response.headers_mut().insert("sec-websocket-protocol", value);
   }
-  let mut bytes = Vec::with_capacity(160);
+  let offers = header_values(request.headers(), "sec-websocket-extensions");
+  let accepted = deflate.and_then(|settings| negotiation::accept_offer(&offers, settings));
+  let agreement = accepted.map(|(agreement, answer)| {
+    // Built of our own ASCII text.
+    if let Ok(value) = HeaderValue::from_str(&answer) {
+      response.headers_mut().insert("sec-websocket-extensions", value);
+    }
+    agreement
+  });
+  let mut bytes = Vec::with_capacity(224);
   write_response(&mut bytes, &response).map_err(|error| Refusal::bad_request(error.to_string()))?;
-  Ok(bytes)
+  Ok((bytes, agreement))
+}
+
+/// The values of every `name` header that is text.
+pub fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+  headers.get_all(name).iter().filter_map(|value| value.to_str().ok()).collect()
 }
 
 /// What RFC 6455 4.2.1-2 asks that tungstenite's `create_response` does not

@@ -3,8 +3,10 @@
 //! napi-rs. Users never see these classes; the JS facade wraps them.
 
 mod buffers;
+mod client_transport;
 mod connection_loop;
 mod connection_task;
+mod deflate;
 #[cfg(test)]
 mod differential_tests;
 mod direct_frame;

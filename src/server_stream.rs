@@ -1,6 +1,8 @@
-//! The byte stream under a server connection's tungstenite state.
+//! The byte stream under a connection's tungstenite state.
 //!
-//! It does four things for a connection that should cost little while idle:
+//! It does five things, the first for every connection, the others for one
+//! that should cost little while idle (a server's) or that tungstenite
+//! cannot read alone (one that agreed on compression):
 //! - Reads ahead. tungstenite reads at most its (small) read buffer's size at
 //!   once, which would cost one system call per 4 KiB of a large message, so
 //!   this reads up to 64 KiB into a scratch buffer of the worker thread and
@@ -8,14 +10,22 @@
 //!   keeps that buffer (its "spill") until it is consumed.
 //! - Follows frame boundaries in what it hands on (frame_boundaries.rs), so
 //!   the connection knows when tungstenite holds no partial frame and its
-//!   state may be dropped.
+//!   state may be dropped. A frame header is handed on whole, once it has
+//!   all arrived, so that the frame can be looked at first.
 //! - Waits for the next bytes while no tungstenite state exists
 //!   (`poll_arrival`), keeping them for the state made to read them.
-//! - Reads large binary frames past tungstenite (`poll_large_binary`).
-//!   tungstenite zero-fills its read buffer before every read, a tenth of
-//!   the server's time in the 1 MiB echo benchmark; a frame that is a whole
-//!   binary message of DIRECT_MIN_LEN bytes or more is read straight into
-//!   its own buffer instead, as many bytes per read as the socket holds.
+//! - Reads large binary frames past tungstenite. tungstenite zero-fills
+//!   its read buffer before every read, a tenth of the server's time in the
+//!   1 MiB echo benchmark; a frame that is a whole binary message of
+//!   DIRECT_MIN_LEN bytes or more is read straight into its own buffer
+//!   instead, as many bytes per read as the socket holds.
+//! - Reads compressed messages past tungstenite (which refuses frames with
+//!   RSV1 set) and inflates them (deflate/inflate.rs). Control frames that
+//!   come between a compressed message's fragments still go to tungstenite,
+//!   which answers them.
+//!
+//! Before frames start, it hands on the opening handshake's head and not a
+//! byte past it, so that the frames after it are followed from the first.
 
 use std::cell::Cell;
 use std::io::{self, Cursor};
@@ -23,18 +33,26 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use flate2::Decompress;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::{FrameHeader, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::io::poll_read_buf;
 
-use crate::connection_loop::Inbound;
+use crate::connection_loop::{HeldError, Inbound};
+use crate::deflate::inflate::Inflation;
+use crate::deflate::Agreement;
 use crate::direct_frame::DIRECT_MIN_LEN;
 use crate::frame_boundaries::FrameBoundaries;
 
 /// The most read from the socket at once; reads asking for at least this
 /// much go straight into the caller's buffer.
 pub const READ_AHEAD: usize = 64 * 1024;
+
+/// How an HTTP head ends.
+const HEAD_END: &[u8; 4] = b"\r\n\r\n";
 
 thread_local! {
   static SCRATCH: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
@@ -58,6 +76,17 @@ struct Spill {
   end: usize,
 }
 
+impl Spill {
+  fn unread(&self) -> &[u8] {
+    &self.data[self.start..self.end]
+  }
+}
+
+/// The first `room` unread bytes of `spill`.
+fn bytes_within(spill: &Spill, room: usize) -> &[u8] {
+  &spill.data[spill.start..spill.start + room]
+}
+
 /// Keeps what is left of `spill` in `slot`, or gives its buffer back.
 fn keep_spill(slot: &mut Option<Box<Spill>>, spill: Box<Spill>) {
   if spill.start < spill.end {
@@ -68,10 +97,16 @@ fn keep_spill(slot: &mut Option<Box<Spill>>, spill: Box<Spill>) {
   }
 }
 
-/// What a read while resting found besides bytes, kept for tungstenite.
+/// What a read found besides bytes, kept for tungstenite.
 enum Ending {
   Eof,
   Failed(io::Error),
+}
+
+/// A message read past tungstenite.
+enum Held {
+  Large(LargeBinary),
+  Compressed(Compressed),
 }
 
 /// A large binary frame being read past tungstenite.
@@ -81,38 +116,25 @@ struct LargeBinary {
   mask: [u8; 4],
 }
 
-impl LargeBinary {
-  /// Whether a frame is one tungstenite would take as one binary message
-  /// of at least DIRECT_MIN_LEN and at most `limit` bytes: final, masked,
-  /// no reserved bits. Anything else goes to tungstenite, which also
-  /// reports what is wrong with it.
-  fn accepts(header: &FrameHeader, len: u64, limit: usize) -> bool {
-    header.is_final
-      && !(header.rsv1 || header.rsv2 || header.rsv3)
-      && matches!(header.opcode, OpCode::Data(Data::Binary))
-      && header.mask.is_some()
-      && len >= DIRECT_MIN_LEN as u64
-      && len <= limit as u64
-  }
-
-  /// The header's length and the frame, when `bytes` start with the whole
-  /// header of a frame `accepts` takes.
-  fn at_start_of(bytes: &[u8], limit: usize) -> Option<(usize, LargeBinary)> {
-    let mut cursor = Cursor::new(bytes);
-    let (header, len) = FrameHeader::parse(&mut cursor).ok().flatten()?;
-    if !LargeBinary::accepts(&header, len, limit) {
-      return None;
-    }
-    let len = usize::try_from(len).ok()?;
-    let mask = header.mask?;
-    let frame = LargeBinary { payload: BytesMut::with_capacity(len), len, mask };
-    Some((cursor.position() as usize, frame))
-  }
+/// A compressed message being read and inflated.
+struct Compressed {
+  binary: bool,
+  inflation: Inflation,
+  /// Payload bytes of the current frame still to come.
+  payload_left: u64,
+  /// The current frame's mask, and where in its cycle the next byte is.
+  mask: Option<[u8; 4]>,
+  mask_at: usize,
+  /// The current frame is the message's last.
+  last_frame: bool,
+  /// Compressed bytes read so far: bounded like the inflated ones.
+  compressed: u64,
 }
 
-/// Removes a client's mask (RFC 6455 5.3); tungstenite keeps its own
-/// private.
-fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+/// Removes a client's mask (RFC 6455 5.3) from bytes that start `at` bytes
+/// into the masked payload; tungstenite keeps its own private.
+fn unmask(payload: &mut [u8], mask: [u8; 4], at: usize) {
+  let mask = [mask[at % 4], mask[(at + 1) % 4], mask[(at + 2) % 4], mask[(at + 3) % 4]];
   let word = u32::from_ne_bytes(mask);
   let (words, rest) = payload.as_chunks_mut::<4>();
   for chunk in words {
@@ -123,6 +145,72 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
   }
 }
 
+/// Which frames the stream holds back from tungstenite at a message's
+/// start.
+#[derive(Clone, Copy)]
+struct HoldBack {
+  /// Binary frames this large or larger, up to the largest message, are
+  /// read directly; 0 reads none.
+  large_limit: u32,
+  /// Compressed messages are inflated here (compression was agreed on).
+  compressed: bool,
+  /// Frames from the peer are masked (it is a client).
+  peer_masks: bool,
+}
+
+impl HoldBack {
+  /// Whether a frame starts a message the stream reads itself. A frame
+  /// that is not quite right for that goes to tungstenite, which reports
+  /// what is wrong with it.
+  fn picks(&self, header: &FrameHeader, len: u64) -> bool {
+    let data = matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
+    let well_masked = header.mask.is_some() == self.peer_masks;
+    let reserved = header.rsv2 || header.rsv3;
+    if !data || !well_masked || reserved {
+      return false;
+    }
+    if header.rsv1 {
+      return self.compressed;
+    }
+    header.is_final
+      && header.opcode == OpCode::Data(Data::Binary)
+      && len >= DIRECT_MIN_LEN as u64
+      && len <= u64::from(self.large_limit)
+  }
+}
+
+/// What came next in a held compressed message.
+enum Fragment {
+  /// Its next frame, whose payload follows.
+  Started,
+  /// A control frame, for tungstenite.
+  Control,
+  /// A header that has not all arrived.
+  Incomplete,
+  Invalid(HeldError),
+}
+
+fn is_control(opcode: OpCode) -> bool {
+  matches!(opcode, OpCode::Control(_))
+}
+
+fn unexpected_eof() -> HeldError {
+  io::Error::from(io::ErrorKind::UnexpectedEof).into()
+}
+
+/// What `hand_on` did.
+enum HandOn {
+  /// Bytes went into tungstenite's buffer.
+  Handed,
+  /// The next frame starts a message read past tungstenite.
+  HeldBack,
+  /// The next bytes are a held message's, or a header that has not all
+  /// arrived; tungstenite waits.
+  Wait,
+  /// Nothing can be handed on until more bytes arrive.
+  NeedMore,
+}
+
 pub struct ServerStream<S> {
   inner: S,
   /// Boxed: it exists only between reads, and idle connections should be
@@ -131,35 +219,64 @@ pub struct ServerStream<S> {
   ending: Option<Ending>,
   boundaries: FrameBoundaries,
   /// Boxed for the same reason as `spill`.
-  large: Option<Box<LargeBinary>>,
-  /// The largest frame read past tungstenite: the connection's maximum
-  /// message size; 0 until `allow_large_binary`.
-  large_limit: u32,
+  held: Option<Box<Held>>,
+  /// The connection's maximum message size; 0 until `set_max_message`.
+  max_message: u32,
+  /// How many bytes of HEAD_END the bytes handed on so far end with, while
+  /// the opening handshake's head is read; `None` once frames started.
+  head_end_seen: Option<u8>,
+  large_binary: bool,
+  peer_masks: bool,
+  /// What compression the two ends agreed on, if any.
+  deflate: Option<Agreement>,
+  /// The inflater between messages, when the peer keeps its context.
+  kept_inflater: Option<Box<Decompress>>,
 }
 
 impl<S> ServerStream<S> {
+  /// A server connection's stream: the peer masks its frames, and large
+  /// binary frames are read directly.
   pub fn new(inner: S) -> ServerStream<S> {
     ServerStream {
       inner,
       spill: None,
       ending: None,
       boundaries: FrameBoundaries::new(),
-      large: None,
-      large_limit: 0,
+      held: None,
+      max_message: 0,
+      head_end_seen: Some(0),
+      large_binary: true,
+      peer_masks: true,
+      deflate: None,
+      kept_inflater: None,
     }
+  }
+
+  /// The stream under this one.
+  pub fn get_ref(&self) -> &S {
+    &self.inner
+  }
+
+  /// A client connection's stream: the server does not mask.
+  pub fn for_client(inner: S) -> ServerStream<S> {
+    ServerStream { large_binary: false, peer_masks: false, ..ServerStream::new(inner) }
   }
 
   /// A dormant connection's stream, back in tokio (dormancy.rs).
   #[cfg(dormancy)]
   pub fn resume(inner: S, boundaries: FrameBoundaries) -> ServerStream<S> {
-    ServerStream { boundaries, ..ServerStream::new(inner) }
+    ServerStream { boundaries, head_end_seen: None, ..ServerStream::new(inner) }
   }
 
   /// Whether the stream holds nothing but the socket and where frames
-  /// begin, so that the connection may go dormant.
+  /// begin, so that the connection may go dormant. (Its agreement on
+  /// compression is the connection's to give back, `agree_on`.)
   #[cfg(dormancy)]
   pub fn may_go_dormant(&self) -> bool {
-    self.spill.is_none() && self.ending.is_none() && self.large.is_none()
+    self.spill.is_none()
+      && self.ending.is_none()
+      && self.held.is_none()
+      && self.kept_inflater.is_none()
   }
 
   /// The socket and where frames begin, for a dormant connection; the
@@ -172,18 +289,25 @@ impl<S> ServerStream<S> {
     Ok((self.inner, self.boundaries))
   }
 
-  /// Lets `poll_large_binary` read binary messages of up to `limit` bytes
-  /// (larger ones go to tungstenite, which refuses them).
-  pub fn allow_large_binary(&mut self, limit: usize) {
-    self.large_limit = u32::try_from(limit).unwrap_or(u32::MAX);
+  /// Sets the largest message the peer may send: larger binary frames go
+  /// to tungstenite, which refuses them, and compressed messages stop
+  /// inflating past it.
+  pub fn set_max_message(&mut self, limit: usize) {
+    self.max_message = u32::try_from(limit).unwrap_or(u32::MAX);
+  }
+
+  /// Compressed messages are inflated as `agreement` says.
+  pub fn agree_on(&mut self, agreement: Option<Agreement>) {
+    self.deflate = agreement;
   }
 
   /// The opening handshake is done: frames start here, with `leftover`
-  /// (what the handshake read past the request) to be read first.
+  /// (what the handshake read past its head) to be read first.
   pub fn start_frames(&mut self, mut leftover: Vec<u8>) {
     self.boundaries = FrameBoundaries::new();
+    self.head_end_seen = None;
     if let Some(spill) = self.spill.take() {
-      leftover.extend_from_slice(&spill.data[spill.start..spill.end]);
+      leftover.extend_from_slice(spill.unread());
       give_back(spill.data);
     }
     if !leftover.is_empty() {
@@ -199,47 +323,143 @@ impl<S> ServerStream<S> {
     if !self.boundaries.between_messages() {
       return None;
     }
-    let mut cursor = Cursor::new(&spill.data[spill.start..spill.end]);
+    let mut cursor = Cursor::new(spill.unread());
     FrameHeader::parse(&mut cursor).ok().flatten().map(|(_, len)| len)
   }
 
   /// Whether everything handed on so far ends at a message boundary and no
-  /// large binary frame is being read.
+  /// message is being read past tungstenite.
   pub fn between_messages(&self) -> bool {
-    self.large.is_none() && self.boundaries.between_messages()
+    self.held.is_none() && self.boundaries.between_messages()
+  }
+
+  fn hold_back(&self) -> HoldBack {
+    HoldBack {
+      large_limit: if self.large_binary { self.max_message } else { 0 },
+      compressed: self.deflate.is_some(),
+      peer_masks: self.peer_masks,
+    }
   }
 
   /// Hands on to tungstenite as much of `spill` as `buf` takes, up to the
-  /// start of a large binary frame. A frame that starts `spill` is held back
-  /// instead (its header taken), and tungstenite waits.
-  fn hand_on(&mut self, spill: &mut Spill, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+  /// next frame it must not read or a header not whole yet.
+  fn hand_on(&mut self, spill: &mut Spill, buf: &mut ReadBuf<'_>) -> HandOn {
     let room = (spill.end - spill.start).min(buf.remaining());
-    let bytes = &spill.data[spill.start..spill.start + room];
-    let limit = self.large_limit as usize;
-    let mut handed =
-      self.boundaries.follow_until(bytes, |header, len| LargeBinary::accepts(header, len, limit));
-    if handed == 0 && room > 0 {
-      match LargeBinary::at_start_of(&spill.data[spill.start..spill.end], limit) {
-        Some((header_len, frame)) => {
-          self.large = Some(Box::new(frame));
-          spill.start += header_len;
-          return Poll::Pending;
-        }
-        // `follow_until` stopped at a frame `at_start_of` would take.
-        None => handed = room,
+    let bytes = bytes_within(spill, room);
+    let handed = match self.head_end_seen {
+      Some(seen) => self.follow_head(bytes, seen),
+      // While a compressed message is held, only the control frames between
+      // its fragments are tungstenite's.
+      None if self.held.is_some() => {
+        self.boundaries.follow_until(bytes, |header, _| !is_control(header.opcode))
+      }
+      None => {
+        let hold_back = self.hold_back();
+        self.boundaries.follow_until(bytes, |header, len| hold_back.picks(header, len))
+      }
+    };
+    if handed > 0 {
+      buf.put_slice(&spill.data[spill.start..spill.start + handed]);
+      spill.start += handed;
+      return HandOn::Handed;
+    }
+    if self.held.is_some() {
+      return HandOn::Wait;
+    }
+    let mut cursor = Cursor::new(bytes_within(spill, room));
+    let Ok(Some((header, len))) = FrameHeader::parse(&mut cursor) else { return HandOn::NeedMore };
+    spill.start += cursor.position() as usize;
+    self.held = Some(Box::new(self.start_held(&header, len)));
+    HandOn::HeldBack
+  }
+
+  /// How much of `bytes` belongs to the handshake's head, given that what
+  /// was handed before ends with `seen` bytes of HEAD_END.
+  fn follow_head(&mut self, bytes: &[u8], mut seen: u8) -> usize {
+    for (at, &byte) in bytes.iter().enumerate() {
+      seen = match (byte, seen) {
+        (b'\r', 0 | 2) | (b'\n', 1 | 3) => seen + 1,
+        (b'\r', _) => 1,
+        _ => 0,
+      };
+      if usize::from(seen) == HEAD_END.len() {
+        self.head_end_seen = None;
+        return at + 1;
       }
     }
-    buf.put_slice(&spill.data[spill.start..spill.start + handed]);
-    spill.start += handed;
-    Poll::Ready(Ok(()))
+    self.head_end_seen = Some(seen);
+    bytes.len()
+  }
+
+  /// The held message a picked frame starts.
+  fn start_held(&mut self, header: &FrameHeader, len: u64) -> Held {
+    if !header.rsv1 {
+      let len = usize::try_from(len).unwrap_or(usize::MAX);
+      let mask = header.mask.unwrap_or_default();
+      return Held::Large(LargeBinary { payload: BytesMut::with_capacity(len), len, mask });
+    }
+    let keeps_context = self.deflate.is_some_and(|agreement| agreement.receive_takeover);
+    let kept = if keeps_context { self.kept_inflater.take() } else { None };
+    Held::Compressed(Compressed {
+      binary: header.opcode == OpCode::Data(Data::Binary),
+      inflation: Inflation::start(kept, self.max_message as usize),
+      payload_left: len,
+      mask: header.mask,
+      mask_at: 0,
+      last_frame: header.is_final,
+      compressed: len,
+    })
   }
 }
 
 impl<S: AsyncRead + Unpin> ServerStream<S> {
-  /// Reads the large binary frame held back from tungstenite and gives its
-  /// payload, unmasked, once it is whole: `None` when none is held back.
-  pub fn poll_large_binary(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-    let Some(frame) = self.large.as_deref_mut() else { return Poll::Ready(None) };
+  /// Reads more bytes after those the spill holds (a header cut short), or
+  /// keeps the end of the stream for tungstenite.
+  fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    let mut scratch = take_scratch();
+    let unread = self.spill.as_ref().map_or(&[][..], |spill| spill.unread());
+    let kept = unread.len().min(READ_AHEAD - 1);
+    scratch[..kept].copy_from_slice(&unread[..kept]);
+    let mut ahead = ReadBuf::new(&mut scratch[kept..]);
+    let arrived = Pin::new(&mut self.inner).poll_read(cx, &mut ahead);
+    let read = ahead.filled().len();
+    let ending = match arrived {
+      Poll::Ready(Ok(())) if read > 0 => {
+        if let Some(old) = self.spill.take() {
+          give_back(old.data);
+        }
+        self.spill = Some(Box::new(Spill { data: scratch, start: 0, end: kept + read }));
+        return Poll::Ready(());
+      }
+      Poll::Ready(Ok(())) => Ending::Eof,
+      Poll::Ready(Err(error)) => Ending::Failed(error),
+      Poll::Pending => {
+        give_back(scratch);
+        return Poll::Pending;
+      }
+    };
+    give_back(scratch);
+    self.ending = Some(ending);
+    Poll::Ready(())
+  }
+
+  /// A message read past tungstenite, once whole; `None` when none is
+  /// being read.
+  pub fn poll_held_message(
+    &mut self,
+    cx: &mut Context<'_>,
+  ) -> Poll<Option<Result<Message, HeldError>>> {
+    match self.held.as_deref() {
+      None => Poll::Ready(None),
+      Some(Held::Large(_)) => self.poll_large_binary(cx).map(Some),
+      Some(Held::Compressed(_)) => self.poll_compressed(cx).map(Some),
+    }
+  }
+
+  fn poll_large_binary(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, HeldError>> {
+    let Some(Held::Large(frame)) = self.held.as_deref_mut() else {
+      unreachable!("a large frame is held")
+    };
     if let Some(mut spill) = self.spill.take() {
       let taken = (spill.end - spill.start).min(frame.len - frame.payload.len());
       frame.payload.extend_from_slice(&spill.data[spill.start..spill.start + taken]);
@@ -250,13 +470,133 @@ impl<S: AsyncRead + Unpin> ServerStream<S> {
       let missing = frame.len - frame.payload.len();
       let mut window = (&mut frame.payload).limit(missing);
       if ready!(poll_read_buf(Pin::new(&mut self.inner), cx, &mut window))? == 0 {
-        return Poll::Ready(Some(Err(io::ErrorKind::UnexpectedEof.into())));
+        return Poll::Ready(Err(unexpected_eof()));
       }
     }
-    let Some(frame) = self.large.take() else { return Poll::Ready(None) };
-    let LargeBinary { mut payload, mask, .. } = *frame;
-    unmask(&mut payload, mask);
-    Poll::Ready(Some(Ok(payload.freeze())))
+    let Some(held) = self.held.take() else { unreachable!("a large frame is held") };
+    let Held::Large(LargeBinary { mut payload, mask, .. }) = *held else { unreachable!() };
+    unmask(&mut payload, mask, 0);
+    Poll::Ready(Ok(Message::Binary(payload.freeze())))
+  }
+
+  /// Reads and inflates the held compressed message's frames until it is
+  /// whole. Control frames between them are left for tungstenite, which
+  /// the loop polls first.
+  fn poll_compressed(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, HeldError>> {
+    loop {
+      let Some(Held::Compressed(message)) = self.held.as_deref() else {
+        unreachable!("a compressed message is held")
+      };
+      let (payload_left, last_frame, binary) =
+        (message.payload_left, message.last_frame, message.binary);
+      if payload_left > 0 {
+        match self.spill.take() {
+          Some(spill) => self.inflate_from(spill)?,
+          None if self.ending.is_some() => return Poll::Ready(Err(unexpected_eof())),
+          None => ready!(self.poll_fill(cx)),
+        }
+        continue;
+      }
+      if last_frame {
+        return Poll::Ready(self.finish_compressed());
+      }
+      // Between two of the message's frames. tungstenite may be in the
+      // middle of a control frame, and reads on itself.
+      if !self.boundaries.at_frame_start() {
+        return Poll::Pending;
+      }
+      match self.next_fragment(binary) {
+        Fragment::Started => {}
+        Fragment::Control => {
+          // tungstenite's to read: the loop polls it again first.
+          cx.waker().wake_by_ref();
+          return Poll::Pending;
+        }
+        Fragment::Incomplete if self.ending.is_some() => return Poll::Ready(Err(unexpected_eof())),
+        Fragment::Incomplete => ready!(self.poll_fill(cx)),
+        Fragment::Invalid(error) => return Poll::Ready(Err(error)),
+      }
+    }
+  }
+
+  /// Unmasks and inflates what `spill` holds of the current frame.
+  fn inflate_from(&mut self, mut spill: Box<Spill>) -> Result<(), HeldError> {
+    let Some(Held::Compressed(message)) = self.held.as_deref_mut() else {
+      unreachable!("a compressed message is held")
+    };
+    if message.compressed > u64::from(self.max_message) {
+      return Err(HeldError::TooBig);
+    }
+    let left = usize::try_from(message.payload_left).unwrap_or(usize::MAX);
+    let taken = (spill.end - spill.start).min(left);
+    let bytes = &mut spill.data[spill.start..spill.start + taken];
+    if let Some(mask) = message.mask {
+      unmask(bytes, mask, message.mask_at);
+      message.mask_at = (message.mask_at + taken) % 4;
+    }
+    let pushed = message.inflation.push(bytes);
+    spill.start += taken;
+    message.payload_left -= taken as u64;
+    keep_spill(&mut self.spill, spill);
+    Ok(pushed?)
+  }
+
+  /// Takes the header of the held message's next frame, which must be a
+  /// continuation (a control frame is tungstenite's).
+  fn next_fragment(&mut self, binary: bool) -> Fragment {
+    let unread = self.spill.as_ref().map_or(&[][..], |spill| spill.unread());
+    let mut cursor = Cursor::new(unread);
+    let (header, len) = match FrameHeader::parse(&mut cursor) {
+      Ok(Some(parsed)) => parsed,
+      Ok(None) => return Fragment::Incomplete,
+      Err(error) => return Fragment::Invalid(error.into()),
+    };
+    if is_control(header.opcode) {
+      return Fragment::Control;
+    }
+    let problem = if header.rsv1 || header.rsv2 || header.rsv3 {
+      Some(ProtocolError::NonZeroReservedBits)
+    } else if header.mask.is_some() != self.peer_masks {
+      Some(if self.peer_masks {
+        ProtocolError::UnmaskedFrameFromClient
+      } else {
+        ProtocolError::MaskedFrameFromServer
+      })
+    } else if header.opcode != OpCode::Data(Data::Continue) {
+      Some(ProtocolError::ExpectedFragment(if binary { Data::Binary } else { Data::Text }))
+    } else {
+      None
+    };
+    if let Some(problem) = problem {
+      return Fragment::Invalid(WsError::Protocol(problem).into());
+    }
+    let header_len = cursor.position() as usize;
+    let Some(Held::Compressed(message)) = self.held.as_deref_mut() else {
+      unreachable!("a compressed message is held")
+    };
+    message.compressed = message.compressed.saturating_add(len);
+    if let Some(spill) = self.spill.as_mut() {
+      spill.start += header_len;
+    }
+    message.payload_left = len;
+    message.mask = header.mask;
+    message.mask_at = 0;
+    message.last_frame = header.is_final;
+    Fragment::Started
+  }
+
+  fn finish_compressed(&mut self) -> Result<Message, HeldError> {
+    let Some(held) = self.held.take() else { unreachable!("a compressed message is held") };
+    let Held::Compressed(message) = *held else { unreachable!("a compressed message is held") };
+    let keep = self.deflate.is_some_and(|agreement| agreement.receive_takeover);
+    let (payload, kept) = message.inflation.finish(keep)?;
+    self.kept_inflater = kept;
+    let payload = Bytes::from(payload);
+    if message.binary {
+      return Ok(Message::Binary(payload));
+    }
+    let text = Utf8Bytes::try_from(payload).map_err(|error| WsError::Utf8(error.to_string()))?;
+    Ok(Message::Text(text))
   }
 
   /// Ready once bytes, the end of the stream or an error arrived; what came
@@ -265,42 +605,29 @@ impl<S: AsyncRead + Unpin> ServerStream<S> {
     if self.spill.is_some() || self.ending.is_some() {
       return Poll::Ready(());
     }
-    let mut scratch = take_scratch();
-    let mut ahead = ReadBuf::new(&mut scratch);
-    let arrived = Pin::new(&mut self.inner).poll_read(cx, &mut ahead);
-    let end = ahead.filled().len();
-    let ready = match arrived {
-      Poll::Ready(Ok(())) if end > 0 => {
-        self.spill = Some(Box::new(Spill { data: scratch, start: 0, end }));
-        return Poll::Ready(());
-      }
-      Poll::Ready(Ok(())) => Some(Ending::Eof),
-      Poll::Ready(Err(error)) => Some(Ending::Failed(error)),
-      Poll::Pending => None,
-    };
-    give_back(scratch);
-    match ready {
-      Some(ending) => {
-        self.ending = Some(ending);
-        Poll::Ready(())
-      }
-      None => Poll::Pending,
-    }
+    self.poll_fill(cx)
   }
 }
 
-impl<S: AsyncRead + Unpin> Inbound for &mut ServerStream<S> {
+impl<S: AsyncRead + Unpin> Inbound for ServerStream<S> {
   fn may_rest(&self) -> bool {
     self.between_messages()
   }
 
-  fn poll_large_binary(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-    ServerStream::poll_large_binary(self, cx)
+  fn poll_held_message(
+    &mut self,
+    cx: &mut Context<'_>,
+  ) -> Poll<Option<Result<Message, HeldError>>> {
+    ServerStream::poll_held_message(self, cx)
   }
 
   fn arriving(&self) -> usize {
-    let large = self.large.as_ref().map_or(0, |frame| frame.payload.len());
-    self.boundaries.in_message() + large
+    let held = match self.held.as_deref() {
+      Some(Held::Large(frame)) => frame.payload.len(),
+      Some(Held::Compressed(message)) => message.inflation.inflated(),
+      None => 0,
+    };
+    self.boundaries.in_message() + held
   }
 }
 
@@ -311,48 +638,45 @@ impl<S: AsyncRead + Unpin> AsyncRead for ServerStream<S> {
     buf: &mut ReadBuf<'_>,
   ) -> Poll<io::Result<()>> {
     let this = self.get_mut();
-    // tungstenite waits while the loop reads a held-back frame
-    // (`poll_large_binary`, polled right after tungstenite in the same
-    // round, so no wake-up is needed here).
-    if this.large.is_some() {
-      return Poll::Pending;
-    }
-    if let Some(mut spill) = this.spill.take() {
+    loop {
+      // tungstenite waits while the loop reads a large frame (polled right
+      // after tungstenite in the same round, so no wake-up is needed here).
+      if matches!(this.held.as_deref(), Some(Held::Large(_))) {
+        return Poll::Pending;
+      }
+      let Some(mut spill) = this.spill.take() else {
+        match this.ending.take() {
+          Some(Ending::Eof) => return Poll::Ready(Ok(())),
+          Some(Ending::Failed(error)) => return Poll::Ready(Err(error)),
+          None => {}
+        }
+        // Straight into tungstenite's buffer only inside a frame's payload:
+        // at a frame's start, the frame may be one to hold back.
+        let in_payload =
+          this.head_end_seen.is_none() && this.boundaries.payload_left() >= buf.remaining() as u64;
+        if buf.remaining() >= READ_AHEAD && in_payload {
+          let before = buf.filled().len();
+          let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+          this.boundaries.follow(&buf.filled()[before..]);
+          return read;
+        }
+        ready!(this.poll_fill(cx));
+        continue;
+      };
       let handed = this.hand_on(&mut spill, buf);
       keep_spill(&mut this.spill, spill);
-      return handed;
-    }
-    match this.ending.take() {
-      Some(Ending::Eof) => return Poll::Ready(Ok(())),
-      Some(Ending::Failed(error)) => return Poll::Ready(Err(error)),
-      None => {}
-    }
-    // Straight into tungstenite's buffer only inside a frame's payload: at
-    // a frame's start, the frame may be one to hold back.
-    if buf.remaining() >= READ_AHEAD && this.boundaries.payload_left() >= buf.remaining() as u64 {
-      let before = buf.filled().len();
-      let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-      this.boundaries.follow(&buf.filled()[before..]);
-      return read;
-    }
-
-    let mut scratch = take_scratch();
-    let mut ahead = ReadBuf::new(&mut scratch);
-    let end = match Pin::new(&mut this.inner).poll_read(cx, &mut ahead) {
-      Poll::Ready(Ok(())) => ahead.filled().len(),
-      other => {
-        give_back(scratch);
-        return other;
+      match handed {
+        HandOn::Handed => return Poll::Ready(Ok(())),
+        HandOn::HeldBack | HandOn::Wait => return Poll::Pending,
+        // A header cut short by the end of the stream: nothing more comes.
+        HandOn::NeedMore if this.ending.is_some() => {
+          if let Some(spill) = this.spill.take() {
+            give_back(spill.data);
+          }
+        }
+        HandOn::NeedMore => ready!(this.poll_fill(cx)),
       }
-    };
-    let mut spill = Spill { data: scratch, start: 0, end };
-    let handed = this.hand_on(&mut spill, buf);
-    if spill.start < spill.end {
-      this.spill = Some(Box::new(spill));
-    } else {
-      give_back(spill.data);
     }
-    handed
   }
 }
 

@@ -17,18 +17,24 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue, Request};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::buffers::{json_lines, to_message, Payload};
-use crate::connection_loop::{drive, Inbound, Incoming};
+use crate::connection_loop::{drive, Incoming};
+use crate::deflate::negotiation::ClientOffer;
+use crate::deflate::{Compressor, Settings, DEFAULT_LEVEL, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
 use crate::events::{EventCallback, EventDetail, EventQueue};
 use crate::flow::Flow;
+use crate::handshake;
 use crate::link::{close_frame, Limits, Link};
+use crate::server_stream::ServerStream;
 use crate::teardown::TeardownHook;
-use crate::{heartbeat, tls};
+use crate::{client_transport, heartbeat, tls};
 
 /// Options the JS facade has already validated and filled with defaults.
 /// Durations are in milliseconds.
@@ -64,6 +70,34 @@ pub struct NativeSocketOptions {
   /// Extra trusted certificates for `wss://`, PEM.
   pub tls_ca: Vec<String>,
   pub tls_reject_unauthorized: bool,
+  /// The permessage-deflate offer; absent: none.
+  pub per_message_deflate: Option<NativeSocketDeflate>,
+}
+
+/// A Socket's `perMessageDeflate` (README, "Compression").
+#[napi(object)]
+pub struct NativeSocketDeflate {
+  pub client_no_context_takeover: bool,
+  pub server_no_context_takeover: bool,
+  /// 8-15.
+  pub client_max_window_bits: Option<u32>,
+  pub server_max_window_bits: Option<u32>,
+  /// Messages shorter than this many bytes go out uncompressed.
+  pub threshold: u32,
+}
+
+impl NativeSocketDeflate {
+  fn offer(&self) -> ClientOffer {
+    let bits = |value: Option<u32>| {
+      value.map(|bits| bits.clamp(MIN_WINDOW_BITS.into(), MAX_WINDOW_BITS.into()) as u8)
+    };
+    ClientOffer {
+      client_no_context_takeover: self.client_no_context_takeover,
+      server_no_context_takeover: self.server_no_context_takeover,
+      client_max_window_bits: bits(self.client_max_window_bits),
+      server_max_window_bits: bits(self.server_max_window_bits),
+    }
+  }
 }
 
 /// The wait before retry `retry` (1-based), as reconnecting-websocket
@@ -209,6 +243,14 @@ impl NativeSocket {
     self.link.send(to_message(payload), limits)
   }
 
+  /// Queues a message that goes out uncompressed (`send(message,
+  /// { compress: false })`), like `send`.
+  #[napi]
+  pub fn send_uncompressed(&self, payload: Payload) -> bool {
+    let limits = Limits { max_queued: self.queue_limit, ..Limits::NONE };
+    self.link.send(uncompressed(to_message(payload)), limits)
+  }
+
   /// Queues several messages at once, in order: the sends JS made while a
   /// connection was open, gathered into one crossing.
   #[napi]
@@ -293,10 +335,27 @@ impl Drop for NativeSocket {
   }
 }
 
-// A client's stream neither rests nor reads frames past tungstenite.
-impl Inbound for MaybeTlsStream<TcpStream> {}
+type Connection = WebSocketStream<ServerStream<MaybeTlsStream<TcpStream>>>;
 
-type Connection = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A message as a frame that is sent as it is: the connection loop
+/// compresses text and binary messages only.
+fn uncompressed(message: Message) -> Message {
+  match message {
+    Message::Text(text) => Message::Frame(Frame::message(text, OpCode::Data(Data::Text), true)),
+    Message::Binary(bytes) => {
+      Message::Frame(Frame::message(bytes, OpCode::Data(Data::Binary), true))
+    }
+    other => other,
+  }
+}
+
+/// An open connection, with the protocol the server chose and how to
+/// compress what it sends.
+struct Opened {
+  ws: Connection,
+  protocol: String,
+  compressor: Option<Compressor>,
+}
 
 /// Why an attempt failed, with the stable code JS reports.
 struct Failure {
@@ -389,13 +448,13 @@ impl Task {
       attempt = timeout(deadline, self.attempt(self.attempts)) => attempt,
     };
     let next = match attempt {
-      Ok(Ok((mut ws, _))) if self.link.is_closing() => {
+      Ok(Ok(Opened { mut ws, .. })) if self.link.is_closing() => {
         // close() came while the handshake finished: this connection
         // was never announced, so it ends quietly.
         let _ = timeout(Duration::from_secs(1), ws.close(None)).await;
         Next::Go(Wake::Stop)
       }
-      Ok(Ok((ws, protocol))) => self.connected(ws, protocol, commands).await,
+      Ok(Ok(opened)) => self.connected(opened, commands).await,
       Ok(Err(failure)) => {
         // Without a function to give a fresh token, the same refusal
         // would only come again.
@@ -426,14 +485,13 @@ impl Task {
   /// Runs an open connection until it ends, and reports its end.
   async fn connected(
     &mut self,
-    mut ws: Connection,
-    protocol: String,
+    Opened { mut ws, protocol, compressor }: Opened,
     commands: &mut mpsc::UnboundedReceiver<Command>,
   ) -> Next {
     self.report_open(&ws, protocol);
     let opened = Instant::now();
     let (link, events) = (&self.link, &self.events);
-    let ended = drive(&mut ws, &mut self.backlog, link, &events.flow, |incoming| {
+    let ended = drive(&mut ws, &mut self.backlog, link, &events.flow, compressor, |incoming| {
       if let Incoming::Data(binary, payload) = incoming {
         if link.observed.load(Ordering::Relaxed) {
           events.message(0, link, binary, payload);
@@ -480,7 +538,7 @@ impl Task {
 
   /// Tells JS the connection is open, and where to.
   fn report_open(&self, ws: &Connection, protocol: String) {
-    let remote = match ws.get_ref() {
+    let remote = match ws.get_ref().get_ref() {
       MaybeTlsStream::Plain(tcp) => tcp.peer_addr().ok(),
       MaybeTlsStream::Rustls(tls) => tls.get_ref().0.peer_addr().ok(),
       _ => None,
@@ -557,7 +615,7 @@ impl Task {
 
   /// One attempt: the URL and headers (from JS when either is a function),
   /// TCP, TLS and the opening handshake.
-  async fn attempt(&mut self, attempt: u32) -> std::result::Result<(Connection, String), Failure> {
+  async fn attempt(&mut self, attempt: u32) -> std::result::Result<Opened, Failure> {
     let target = if self.resolves_each_attempt() {
       self.events.detail(0, EventDetail::Connecting { attempt, url: String::new() });
       self.answer(attempt).await?
@@ -566,36 +624,64 @@ impl Task {
       Target { url: self.options.url.clone(), headers: None }
     };
     let headers = target.headers.as_deref().unwrap_or(&self.options.headers);
-    let request = request(&target.url, headers, &self.options.protocols)?;
-    let connector = if request.uri().scheme_str() == Some("wss") {
+    let offer = self.options.per_message_deflate.as_ref().map(NativeSocketDeflate::offer);
+    let request = request(&target.url, headers, &self.options.protocols, offer)?;
+    let tls = if request.uri().scheme_str() == Some("wss") {
       if self.tls.is_none() {
         let config = tls::client_config(&self.options.tls_ca, self.options.tls_reject_unauthorized)
           .map_err(|message| Failure::new("ERR_TLS", message))?;
         self.tls = Some(config);
       }
-      self.tls.clone().map(Connector::Rustls)
+      self.tls.clone()
     } else {
       None
     };
-    let max_payload = Some(self.options.max_payload as usize);
+    let max_payload = self.options.max_payload as usize;
     // One connection per socket: large buffers cost little and save system
     // calls on large messages.
     let config = WebSocketConfig::default()
       .read_buffer_size(64 * 1024)
       .write_buffer_size(64 * 1024)
-      .max_message_size(max_payload)
-      .max_frame_size(max_payload);
-    let (ws, response) =
-      tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector)
-        .await
-        .map_err(|error| connect_failure(&error))?;
+      .max_message_size(Some(max_payload))
+      .max_frame_size(Some(max_payload));
+    let transport =
+      client_transport::open(&request, tls).await.map_err(|error| connect_failure(&error))?;
+    let (mut ws, response) = tokio_tungstenite::client_async_with_config(
+      request,
+      ServerStream::for_client(transport),
+      Some(config),
+    )
+    .await
+    .map_err(|error| connect_failure(&error))?;
     let protocol = response
       .headers()
       .get("sec-websocket-protocol")
       .and_then(|value| value.to_str().ok())
       .unwrap_or_default()
       .to_owned();
-    Ok((ws, protocol))
+    let answer = handshake::header_values(response.headers(), "sec-websocket-extensions");
+    let agreement = match (offer, answer.is_empty()) {
+      (_, true) => None,
+      (Some(offer), false) => {
+        offer.accept_answer(&answer).map_err(|message| Failure::new("ERR_HANDSHAKE", message))?
+      }
+      (None, false) => {
+        let message =
+          format!("The server answered with extensions we did not offer: {}", answer.join(", "));
+        return Err(Failure::new("ERR_HANDSHAKE", message));
+      }
+    };
+    let stream = ws.get_mut();
+    stream.start_frames(Vec::new());
+    stream.set_max_message(max_payload);
+    stream.agree_on(agreement);
+    let threshold =
+      self.options.per_message_deflate.as_ref().map_or(0, |deflate| deflate.threshold as usize);
+    let compressor = agreement.map(|agreement| Compressor {
+      window_bits: agreement.send_window_bits,
+      settings: Settings { threshold, level: DEFAULT_LEVEL },
+    });
+    Ok(Opened { ws, protocol, compressor })
   }
 
   /// Waits for JS's URL and headers for this attempt, skipping late
@@ -628,6 +714,7 @@ fn request(
   url: &str,
   headers: &[String],
   protocols: &[String],
+  offer: Option<ClientOffer>,
 ) -> std::result::Result<Request<()>, Failure> {
   let mut request = url.into_client_request().map_err(|error| connect_failure(&error))?;
   let fields = request.headers_mut();
@@ -646,6 +733,11 @@ fn request(
     let offered = HeaderValue::from_str(&protocols.join(", "))
       .map_err(|error| connect_failure(&http_error(error)))?;
     fields.insert("sec-websocket-protocol", offered);
+  }
+  if let Some(offer) = offer {
+    let offer = HeaderValue::from_str(&offer.header())
+      .map_err(|error| connect_failure(&http_error(error)))?;
+    fields.insert("sec-websocket-extensions", offer);
   }
   Ok(request)
 }

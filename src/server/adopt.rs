@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::handshake::server::Request;
 use super::registry::{start_connection, Connection, Remote};
 use super::served::MayGoDormant;
 use super::{AdoptedRequest, Relay, Shared};
+use crate::deflate::Agreement;
 use crate::error::NativeError;
 use crate::events::EventDetail;
 use crate::handshake;
@@ -29,7 +30,7 @@ pub(super) fn adopt(
   if fd < 0 {
     return Err(NativeError::invalid_arg("fd must be a file descriptor (>= 0)"));
   }
-  let (response, raw_headers) = adopted_response(&request)?;
+  let answer = adopted_response(shared, &request)?;
   // SAFETY: `borrow_raw` needs `fd` open, and not closed by anyone else,
   // for as long as the borrow lives; here, one `fcntl(F_DUPFD_CLOEXEC)`.
   // The sign is checked above. The rest is lib/attach.js's contract: it
@@ -43,7 +44,7 @@ pub(super) fn adopt(
   let stream =
     napi::bindgen_prelude::within_runtime_if_available(|| TcpStream::from_std(std_stream))?;
   let _ = stream.set_nodelay(true);
-  Ok(serve_adopted(shared, ServerStream::new(stream), head, response, raw_headers, request))
+  Ok(serve_adopted(shared, ServerStream::new(stream), head, answer, request))
 }
 
 /// Answers 101 on one end of a new socket pair and serves it; JS pipes the
@@ -53,25 +54,32 @@ pub(super) fn adopt_relay(
   head: Buffer,
   request: AdoptedRequest,
 ) -> Result<Relay, NativeError> {
-  let (response, raw_headers) = adopted_response(&request)?;
+  let answer = adopted_response(shared, &request)?;
   let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
   ours.set_nonblocking(true)?;
   let stream = napi::bindgen_prelude::within_runtime_if_available(|| UnixStream::from_std(ours))?;
-  let handle =
-    serve_adopted(shared, ServerStream::new(stream), head, response, raw_headers, request);
+  let handle = serve_adopted(shared, ServerStream::new(stream), head, answer, request);
   Ok(Relay { handle, fd: theirs.into_raw_fd() })
 }
 
-/// The 101 answer and the kept headers for a request Node has parsed.
-fn adopted_response(request: &AdoptedRequest) -> Result<(Vec<u8>, Box<str>), NativeError> {
+/// The 101 answer to a request Node has parsed, with what it agreed on and
+/// the headers kept.
+struct Answer {
+  response: Vec<u8>,
+  agreement: Option<Agreement>,
+  raw_headers: Box<str>,
+}
+
+fn adopted_response(shared: &Shared, request: &AdoptedRequest) -> Result<Answer, NativeError> {
   let mut builder = Request::builder().method("GET").uri(request.url.as_str());
   for pair in request.headers.chunks_exact(2) {
     builder = builder.header(pair[0].as_str(), pair[1].as_str());
   }
   let parsed = builder.body(()).map_err(|error| NativeError::invalid_arg(error.to_string()))?;
-  let response = handshake::accept_response(&parsed, &request.protocol)
+  let deflate = shared.deflate.map(|deflate| deflate.negotiation);
+  let (response, agreement) = handshake::accept_response(&parsed, &request.protocol, deflate)
     .map_err(|refusal| NativeError::invalid_arg(refusal.body))?;
-  Ok((response, handshake::raw_headers(&parsed)))
+  Ok(Answer { response, agreement, raw_headers: handshake::raw_headers(&parsed) })
 }
 
 /// Writes the 101 answer, then serves the connection; returns its handle.
@@ -79,8 +87,7 @@ fn serve_adopted<S>(
   shared: &Arc<Shared>,
   mut stream: ServerStream<S>,
   head: Buffer,
-  response: Vec<u8>,
-  raw: Box<str>,
+  answer: Answer,
   request: AdoptedRequest,
 ) -> u32
 where
@@ -99,13 +106,15 @@ where
     port: u16::try_from(request.remote_port).unwrap_or(0),
   };
   let serving = async move {
-    if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
+    if stream.write_all(&answer.response).await.is_err() || stream.flush().await.is_err() {
       shared.discharge();
       shared.events.detail(handle, EventDetail::Abandoned {});
       return;
     }
     stream.start_frames(head);
-    start_connection(&shared, stream, handle, Connection::new(raw, request.protocol, remote), true);
+    let connection =
+      Connection::new(answer.raw_headers, request.protocol, remote, answer.agreement);
+    start_connection(&shared, stream, handle, connection, true);
   };
   napi::bindgen_prelude::spawn(tasks.track_future(serving));
   handle

@@ -1,5 +1,6 @@
 //! Sending from JS to many connections in one crossing: the batches of
-//! sends JS gathered, and one message to many connections.
+//! sends JS gathered, and one message to many connections, compressed once
+//! for every connection that agreed on compression.
 
 use std::sync::Arc;
 
@@ -9,8 +10,50 @@ use tokio_tungstenite::tungstenite::Message;
 use super::registry::Connection;
 use super::Shared;
 use crate::buffers::{json_lines, payload_len, to_message, Payload};
+use crate::deflate::compress::compress;
+use crate::deflate::{Agreement, Settings, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
+
+/// One message as each of its receivers gets it: as it is, or compressed
+/// for the window its connection agreed on. Each compressed form is made
+/// once, when a receiver first needs it; receivers share its bytes.
+struct Prepared {
+  message: Message,
+  /// How to compress; `None` sends it as it is to everyone.
+  settings: Option<Settings>,
+  /// The form for each window size (index: bits - MIN_WINDOW_BITS), once
+  /// made.
+  forms: [Option<Message>; (MAX_WINDOW_BITS - MIN_WINDOW_BITS + 1) as usize],
+  deflate_calls: u64,
+}
+
+impl Prepared {
+  fn new(message: Message, settings: Option<Settings>) -> Prepared {
+    Prepared { message, settings, forms: Default::default(), deflate_calls: 0 }
+  }
+
+  /// The message for a connection that agreed on `agreement`.
+  fn for_connection(&mut self, agreement: Option<Agreement>) -> Message {
+    let (Some(settings), Some(agreement)) = (self.settings, agreement) else {
+      return self.message.clone();
+    };
+    let bits = agreement.send_window_bits;
+    let index = usize::from(bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS) - MIN_WINDOW_BITS);
+    let (message, calls) = (&self.message, &mut self.deflate_calls);
+    let form = self.forms[index].get_or_insert_with(|| {
+      let compressed = compress(message, bits, settings);
+      *calls += u64::from(compressed.deflated());
+      compressed.or(message.clone())
+    });
+    form.clone()
+  }
+}
 
 impl Shared {
+  /// Compression as this server sends, unless the sender said not to.
+  fn sending(&self, compress: bool) -> Option<Settings> {
+    self.deflate.filter(|_| compress).map(|deflate| deflate.sending)
+  }
+
   /// Queues `payloads[i]` to connection `handles[i]`, for every i.
   /// Connections that are gone or closing are skipped.
   pub(super) fn send_batch(&self, handles: Uint32Array, payloads: Vec<Payload>) {
@@ -32,46 +75,67 @@ impl Shared {
     self.send_each(sends);
   }
 
+  /// Queues one message, uncompressed, to connection `handle`.
+  pub(super) fn send_uncompressed(&self, handle: u32, payload: Payload) -> bool {
+    let Some(connection) = self.connection(handle) else { return false };
+    self.send_to_all([&connection].into_iter(), Prepared::new(to_message(payload), None)) == 1
+  }
+
   /// Queues one message to each of `handles`, sharing its bytes; returns
   /// how many connections took it.
-  pub(super) fn send_many(&self, handles: Uint32Array, payload: Payload) -> u32 {
+  pub(super) fn send_many(&self, handles: Uint32Array, payload: Payload, compress: bool) -> u32 {
     let connections = self.connections();
     let receivers = handles.iter().filter_map(|handle| connections.get(handle));
-    self.send_to_all(receivers, to_message(payload))
+    self.send_to_all(receivers, Prepared::new(to_message(payload), self.sending(compress)))
   }
 
   /// Queues one message to every open connection but those in `except`;
   /// returns how many took it.
-  pub(super) fn broadcast(&self, payload: Payload, except: Option<Uint32Array>) -> u32 {
+  pub(super) fn broadcast(
+    &self,
+    payload: Payload,
+    except: Option<Uint32Array>,
+    compress: bool,
+  ) -> u32 {
     let except: &[u32] = except.as_deref().unwrap_or(&[]);
     let connections = self.connections();
     let receivers = connections.iter().filter(|(handle, _)| !except.contains(handle));
-    self.send_to_all(receivers.map(|(_, connection)| connection), to_message(payload))
+    let prepared = Prepared::new(to_message(payload), self.sending(compress));
+    self.send_to_all(receivers.map(|(_, connection)| connection), prepared)
   }
 
   /// Queues each message to its connection, and counts what was taken.
   fn send_each<'a>(&self, sends: impl Iterator<Item = (&'a Arc<Connection>, Message)>) {
-    let (mut messages, mut bytes) = (0, 0);
+    let (mut messages, mut bytes, mut deflate_calls) = (0, 0, 0);
+    let settings = self.sending(true);
     for (connection, message) in sends {
       let length = payload_len(&message);
-      if connection.link.send(message, self.limits) {
+      let mut prepared = Prepared::new(message, settings);
+      if connection.link.send(prepared.for_connection(connection.deflate), self.limits) {
         messages += 1;
         bytes += length as u64;
       }
+      deflate_calls += prepared.deflate_calls;
     }
     self.counters.sent(messages, bytes);
+    self.counters.deflated(deflate_calls);
   }
 
-  /// Queues `message` to every one of `receivers`, sharing its bytes;
+  /// Queues `prepared` to every one of `receivers`, sharing its bytes;
   /// returns how many took it.
   fn send_to_all<'a>(
     &self,
     receivers: impl Iterator<Item = &'a Arc<Connection>>,
-    message: Message,
+    mut prepared: Prepared,
   ) -> u32 {
-    let taken =
-      receivers.filter(|connection| connection.link.send(message.clone(), self.limits)).count();
-    self.counters.sent(taken as u64, (taken * payload_len(&message)) as u64);
+    let taken = receivers
+      .filter(|connection| {
+        connection.link.send(prepared.for_connection(connection.deflate), self.limits)
+      })
+      .count();
+    let length = payload_len(&prepared.message);
+    self.counters.sent(taken as u64, (taken * length) as u64);
+    self.counters.deflated(prepared.deflate_calls);
     taken as u32
   }
 }

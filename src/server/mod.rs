@@ -50,6 +50,8 @@ use self::registry::Connection;
 use self::served::ServedConnection;
 use self::stats::{Counters, ServerStats};
 use crate::buffers::Payload;
+use crate::deflate::negotiation::ServerSettings;
+use crate::deflate::{Settings, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
 #[cfg(dormancy)]
 use crate::dormancy::DormantSet;
 use crate::error::NativeError;
@@ -92,6 +94,48 @@ pub struct NativeServerOptions {
   pub tls_key: Option<String>,
   /// SO_REUSEPORT: several processes may listen on the port.
   pub reuse_port: bool,
+  /// permessage-deflate for clients that offer it; absent: never.
+  pub per_message_deflate: Option<NativeDeflateOptions>,
+}
+
+/// A Server's `perMessageDeflate` (README, "Compression").
+#[napi(object)]
+pub struct NativeDeflateOptions {
+  /// Messages shorter than this many bytes go out uncompressed.
+  pub threshold: u32,
+  /// zlib's level, 0-9.
+  pub level: u32,
+  /// The largest window clients may compress with (8-15), when they allow
+  /// it to be limited.
+  pub client_max_window_bits: Option<u32>,
+  /// Ask clients to compress each message on its own, so that no inflater
+  /// outlives a message here.
+  pub client_no_context_takeover: bool,
+}
+
+/// How a server compresses: what it agrees to, and how it sends.
+#[derive(Clone, Copy)]
+struct ServerDeflate {
+  negotiation: ServerSettings,
+  sending: Settings,
+}
+
+impl ServerDeflate {
+  fn from_options(options: &NativeDeflateOptions) -> ServerDeflate {
+    let clamp = |value: u32, low: u8, high: u8| value.clamp(low.into(), high.into()) as u8;
+    ServerDeflate {
+      negotiation: ServerSettings {
+        client_no_context_takeover: options.client_no_context_takeover,
+        client_max_window_bits: options
+          .client_max_window_bits
+          .map(|bits| clamp(bits, MIN_WINDOW_BITS, MAX_WINDOW_BITS)),
+      },
+      sending: Settings {
+        threshold: options.threshold as usize,
+        level: clamp(options.level, 0, 9),
+      },
+    }
+  }
 }
 
 /// The bound address, as `net.Server#address()` reports it.
@@ -176,6 +220,7 @@ struct Shared {
   config: WebSocketConfig,
   handshake_timeout: Duration,
   heartbeat_interval: Duration,
+  deflate: Option<ServerDeflate>,
   /// Connections quiet for a while (dormancy.rs); made on first need, and
   /// `None` if its epoll set could not be made.
   #[cfg(dormancy)]
@@ -277,6 +322,7 @@ impl NativeServer {
       config,
       handshake_timeout: Duration::from_millis(options.handshake_timeout.into()),
       heartbeat_interval,
+      deflate: options.per_message_deflate.as_ref().map(ServerDeflate::from_options),
       #[cfg(dormancy)]
       dormant_set: OnceLock::new(),
       counters: Counters::default(),
@@ -352,18 +398,26 @@ impl NativeServer {
     self.shared.send_json_batch(handles, joined);
   }
 
-  /// Queues one message to each of `handles`, sharing its bytes; returns how
-  /// many connections took it.
+  /// Queues one message to connection `handle` uncompressed (`send(message,
+  /// { compress: false })`); false if it is gone or closing.
   #[napi]
-  pub fn send_many(&self, handles: Uint32Array, payload: Payload) -> u32 {
-    self.shared.send_many(handles, payload)
+  pub fn send_uncompressed(&self, handle: u32, payload: Payload) -> bool {
+    self.shared.send_uncompressed(handle, payload)
   }
 
-  /// Queues one message to every open connection but those in `except`;
-  /// returns how many took it.
+  /// Queues one message to each of `handles`, sharing its bytes (compressed
+  /// once unless `compress` is false); returns how many connections took
+  /// it.
   #[napi]
-  pub fn broadcast(&self, payload: Payload, except: Option<Uint32Array>) -> u32 {
-    self.shared.broadcast(payload, except)
+  pub fn send_many(&self, handles: Uint32Array, payload: Payload, compress: bool) -> u32 {
+    self.shared.send_many(handles, payload, compress)
+  }
+
+  /// Queues one message to every open connection but those in `except`,
+  /// like `sendMany`; returns how many took it.
+  #[napi]
+  pub fn broadcast(&self, payload: Payload, except: Option<Uint32Array>, compress: bool) -> u32 {
+    self.shared.broadcast(payload, except, compress)
   }
 
   /// Starts the closing handshake of one connection, after what it already

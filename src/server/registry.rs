@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::served::{MayGoDormant, ServedConnection};
 use super::{lock, Shared, Unannounced};
 use crate::connection_task::ConnectionTask;
+use crate::deflate::Agreement;
 use crate::events::{EventDetail, Receiver};
 use crate::link::Link;
 use crate::server_stream::ServerStream;
@@ -31,6 +32,8 @@ pub(super) struct Connection {
   protocol: Box<str>,
   /// Whether JS has heard of the connection (see `Shared::announce`).
   pub(super) announced: AtomicBool,
+  /// The compression agreed on in the handshake, if any.
+  pub(super) deflate: Option<Agreement>,
 }
 
 impl Receiver for Connection {
@@ -42,13 +45,19 @@ impl Receiver for Connection {
 impl Connection {
   /// A connection just upgraded, announced until `start_connection` says
   /// otherwise.
-  pub(super) fn new(raw_headers: Box<str>, protocol: String, remote: Remote) -> Connection {
+  pub(super) fn new(
+    raw_headers: Box<str>,
+    protocol: String,
+    remote: Remote,
+    deflate: Option<Agreement>,
+  ) -> Connection {
     Connection {
       link: Link::new(),
       raw_headers,
       remote,
       protocol: protocol.into_boxed_str(),
       announced: AtomicBool::new(true),
+      deflate,
     }
   }
 
@@ -201,7 +210,7 @@ mod tests {
 
   fn connection(announced: bool) -> Arc<Connection> {
     let remote = Remote { ip: Some([127, 0, 0, 1].into()), port: 4000 };
-    let connection = Connection::new("".into(), "chat".into(), remote);
+    let connection = Connection::new("".into(), "chat".into(), remote, None);
     connection.announced.store(announced, Ordering::Relaxed);
     Arc::new(connection)
   }

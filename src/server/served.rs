@@ -11,7 +11,7 @@ use tokio_rustls::server::TlsStream;
 use super::registry::{end_is_reported, Connection};
 use super::Shared;
 use crate::connection_loop::{Ended, Incoming};
-use crate::connection_task::{self, Active, Owner};
+use crate::connection_task::{self, Active, Owner, Period};
 use crate::events::EventDetail;
 use crate::link::Link;
 use crate::server_stream::ServerStream;
@@ -60,8 +60,9 @@ where
         }
       };
       let link = &connection.link;
-      connection_task::active_period(stream, shared.config, link, &events.flow, generation, deliver)
-        .await
+      let deflate = connection.deflate;
+      let period = Period { config: shared.config, deflate, link, flow: &events.flow, generation };
+      connection_task::active_period(stream, period, deliver).await
     })
   }
 

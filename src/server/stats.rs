@@ -34,7 +34,9 @@ pub struct ServerStats {
   /// Connections open now that do not read (paused by JS or by the
   /// receive buffers).
   pub paused: f64,
-  /// Messages compressed; no extension is negotiated yet, so 0.
+  /// Times a message was deflated to be sent: once per broadcast (and
+  /// per window size its receivers agreed on), once per message sent to
+  /// one connection.
   pub deflate_calls: f64,
 }
 
@@ -61,6 +63,7 @@ struct Inbound {
 struct Outbound {
   messages: AtomicU64,
   bytes: AtomicU64,
+  deflate_calls: AtomicU64,
 }
 
 #[derive(Default)]
@@ -83,6 +86,10 @@ impl Counters {
   pub(super) fn sent(&self, messages: u64, bytes: u64) {
     self.outbound.messages.fetch_add(messages, Ordering::Relaxed);
     self.outbound.bytes.fetch_add(bytes, Ordering::Relaxed);
+  }
+
+  pub(super) fn deflated(&self, calls: u64) {
+    self.outbound.deflate_calls.fetch_add(calls, Ordering::Relaxed);
   }
 
   /// A connection ended with `code`; `invalid` if for what its peer sent.
@@ -113,7 +120,7 @@ impl Shared {
       closes: ends.by_code.iter().map(|(code, n)| (code.to_string(), *n as f64)).collect(),
       invalid: ends.invalid as f64,
       paused: paused as f64,
-      deflate_calls: 0.0,
+      deflate_calls: load(&counters.outbound.deflate_calls),
     }
   }
 }

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::handshake::server::Request;
 use super::registry::{start_connection, Connection, Remote};
 use super::served::MayGoDormant;
 use super::{lock, Shared, Verdict};
+use crate::deflate::Agreement;
 use crate::events::EventDetail;
 use crate::handshake::{self, Refusal, Upgrade};
 use crate::server_stream::ServerStream;
@@ -82,7 +83,7 @@ pub(super) async fn serve<S>(
     _ = shared.shutdown.cancelled() => None,
     upgraded = upgrading => upgraded.ok().flatten(),
   };
-  let Some((stream, raw_headers, protocol)) = upgraded else {
+  let Some(Upgraded { stream, raw_headers, protocol, agreement }) = upgraded else {
     // Too slow, refused or gone: nothing was reported as a connection yet.
     shared.verdicts().remove(&handle);
     if shared.verify {
@@ -90,7 +91,7 @@ pub(super) async fn serve<S>(
     }
     return;
   };
-  let connection = Connection::new(raw_headers, protocol, remote);
+  let connection = Connection::new(raw_headers, protocol, remote, agreement);
   start_connection(&shared, stream, handle, connection, shared.verify);
 }
 
@@ -101,7 +102,7 @@ async fn upgrade<S>(
   mut stream: ServerStream<S>,
   remote: &Remote,
   handle: u32,
-) -> Option<(ServerStream<S>, Box<str>, String)>
+) -> Option<Upgraded<S>>
 where
   S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -129,18 +130,27 @@ where
     offered.into_iter().next().unwrap_or_default()
   };
 
-  let response = match handshake::accept_response(&request, &protocol) {
-    Ok(response) => response,
-    Err(refusal) => {
-      let _ = handshake::refuse(&mut stream, &refusal).await;
-      return None;
-    }
-  };
+  let (response, agreement) =
+    match handshake::accept_response(&request, &protocol, shared.deflate.map(|d| d.negotiation)) {
+      Ok(answer) => answer,
+      Err(refusal) => {
+        let _ = handshake::refuse(&mut stream, &refusal).await;
+        return None;
+      }
+    };
   stream.write_all(&response).await.ok()?;
   stream.flush().await.ok()?;
   stream.start_frames(leftover);
   admission.keep();
-  Some((stream, raw_headers, protocol))
+  Some(Upgraded { stream, raw_headers, protocol, agreement })
+}
+
+/// A connection past its opening handshake.
+struct Upgraded<S> {
+  stream: ServerStream<S>,
+  raw_headers: Box<str>,
+  protocol: String,
+  agreement: Option<Agreement>,
 }
 
 /// Reads the request and checks it is a valid upgrade at the served path;
@@ -163,7 +173,7 @@ where
   let checked = if wrong_path {
     Err(Refusal::bad_request("No WebSocket endpoint at this path"))
   } else {
-    handshake::accept_response(request, "").map(|_| ())
+    handshake::accept_response(request, "", None).map(|_| ())
   };
   if let Err(refusal) = checked {
     let _ = handshake::refuse(stream, &refusal).await;
