@@ -610,8 +610,11 @@ impl<S: AsyncRead + Unpin> ServerStream<S> {
 }
 
 impl<S: AsyncRead + Unpin> Inbound for ServerStream<S> {
+  /// Bytes still unread (the start of a header, which tungstenite waits
+  /// for whole) keep the connection active: resting, they would wake it at
+  /// once, again and again.
   fn may_rest(&self) -> bool {
-    self.between_messages()
+    self.between_messages() && self.spill.is_none()
   }
 
   fn poll_held_message(

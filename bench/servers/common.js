@@ -1,6 +1,7 @@
 'use strict';
 
-// What every server under test shares: the scenario from the environment,
+// What every server under test shares: the scenario (and, in the
+// compression scenarios, BENCH_DEFLATE: how to compress) from the environment,
 // one JSON line on stdout when listening, and a tiny stdin protocol for the
 // runner: `stats` answers `{"event":"stats","rss":...,"connections":...}`,
 // `stats gc` does so after a full GC (when run with --expose-gc); the end of
@@ -10,6 +11,8 @@ const readline = require('node:readline');
 const v8 = require('node:v8');
 
 const scenario = process.env.BENCH_SCENARIO || 'echo';
+// '' (off) or a mode each server script names: see ours.js, ws.js, uws.js.
+const deflate = process.env.BENCH_DEFLATE || '';
 const host = process.env.BENCH_HOST || '127.0.0.1';
 const port = Number(process.env.BENCH_PORT || 0);
 // Largest message any server accepts: ours' default.
@@ -72,4 +75,4 @@ function fail(err) {
 process.on('uncaughtException', fail);
 process.on('unhandledRejection', fail);
 
-module.exports = { scenario, host, port, MAX_PAYLOAD, emit, listening, serve, fail };
+module.exports = { scenario, deflate, host, port, MAX_PAYLOAD, emit, listening, serve, fail };

@@ -6,10 +6,15 @@
 // binary echoed as is. Fan-out: every client subscribes to one topic and a
 // message is published with `ws.publish` (the WebSocket's publish, which
 // skips the sender), uWS's natural broadcast.
+//
+// BENCH_DEFLATE: `shared` is `compression: uWS.SHARED_COMPRESSOR`, `dedicated`
+// `uWS.DEDICATED_COMPRESSOR` (a 256 KB window and state per connection);
+// both inflate with uWS's default, shared decompressor. uWS compresses a
+// message only when `send`/`publish` is asked to (their last argument).
 
 const fs = require('node:fs');
 const path = require('node:path');
-const { scenario, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
+const { scenario, deflate, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
 
 const pkgDir = path.dirname(require.resolve('uwebsockets/package.json'));
 const uWS = require('uwebsockets');
@@ -24,9 +29,13 @@ function buildInfo() {
   return { package: `${pkg.name}@${pkg.version}`, file, sourceCommit: commit };
 }
 
+const COMPRESSION = { '': uWS.DISABLED, shared: uWS.SHARED_COMPRESSOR, dedicated: uWS.DEDICATED_COMPRESSOR };
+if (!(deflate in COMPRESSION)) fail(new Error(`BENCH_DEFLATE=${deflate}: not one of ${Object.keys(COMPRESSION)}`));
+const compress = deflate !== '';
+
 const TOPIC = 'all';
 const behavior = {
-  compression: uWS.DISABLED,
+  compression: COMPRESSION[deflate],
   maxPayloadLength: MAX_PAYLOAD,
   // Never drop a message for backpressure (the default 64 KiB would drop
   // 1 MiB echoes and fan-out bursts).
@@ -47,7 +56,7 @@ if (scenario === 'fanout') {
   };
   behavior.message = (ws, message) => {
     const obj = JSON.parse(Buffer.from(message).toString());
-    ws.publish(TOPIC, JSON.stringify(obj), false);
+    ws.publish(TOPIC, JSON.stringify(obj), false, compress);
   };
 } else {
   behavior.open = () => {
@@ -55,10 +64,10 @@ if (scenario === 'fanout') {
   };
   behavior.message = (ws, message, isBinary) => {
     if (isBinary) {
-      ws.send(message, true);
+      ws.send(message, true, compress);
     } else {
       const obj = JSON.parse(Buffer.from(message).toString());
-      ws.send(JSON.stringify(obj));
+      ws.send(JSON.stringify(obj), false, compress);
     }
   };
 }

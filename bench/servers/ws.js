@@ -7,13 +7,20 @@
 // JSON echo: JSON.parse of the text, JSON.stringify back; binary echoed as
 // is. Fan-out: parse + stringify once into a Buffer, then send it to every
 // other open client (the README's broadcast loop).
+//
+// BENCH_DEFLATE: `no-takeover` is `perMessageDeflate: {
+// serverNoContextTakeover: true }` (every message compressed on its own, as
+// our broadcasts need), `takeover` is `perMessageDeflate: true` (ws's
+// default, a compression context per connection kept across messages).
 
-const { scenario, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
+const { scenario, deflate, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
 
 const { WebSocketServer, WebSocket } = require('ws');
 const { wsInfo } = require('../lib/ws-info');
 
-const wss = new WebSocketServer({ host, port, perMessageDeflate: false, maxPayload: MAX_PAYLOAD });
+const DEFLATE = { '': false, 'no-takeover': { serverNoContextTakeover: true }, takeover: true };
+if (!(deflate in DEFLATE)) fail(new Error(`BENCH_DEFLATE=${deflate}: not one of ${Object.keys(DEFLATE)}`));
+const wss = new WebSocketServer({ host, port, perMessageDeflate: DEFLATE[deflate], maxPayload: MAX_PAYLOAD });
 
 if (scenario === 'fanout') {
   wss.on('connection', (ws) => {

@@ -89,7 +89,11 @@ impl JsonObj {
     }
     self
   }
-  /// CPU % (of one core) of everything else on the machine.
+  /// A plain string: no escaping.
+  pub fn str(mut self, key: &str, value: &str) -> JsonObj {
+    let _ = write!(self.0, ",\"{key}\":\"{value}\"");
+    self
+  }
   /// The CPU use of a measured window of `secs` seconds: the server's, the
   /// load generator's and other processes' (what the runner checks to
   /// tell a busy machine).
@@ -246,14 +250,23 @@ pub async fn connect_many(
   parallel: usize,
   config: WebSocketConfig,
 ) -> Result<Vec<Ws>, BoxError> {
+  open_many(count, parallel, || connect(url, config)).await
+}
+
+/// `count` results of `open`, at most `parallel` pending at a time, in
+/// order. Fails on the first error.
+pub async fn open_many<T, F, Fut>(count: usize, parallel: usize, open: F) -> Result<Vec<T>, BoxError>
+where
+  F: Fn() -> Fut,
+  Fut: std::future::Future<Output = Result<T, BoxError>>,
+{
+  use futures_util::StreamExt;
   let mut out = Vec::with_capacity(count);
   let mut pending = futures_util::stream::FuturesOrdered::new();
   let mut started = 0;
-  use futures_util::StreamExt;
   while out.len() < count {
     while started < count && pending.len() < parallel {
-      let url = url.to_string();
-      pending.push_back(async move { connect(&url, config).await });
+      pending.push_back(open());
       started += 1;
     }
     match pending.next().await {

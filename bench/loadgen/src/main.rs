@@ -10,9 +10,14 @@
 mod big;
 mod client_echo;
 mod common;
+mod deflate_client;
 mod echo;
+mod echo_deflate;
 mod fanout;
+mod fanout_deflate;
+mod graph_update;
 mod idle;
+mod idle_deflate;
 
 use common::{BoxError, Opts};
 
@@ -23,6 +28,8 @@ usage: loadgen <subcommand> [--option value ...]
   fanout       --url U --receivers 1000 --messages 2000 [--cpu-pid P]
   idle         --url U --connections 10000 [--parallel 200]   (holds them until `stop` on stdin)
   big          --url U --connections 1 --inflight 2 --size 1048576 --warmup 1 --duration 5 [--cpu-pid P]
+  echo-deflate, fanout-deflate, idle-deflate: echo, fanout and idle with
+               permessage-deflate and ~2 KB JSON graph updates, same options
   client-echo  [--port 0] [--host 127.0.0.1]                    (an echo server; ends on stdin EOF)
 
 Common: --timeout SECONDS (default 120): give up and exit 2.";
@@ -63,6 +70,9 @@ fn main() {
       "idle" => idle::run(&opts).await,
       "big" => big::run(&opts).await,
       "client-echo" => client_echo::run(&opts).await,
+      "echo-deflate" => echo_deflate::run(&opts).await,
+      "fanout-deflate" => fanout_deflate::run(&opts).await,
+      "idle-deflate" => idle_deflate::run(&opts).await,
       other => Err(format!("unknown subcommand {other:?}\n{USAGE}").into()),
     }
   });
