@@ -98,7 +98,8 @@ describe('Socket options: validated at construction', () => {
     maxReceiveBuffer: 1024 * 1024,
     headers: {},
     tls: {},
-    heartbeatInterval: 30000
+    heartbeatInterval: 30000,
+    perMessageDeflate: true
   };
 
   // For each option: wrong values, and how the message must describe the
@@ -122,7 +123,8 @@ describe('Socket options: validated at construction', () => {
     maxReceiveBuffer: [[-1, 1.5, '1'], /non-negative integer or Infinity/],
     headers: [['x', { Authorization: 5 }], /object of string values/],
     tls: [['x', 5], /object/],
-    heartbeatInterval: [[-1, '30'], /non-negative number/]
+    heartbeatInterval: [[-1, '30'], /non-negative number/],
+    perMessageDeflate: [['yes', 1, null], /boolean or an object/]
   };
 
   test("the option table is exactly the README's, with its defaults", () => {
