@@ -46,7 +46,13 @@ export interface Connection {
   readonly type: 'websocket';
   readonly offline: boolean;
   readonly messages: Stream<unknown, Connection>;
-  send(message: unknown): boolean;
+  send(message: unknown, options?: SendOptions): boolean;
+}
+
+/** Per-message send options. */
+export interface SendOptions {
+  /** `false` sends the message uncompressed even where compression was agreed on. Default `true`. */
+  compress?: boolean;
 }
 
 /** A set of connections keyed by id, and an event emitter of `'add'` and `'remove'`. */
@@ -69,7 +75,7 @@ export declare class ConnectionGroup<C extends Connection = Connection> extends 
   /** Live: follows both groups' later adds and removes. */
   union<D extends Connection>(group: ConnectionGroup<D>): ConnectionGroup<C | D>;
   /** Returns how many connections the message was queued to. */
-  send(message: unknown, options?: { except?: C | C[] }): number;
+  send(message: unknown, options?: { except?: C | C[]; compress?: boolean }): number;
   [Symbol.iterator](): IterableIterator<C>;
 }
 
@@ -156,8 +162,8 @@ export interface ServerOptions {
   maxPayload?: number;
   /** Milliseconds; default 10000. Bounds `verifyClient` and `handleProtocols` too, attached or standalone. */
   handshakeTimeout?: number;
-  /** Compression is never negotiated; only `false` is accepted. */
-  perMessageDeflate?: false;
+  /** permessage-deflate for clients that offer it (README, "Compression"). Default `false`. */
+  perMessageDeflate?: boolean | ServerDeflateOptions;
 }
 
 export interface AddressInfo {
@@ -215,7 +221,7 @@ export interface ServerStats {
   invalid: number;
   /** Connections open now that do not read (`pause()`, or the receive buffers). */
   paused: number;
-  /** Messages compressed (no compression is negotiated yet: 0). */
+  /** Times a message was deflated to be sent: once per broadcast (per window size), once per single send. */
   deflateCalls: number;
 }
 
@@ -235,6 +241,29 @@ export declare class Server extends ConnectionGroup<ServerConnection> {
   on(event: 'error', listener: (err: MytosisWebSocketError) => void): this;
   on(event: 'listening' | 'close', listener: () => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+export interface ServerDeflateOptions {
+  /** Messages shorter than this many bytes go out uncompressed. Default 1024. */
+  threshold?: number;
+  /** zlib level, 0-9. Default 6. */
+  level?: number;
+  /** The largest window (8-15) for clients that allow it to be limited. */
+  clientMaxWindowBits?: number;
+  /** Ask clients to compress each message on its own (no inflater kept per connection). Default `true`. */
+  clientNoContextTakeover?: boolean;
+}
+
+/** The Socket's permessage-deflate offer; the server decides. */
+export interface SocketDeflateOptions {
+  /** Messages shorter than this many bytes go out uncompressed. Default 1024. */
+  threshold?: number;
+  /** Default `true` (the Socket never keeps context anyway). */
+  clientNoContextTakeover?: boolean;
+  /** Default `false`. */
+  serverNoContextTakeover?: boolean;
+  clientMaxWindowBits?: number;
+  serverMaxWindowBits?: number;
 }
 
 export interface SocketOptions {
@@ -264,6 +293,8 @@ export interface SocketOptions {
    */
   headers?: Record<string, string> | (() => Record<string, string> | Promise<Record<string, string>>);
   heartbeatInterval?: number;
+  /** The permessage-deflate offer (Node build; browsers make their own). Default `true`. */
+  perMessageDeflate?: boolean | SocketDeflateOptions;
 }
 
 export interface SocketCloseEvent extends CloseInfo {
@@ -287,7 +318,7 @@ export declare class Socket extends EventEmitter implements Connection {
   readonly protocol: string;
   readonly retryCount: number;
   readonly bufferedAmount: number;
-  send(message: unknown): boolean;
+  send(message: unknown, options?: SendOptions): boolean;
   close(code?: number, reason?: string): void;
   reconnect(code?: number, reason?: string): void;
   ref(): this;

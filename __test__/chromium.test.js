@@ -307,4 +307,46 @@ describe('the browser build in headless Chromium', { skip }, () => {
     assert.deepEqual(events.slice(0, 2), [['close', 1012], ['reconnecting', { attempt: 1, delay: 200 }]]);
     await inPage(() => window.s4.close());
   });
+
+  test("Chromium's own WebSocket and a compressing Server: compressed both ways, byte for byte", TIMEOUT, async (t) => {
+    const server = new Server({ port: 0, host: '127.0.0.1', json: false, perMessageDeflate: { threshold: 0 } });
+    const { port } = await server.ready;
+    t.after(() => server.close());
+    server.messages.forEach((message, connection) => connection.send(message));
+    const result = await inPage(
+      (url) =>
+        new Promise((resolve, reject) => {
+          const text = '{"id":"node-4f1c","path":"nodes.4f1c.props.title","value":"A title"},'.repeat(1500);
+          const binary = new TextEncoder().encode(text.slice(0, 40000).replace(/o/g, 'é'));
+          const ws = new WebSocket(url);
+          ws.binaryType = 'arraybuffer';
+          const echoes = [];
+          ws.onerror = () => reject(new Error('the WebSocket failed'));
+          ws.onopen = () => {
+            for (let round = 0; round < 3; round++) {
+              ws.send(text);
+              ws.send(binary);
+            }
+          };
+          ws.onmessage = ({ data }) => {
+            echoes.push(data);
+            if (echoes.length < 6) return;
+            const same = (a, b) => a.length === b.length && a.every((byte, i) => byte === b[i]);
+            resolve({
+              extensions: ws.extensions,
+              texts: echoes.filter((e) => typeof e === 'string').every((e) => e === text),
+              binaries: echoes.filter((e) => typeof e !== 'string').every((e) => same(new Uint8Array(e), binary)),
+              kinds: echoes.map((e) => typeof e)
+            });
+            ws.close();
+          };
+        }),
+      `ws://127.0.0.1:${port}/`
+    );
+    assert.match(result.extensions, /^permessage-deflate/);
+    assert.deepEqual(result.kinds, ['string', 'object', 'string', 'object', 'string', 'object']);
+    assert.equal(result.texts, true);
+    assert.equal(result.binaries, true);
+    assert.equal(server.stats().deflateCalls, 6);
+  });
 });
