@@ -152,7 +152,7 @@ test('perMessageDeflate options are checked: wrong types and unknown keys throw 
 });
 
 // Every window size and both context modes, with ws as the peer.
-for (const windowBits of [9, 10, 12, 15]) {
+for (const windowBits of [9, 10, 11, 12, 13, 14, 15]) {
   for (const takeover of [false, true]) {
     test(`ws clients at window bits ${windowBits}, client context ${takeover ? 'kept' : 'reset'}: byte-identical echoes, compressed both ways`, async (t) => {
       const server = await startServer(t, {
@@ -316,6 +316,24 @@ test('inbound: a compressed message in fragments with a ping between them arrive
   assert.equal(raw.frames().find((frame) => frame.opcode === 0xa).payload.toString(), 'ping');
 });
 
+test('inbound: a large compressed frame arriving over many reads is read whole, its bytes never taken for frames', async (t) => {
+  const server = await startServer(t, { json: false, perMessageDeflate: true });
+  const got = collect(server.messages, 2);
+  const raw = await rawClient(t, server, 'permessage-deflate');
+  // Random bytes do not shrink: about 300 kB of compressed payload, in
+  // which any byte may look like a frame header.
+  const binary = require('node:crypto').randomBytes(300_000);
+  const frame = clientFrame(0xc2, deflated(binary));
+  for (let at = 0; at < frame.length; at += 16_384) {
+    raw.socket.write(frame.subarray(at, at + 16_384));
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  raw.socket.write(clientFrame(0x81, Buffer.from('after')));
+  const [[first], [second]] = await got;
+  assert.deepEqual(first, binary);
+  assert.equal(second, 'after');
+});
+
 test("Node's WebSocket (undici) against the Server: compressed both ways, byte-identical", async (t) => {
   const server = await startServer(t, { json: false, perMessageDeflate: { threshold: 0 } });
   echo(server);
@@ -358,6 +376,52 @@ test('the Socket offers compression by default against a ws server, and messages
   assert.ok(peer._socket.bytesRead < text.length + 20_000, `the server read ${peer._socket.bytesRead} bytes`);
   assert.ok(peer._socket.bytesWritten < 20_000, `the server wrote ${peer._socket.bytesWritten} bytes`);
 });
+
+// Our Socket against ws servers at every window size, both context modes.
+for (const windowBits of [9, 10, 11, 12, 13, 14, 15]) {
+  for (const takeover of [false, true]) {
+    test(`the Socket against a ws server at window bits ${windowBits}, server context ${takeover ? 'kept' : 'reset'}: byte-identical echoes`, async (t) => {
+      const wss = new WebSocket.Server({
+        port: 0,
+        host: '127.0.0.1',
+        perMessageDeflate: {
+          threshold: 0,
+          serverNoContextTakeover: !takeover,
+          serverMaxWindowBits: windowBits,
+          clientMaxWindowBits: windowBits
+        }
+      });
+      await once(wss, 'listening');
+      defer(t, () => new Promise((resolve) => wss.close(resolve)));
+      let peer;
+      wss.on('connection', (ws) => {
+        peer = ws;
+        ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+      });
+      const socket = new Socket(`ws://127.0.0.1:${wss.address().port}`, { json: false, perMessageDeflate: { threshold: 0 } });
+      defer(t, () => socket.close());
+      await once(socket, 'open');
+      const { params } = peer._extensions['permessage-deflate'];
+      assert.equal(Number(params.client_max_window_bits), windowBits);
+      assert.equal(params.server_no_context_takeover === true, !takeover);
+      const received = [];
+      socket.messages.forEach((message) => received.push(message));
+      const text = repetitive(60_000);
+      const binary = Buffer.from(repetitive(30_000).replace(/o/g, '\u00f6'));
+      for (let round = 0; round < 3; round++) {
+        socket.send(text);
+        socket.send(binary);
+      }
+      await until(() => received.length === 6, 'six echoes');
+      for (let i = 0; i < 6; i += 2) {
+        assert.equal(received[i], text);
+        assert.deepEqual(received[i + 1], binary);
+      }
+      assert.ok(peer._socket.bytesRead < 60_000, `the server read ${peer._socket.bytesRead} bytes`);
+      assert.ok(peer._socket.bytesWritten < 60_000, `the server wrote ${peer._socket.bytesWritten} bytes`);
+    });
+  }
+}
 
 test('the Socket with perMessageDeflate: false offers nothing; a server answer it did not ask for fails the attempt', async (t) => {
   const wss = new WebSocket.Server({ port: 0, host: '127.0.0.1', perMessageDeflate: true });
@@ -418,4 +482,49 @@ test('a frame header cut short keeps the connection waiting, not busy, until the
   raw.socket.write(frame.subarray(1));
   const [[message]] = await got;
   assert.equal(message, repetitive(2000));
+});
+
+test('maxReceiveBufferTotal counts inflated bytes: clients stalled in compressed messages that inflate past it are closed with 1008', async (t) => {
+  const MiB = 1024 * 1024;
+  const interval = 500;
+  const server = await startServer(t, {
+    maxPayload: 32 * MiB,
+    maxReceiveBufferTotal: 64 * MiB,
+    heartbeatInterval: interval,
+    perMessageDeflate: true
+  });
+  const removed = new Map();
+  server.on('remove', (connection, info) => removed.set(connection, info.code));
+  // Five clients each send the first fragment of a compressed message that
+  // inflates to 13.5 MiB (13 KiB on the wire) and stop: 67.5 MiB inflated,
+  // 65 KiB received.
+  const fragment = clientFrame(0x42, deflated(Buffer.alloc(13.5 * MiB)));
+  const raws = [];
+  for (let i = 0; i < 5; i++) raws.push(await rawClient(t, server, 'permessage-deflate'));
+  await until(() => server.size === 5, "five 'add' events");
+  const connections = [...server];
+  for (const { socket } of raws) socket.write(fragment);
+  await until(() => connections.every((c) => removed.has(c)), 'the stalled clients to be removed', 8 * interval);
+  const codes = connections.map((c) => removed.get(c));
+  // As in the uncompressed case (server-receive-buffers.test.js): those
+  // still paused when two intervals pass get 1008, any read again once the
+  // total fell under half are dropped as silent (1006).
+  assert.ok(codes.filter((code) => code === 1008).length >= 3, `removed with ${codes}`);
+});
+
+test('attached to an http.Server, the Server negotiates compression too', async (t) => {
+  const httpServer = require('node:http').createServer((req, res) => res.end('plain http'));
+  await new Promise((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
+  defer(t, () => new Promise((resolve) => httpServer.close(resolve)));
+  const server = new Server({ server: httpServer, json: false, perMessageDeflate: { threshold: 0 } });
+  defer(t, () => server.close());
+  await server.ready;
+  echo(server);
+  const client = await openClient(t, server, { perMessageDeflate: true });
+  assert.equal(client._extensions['permessage-deflate'].params.server_no_context_takeover, true);
+  const text = repetitive(50_000);
+  client.send(text);
+  assert.equal((await next(client))[0].data, text);
+  assert.ok(client._socket.bytesRead < 10_000, `read ${client._socket.bytesRead} bytes`);
+  assert.equal(server.stats().deflateCalls, 1);
 });

@@ -304,6 +304,7 @@ describe('http routes', () => {
       mytosis_websocket_closes: 'counter',
       mytosis_websocket_invalid_messages: 'counter',
       mytosis_websocket_paused_connections: 'gauge',
+      mytosis_websocket_deflate_calls: 'counter',
       mytosis_websocket_event_loop_delay_seconds: 'summary',
       mytosis_websocket_event_loop_delay_max_seconds: 'gauge'
     };
@@ -329,6 +330,16 @@ describe('http routes', () => {
     assert.equal(after.value('mytosis_websocket_sent_bytes_total'), 3);
     assert.equal(after.value('mytosis_websocket_closes_total', { code: '1000' }), 1);
     assert.ok(after.value('mytosis_websocket_event_loop_delay_seconds_count') > 0);
+    // 'abc' is under the compression threshold.
+    assert.equal(after.value('mytosis_websocket_deflate_calls_total'), 0);
+
+    // The relay compresses for clients that offer it (ws does): a long
+    // message is deflated once.
+    const c = await wsClient(t, relay);
+    c.ws.send('relayed '.repeat(500));
+    await until(() => a.received.length === 2, 'the long message at a');
+    const compressed = await scrape(relay, python);
+    assert.equal(compressed.value('mytosis_websocket_deflate_calls_total'), 1);
   });
 });
 

@@ -25,8 +25,9 @@ const NOFILE = 65536;
 
 const FULL = {
   rounds: 3,
-  scenarios: 'echo,fanout,idle,big,client,leak',
+  scenarios: 'echo,fanout,idle,big,client,echo-deflate,fanout-deflate,idle-deflate,leak',
   peers: 'ours,ws,ws+bufferutil,uWS.js,rust-echo',
+  deflatePeers: 'ours,ws-no-takeover,ws-takeover,uWS.js-shared,uWS.js-dedicated,ours-off,ws-off,uWS.js-off',
   clients: 'ours,ws,ws+bufferutil,undici',
   echoConnections: 100,
   echoInflight: 16,
@@ -34,6 +35,9 @@ const FULL = {
   echoSeconds: 10,
   fanoutReceivers: 1000,
   fanoutMessages: 2000,
+  // Compressed fan-out: ws compresses for every receiver (2,000 updates
+  // would take it minutes).
+  fanoutDeflateMessages: 200,
   idleConnections: 10000,
   idleSettle: 2,
   // Past one and a half of our default heartbeat interval (30 s): every
@@ -67,11 +71,12 @@ const FULL = {
 
 const QUICK = {
   rounds: 1,
-  scenarios: 'echo,fanout,idle,big,client',
+  scenarios: 'echo,fanout,idle,big,client,echo-deflate,fanout-deflate,idle-deflate',
   echoWarmup: 0.5,
   echoSeconds: 2,
   fanoutReceivers: 200,
   fanoutMessages: 500,
+  fanoutDeflateMessages: 50,
   idleConnections: 2000,
   idleSettle: 0.5,
   idleHold: 0,
@@ -95,12 +100,17 @@ const HELP = `usage: node bench/run.js [options]       (npm run bench -- [option
                         unmeasured run of echo, fanout and big; top frames go
                         into results.md
   --rounds N            rounds, interleaved A B A B ... (3)
-  --scenarios LIST      echo,fanout,idle,big,client,leak
+  --scenarios LIST      echo,fanout,idle,big,client,echo-deflate,fanout-deflate,
+                        idle-deflate,leak
   --peers LIST          servers: ours,ws,ws+bufferutil,uWS.js,rust-echo (the last
                         is a reference without JS, in echo and big only)
+  --deflate-peers LIST  servers of the *-deflate scenarios: ours,ws-no-takeover,
+                        ws-takeover,uWS.js-shared, and in idle-deflate only
+                        uWS.js-dedicated and the same servers uncompressed:
+                        ours-off,ws-off,uWS.js-off
   --clients LIST        clients: ours,ws,ws+bufferutil,undici
   --echo-seconds S, --echo-connections N, --echo-inflight K, --echo-warmup S
-  --fanout-receivers R, --fanout-messages M
+  --fanout-receivers R, --fanout-messages M, --fanout-deflate-messages M (200)
   --idle-connections N, --idle-settle S, --idle-hold S (0: skip the
                         second reading, after holding S seconds more)
   --big-seconds S, --big-connections N, --big-inflight K, --big-size BYTES
@@ -346,6 +356,20 @@ const SERVER_PEERS = {
   'rust-echo': { rust: true, scenarios: ['echo', 'big'] }
 };
 
+// The compression scenarios' servers (BENCH_DEFLATE: see servers/*.js). The
+// uncompressed ones, in idle-deflate only, give what compression adds.
+const wsNoBufferutil = SERVER_PEERS.ws;
+const DEFLATE_PEERS = {
+  ours: { script: 'ours.js', env: { BENCH_DEFLATE: 'on' } },
+  'ws-no-takeover': { ...wsNoBufferutil, env: { ...wsNoBufferutil.env, BENCH_DEFLATE: 'no-takeover' } },
+  'ws-takeover': { ...wsNoBufferutil, env: { ...wsNoBufferutil.env, BENCH_DEFLATE: 'takeover' } },
+  'uWS.js-shared': { script: 'uws.js', env: { BENCH_DEFLATE: 'shared' } },
+  'uWS.js-dedicated': { script: 'uws.js', env: { BENCH_DEFLATE: 'dedicated' }, scenarios: ['idle-deflate'] },
+  'ours-off': { script: 'ours.js', env: {}, scenarios: ['idle-deflate'] },
+  'ws-off': { ...wsNoBufferutil, scenarios: ['idle-deflate'] },
+  'uWS.js-off': { script: 'uws.js', env: {}, scenarios: ['idle-deflate'] }
+};
+
 const CLIENT_PEERS = {
   ours: { script: 'ours.js', env: {} },
   ws: { script: 'ws.js', env: { WS_NO_BUFFER_UTIL: '1' } },
@@ -355,8 +379,8 @@ const CLIENT_PEERS = {
 
 let runCounter = 0;
 
-async function startServer(options, peer, scenario, { gc = false, perfMap = false } = {}) {
-  const spec = SERVER_PEERS[peer];
+async function startServer(options, peer, scenario, { gc = false, perfMap = false, deflate = false } = {}) {
+  const spec = (deflate ? DEFLATE_PEERS : SERVER_PEERS)[peer];
   if (spec.rust) {
     const child = new Child(`${peer} server`, [LOADGEN, 'client-echo', '--timeout', '3600'], {
       core: options.pin ? SERVER_CORE : null,
@@ -449,6 +473,69 @@ async function profile(options, server, seconds) {
     .slice(0, 30)
     .map((l) => l.replace(/\s+$/, ''));
   return { lines };
+}
+
+/**
+ * Opens `idleConnections` with `loadgen SUBCOMMAND` and reads the server's
+ * RSS per connection, after a full GC, before and after (and again after
+ * `hold` seconds, if not 0).
+ */
+function idleRun(options, peer, subcommand, { hold, deflate = false }) {
+  const n = options.idleConnections;
+  return withServer(
+    options,
+    peer,
+    // The compressed connections exchange one message: an echo.
+    deflate ? 'echo' : 'idle',
+    async (server, track) => {
+      await sleep(500);
+      const before = await stats(server, true);
+      const lg = track(startLoadgen(options, [subcommand, '--url', server.url, '--connections', n], 600));
+      const open = await lg.waitFor('open', 300000);
+      const deadline = Date.now() + 60000;
+      let seen = await stats(server, false);
+      while (seen.connections !== null && seen.connections < n && Date.now() < deadline) {
+        await sleep(250);
+        seen = await stats(server, false);
+      }
+      if (seen.connections !== null && seen.connections < n) {
+        throw new Error(`the server counts ${seen.connections} of ${n} connections after 60 s`);
+      }
+      await sleep(options.idleSettle * 1000);
+      const after = await stats(server, true);
+      let held = null;
+      if (hold > 0) {
+        await sleep(hold * 1000);
+        held = await stats(server, true);
+      }
+      lg.send('stop');
+      return checkNegotiated(peer, {
+        connections: n,
+        server_connections: after.connections,
+        bytes_per_conn: (after.rss - before.rss) / n,
+        held_bytes_per_conn: held && (held.rss - before.rss) / n,
+        heap_per_conn: (after.heapUsed - before.heapUsed) / n,
+        rss_before_mb: before.rss / 2 ** 20,
+        rss_after_mb: after.rss / 2 ** 20,
+        open_seconds: open.seconds,
+        deflate: open.deflate
+      });
+    },
+    { gc: true, deflate }
+  );
+}
+
+/**
+ * A compression scenario's result, once the server answered as its peer
+ * should: with permessage-deflate, and ws-takeover without
+ * server_no_context_takeover; the "-off" peers without it.
+ */
+function checkNegotiated(peer, result) {
+  if (result.deflate === undefined) return result;
+  const want = peer.endsWith('-off') ? 'none' : peer === 'ws-takeover' ? 'context_takeover' : null;
+  const ok = want ? result.deflate === want : result.deflate !== 'none';
+  if (!ok) throw new Error(`${peer}: the server answered permessage-deflate as "${result.deflate}"`);
+  return result;
 }
 
 const SCENARIOS = {
@@ -562,46 +649,7 @@ const SCENARIOS = {
     ratios: ['bytes_per_conn'],
     chart: [{ key: 'bytes_per_conn', label: 'idle\nmemory/conn', better: 'lower' }],
     async run(options, peer) {
-      const n = options.idleConnections;
-      return withServer(
-        options,
-        peer,
-        'idle',
-        async (server, track) => {
-          await sleep(500);
-          const before = await stats(server, true);
-          const lg = track(startLoadgen(options, ['idle', '--url', server.url, '--connections', n], 600));
-          const open = await lg.waitFor('open', 300000);
-          const deadline = Date.now() + 60000;
-          let seen = await stats(server, false);
-          while (seen.connections !== null && seen.connections < n && Date.now() < deadline) {
-            await sleep(250);
-            seen = await stats(server, false);
-          }
-          if (seen.connections !== null && seen.connections < n) {
-            throw new Error(`the server counts ${seen.connections} of ${n} connections after 60 s`);
-          }
-          await sleep(options.idleSettle * 1000);
-          const after = await stats(server, true);
-          let held = null;
-          if (options.idleHold > 0) {
-            await sleep(options.idleHold * 1000);
-            held = await stats(server, true);
-          }
-          lg.send('stop');
-          return {
-            connections: n,
-            server_connections: after.connections,
-            bytes_per_conn: (after.rss - before.rss) / n,
-            held_bytes_per_conn: held && (held.rss - before.rss) / n,
-            heap_per_conn: (after.heapUsed - before.heapUsed) / n,
-            rss_before_mb: before.rss / 2 ** 20,
-            rss_after_mb: after.rss / 2 ** 20,
-            open_seconds: open.seconds
-          };
-        },
-        { gc: true }
-      );
+      return idleRun(options, peer, 'idle', { hold: options.idleHold });
     }
   },
 
@@ -710,6 +758,114 @@ const SCENARIOS = {
     }
   },
 
+  'echo-deflate': {
+    title: 'JSON echo, compressed',
+    kind: 'server',
+    deflate: true,
+    baselines: ['uWS.js-shared', 'ws-no-takeover', 'ws-takeover'],
+    describe: (o) =>
+      `permessage-deflate; ${o.echoConnections} connections x ${o.echoInflight} messages in flight, ~2 KB JSON graph updates ` +
+      '(`loadgen/src/graph_update.rs`: 15 changes to node properties by 3 authors, each reply checked to be the text sent), ' +
+      'the server parses and re-stringifies each one in JS; the load generator compresses each message on its own ' +
+      `(client_no_context_takeover, level 6); ${o.echoWarmup} s warm-up, ${o.echoSeconds} s measured. ` +
+      '"wire bytes/msg": frame bytes of one message and its echo; "server->client": of the echo alone (what the server compressed)',
+    metrics: [
+      { key: 'msgs_per_sec', label: 'msgs/s', short: 'msgs/s', better: 'higher' },
+      { key: 'server_us_per_msg', label: 'server CPU us/msg', short: 'CPU/msg', better: 'lower', digits: 2 },
+      { key: 'wire_bytes_per_msg', label: 'wire bytes/msg', better: 'lower' },
+      { key: 'down_bytes_per_msg', label: 'server->client bytes/msg', short: 'bytes', better: 'lower', digits: 1 },
+      { key: 'payload_bytes', label: 'JSON bytes', digits: 0 },
+      { key: 'p50_us', label: 'p50 us', better: 'lower' },
+      { key: 'server_cpu_pct', label: 'server CPU %', digits: 0 },
+      { key: 'loadgen_cpu_pct', label: 'loadgen CPU %', digits: 0 }
+    ],
+    ratios: ['server_us_per_msg', 'down_bytes_per_msg'],
+    async run(options, peer) {
+      return withServer(
+        options,
+        peer,
+        'echo',
+        async (server, track) => {
+          const seconds = options.echoSeconds;
+          const lg = track(
+            startLoadgen(
+              options,
+              ['echo-deflate', '--url', server.url, '--connections', options.echoConnections, '--inflight', options.echoInflight,
+                '--warmup', options.echoWarmup, '--duration', seconds, '--cpu-pid', server.pid],
+              seconds + options.echoWarmup + 120
+            )
+          );
+          const result = await lg.waitFor('result', (seconds + options.echoWarmup + 120) * 1000);
+          return checkNegotiated(peer, result);
+        },
+        { deflate: true }
+      );
+    }
+  },
+
+  'fanout-deflate': {
+    title: 'Fan-out, compressed',
+    kind: 'server',
+    deflate: true,
+    baselines: ['uWS.js-shared', 'ws-no-takeover', 'ws-takeover'],
+    describe: (o) =>
+      `permessage-deflate; ${o.fanoutReceivers} receivers; one sender sends ${o.fanoutDeflateMessages} ~2 KB JSON graph updates ` +
+      'as fast as it can, the server parses each and broadcasts it to every other client (ours: `server.send`, compressed once; ' +
+      'ws: compressed for each receiver; uWS.js: `publish`); every receiver inflates every update and checks its order; ' +
+      'from the first send to the last delivery. "bytes/delivery": frame bytes of one delivered update',
+    metrics: [
+      { key: 'delivered_per_sec', label: 'deliveries/s', short: 'deliveries/s', better: 'higher' },
+      { key: 'last_delivery_ms', label: 'last delivery ms', better: 'lower' },
+      { key: 'server_us_per_delivery', label: 'server CPU us/delivery', better: 'lower', digits: 3 },
+      { key: 'bytes_per_delivery', label: 'bytes/delivery', short: 'bytes', better: 'lower', digits: 1 },
+      { key: 'server_cpu_pct', label: 'server CPU %', digits: 0 },
+      { key: 'loadgen_cpu_pct', label: 'loadgen CPU %', digits: 0 }
+    ],
+    ratios: ['delivered_per_sec', 'bytes_per_delivery'],
+    async run(options, peer) {
+      return withServer(
+        options,
+        peer,
+        'fanout',
+        async (server, track) => {
+          const lg = track(
+            startLoadgen(
+              options,
+              ['fanout-deflate', '--url', server.url, '--receivers', options.fanoutReceivers,
+                '--messages', options.fanoutDeflateMessages, '--cpu-pid', server.pid, '--deliver-timeout', 240],
+              360
+            )
+          );
+          const result = await lg.waitFor('result', 360 * 1000);
+          return checkNegotiated(peer, result);
+        },
+        { deflate: true }
+      );
+    }
+  },
+
+  'idle-deflate': {
+    title: 'Idle connections, compressed',
+    kind: 'server',
+    deflate: true,
+    baselines: [],
+    describe: (o) =>
+      `${o.idleConnections} connections offering permessage-deflate, each of which sent one ~2 KB JSON graph update and ` +
+      'got its echo, then held; server RSS after a full GC, (RSS with them - RSS before) / N, ' +
+      `${o.idleSettle} s after they opened. The "-off" rows are the same servers without compression, for what it adds`,
+    metrics: [
+      { key: 'bytes_per_conn', label: 'RSS bytes/conn', short: 'bytes/conn', better: 'lower' },
+      { key: 'heap_per_conn', label: 'JS heap bytes/conn', better: 'lower' },
+      { key: 'rss_before_mb', label: 'RSS before MB', digits: 1 },
+      { key: 'rss_after_mb', label: 'RSS after MB', digits: 1 },
+      { key: 'open_seconds', label: 'open s', digits: 2 }
+    ],
+    ratios: ['bytes_per_conn'],
+    async run(options, peer) {
+      return idleRun(options, peer, 'idle-deflate', { hold: 0, deflate: true });
+    }
+  },
+
   leak: {
     title: 'Leak check',
     kind: 'leak',
@@ -775,6 +931,12 @@ function summarize(scenarioId, result) {
       return `${f(result.mb_per_sec)} MB/s (CPU: server ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)`;
     case 'client':
       return `${f(result.msgs_per_sec)} msgs/s, ${f(result.client_us_per_msg, 2)} us client CPU/msg (CPU: client ${f(result.client_cpu_pct)}%, echo server ${f(result.echo_cpu_pct)}%)`;
+    case 'echo-deflate':
+      return `${f(result.msgs_per_sec)} msgs/s, ${f(result.server_us_per_msg, 2)} us server CPU/msg, ${f(result.wire_bytes_per_msg)} wire bytes/msg (server->client ${f(result.down_bytes_per_msg, 1)}) for ${f(result.payload_bytes)} bytes of JSON, ${result.deflate} (CPU: server ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)`;
+    case 'fanout-deflate':
+      return `${f(result.delivered_per_sec)} deliveries/s, last after ${f(result.last_delivery_ms)} ms, ${f(result.bytes_per_delivery, 1)} bytes/delivery, ${result.deflate} (CPU: server ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)`;
+    case 'idle-deflate':
+      return `${f(result.bytes_per_conn)} bytes/conn (RSS ${f(result.rss_before_mb, 1)} -> ${f(result.rss_after_mb, 1)} MiB, opened in ${f(result.open_seconds, 2)} s), ${result.deflate}`;
     case 'leak':
       return `RSS ${f(result.early_rss / 2 ** 20, 1)} MiB at ${f(result.early_t)} s, ${f(result.late_rss / 2 ** 20, 1)} MiB at ${f(result.late_t)} s: ${result.ratio.toFixed(3)}x (${f(result.msgs_per_sec)} msgs/s)`;
     default:
@@ -833,15 +995,21 @@ async function main() {
 
   let serverPeers = options.list('peers');
   let clientPeers = options.list('clients');
+  let deflatePeers = options.list('deflatePeers');
   for (const p of serverPeers) if (!SERVER_PEERS[p]) throw new Error(`unknown server peer ${p}`);
+  for (const p of deflatePeers) if (!DEFLATE_PEERS[p]) throw new Error(`unknown --deflate-peers peer ${p}`);
   for (const p of clientPeers) if (!CLIENT_PEERS[p]) throw new Error(`unknown client ${p}`);
 
   const uws = { ok: false, reason: 'not requested' };
-  if (serverPeers.includes('uWS.js') && scenarios.some((s) => SCENARIOS[s].kind === 'server')) {
+  const wantsUws =
+    (serverPeers.includes('uWS.js') && scenarios.some((s) => SCENARIOS[s].kind === 'server' && !SCENARIOS[s].deflate)) ||
+    (deflatePeers.some((p) => p.startsWith('uWS.js')) && scenarios.some((s) => SCENARIOS[s].deflate));
+  if (wantsUws) {
     Object.assign(uws, uwsAvailability(options));
     if (!uws.ok) {
       warn(`uWebSockets.js is not available (${uws.reason}): it is left out`);
       serverPeers = serverPeers.filter((p) => p !== 'uWS.js');
+      deflatePeers = deflatePeers.filter((p) => !p.startsWith('uWS.js'));
     }
   }
 
@@ -853,12 +1021,15 @@ async function main() {
   let lastAddon = machine.addon.sha256;
   for (const id of scenarios) {
     const scenario = SCENARIOS[id];
+    const inScenario = (table) => (p) => !table[p].scenarios || table[p].scenarios.includes(id);
     const peers =
       scenario.kind === 'client'
         ? clientPeers
         : scenario.kind === 'leak'
           ? ['ours']
-          : serverPeers.filter((p) => !SERVER_PEERS[p].scenarios || SERVER_PEERS[p].scenarios.includes(id));
+          : scenario.deflate
+            ? deflatePeers.filter(inScenario(DEFLATE_PEERS))
+            : serverPeers.filter(inScenario(SERVER_PEERS));
     const rounds = scenario.kind === 'leak' ? 1 : options.rounds;
     const data = (results[id] = { peers, runs: {}, errors: {} });
     log(`\n== ${scenario.title}${scenario.describe ? `: ${scenario.describe(options)}` : ''}`);
@@ -886,7 +1057,7 @@ async function main() {
             warn(`${label}: other processes used ${Math.round(result.others_cpu_pct)}% of a core during the measured window`);
           }
           (data.runs[peer] ||= []).push(result);
-          if (peer === 'uWS.js' && result.serverInfo?.uws) uws.build = result.serverInfo.uws;
+          if (peer.startsWith('uWS.js') && result.serverInfo?.uws) uws.build = result.serverInfo.uws;
           log(`${label}: ${summarize(id, result)}`);
         } catch (err) {
           checkAddon();
@@ -980,6 +1151,39 @@ const TARGETS = [
     }
   },
   {
+    what: 'compressed JSON echo: server CPU per message no more than uWebSockets.js (SHARED_COMPRESSOR)',
+    need: ['echo-deflate', 'ours', 'uWS.js-shared'],
+    eval: (m) => {
+      const ours = m['echo-deflate'].ours.server_us_per_msg;
+      const uws = m['echo-deflate']['uWS.js-shared'].server_us_per_msg;
+      return { measured: `${ours.toFixed(2)} us vs ${uws.toFixed(2)} us`, ok: ours <= uws, by: `${(ours / uws).toFixed(2)}x the CPU of uWS.js` };
+    }
+  },
+  {
+    what: 'compressed fan-out: at least 10x uWebSockets.js (SHARED_COMPRESSOR)',
+    need: ['fanout-deflate', 'ours', 'uWS.js-shared'],
+    eval: (m) => {
+      const r = m['fanout-deflate'].ours.delivered_per_sec / m['fanout-deflate']['uWS.js-shared'].delivered_per_sec;
+      return { measured: `${r.toFixed(2)}x uWS.js`, ok: r >= 10, by: `${(10 / r).toFixed(2)}x short of 10x` };
+    }
+  },
+  {
+    // Judged on what the server compressed: the echo, server to client.
+    what: 'compressed bytes on the wire (echo, server to client): at most 1.05x ws with serverNoContextTakeover',
+    need: ['echo-deflate', 'ours', 'ws-no-takeover'],
+    eval: (m) => {
+      const e = m['echo-deflate'];
+      const r = e.ours.down_bytes_per_msg / e['ws-no-takeover'].down_bytes_per_msg;
+      const takeover = e['ws-takeover']?.down_bytes_per_msg;
+      const gap = takeover ? `; ${(e.ours.down_bytes_per_msg / takeover).toFixed(2)}x ws with context takeover (${report.fmt(takeover, 1)} bytes)` : '';
+      return {
+        measured: `${report.fmt(e.ours.down_bytes_per_msg, 1)} vs ${report.fmt(e['ws-no-takeover'].down_bytes_per_msg, 1)} bytes: ${r.toFixed(3)}x${gap}`,
+        ok: r <= 1.05,
+        by: `${(r / 1.05).toFixed(3)}x over 1.05x`
+      };
+    }
+  },
+  {
     what: 'no leak: RSS after 60 s of JSON echo within 10% of RSS at 10 s',
     need: ['leak', 'ours'],
     eval: (m) => {
@@ -988,6 +1192,14 @@ const TARGETS = [
     }
   }
 ];
+
+/** idle-deflate: each compressed row's bytes per connection minus its server's uncompressed row. */
+function compressionCost(med) {
+  const off = { ours: 'ours-off', 'ws-no-takeover': 'ws-off', 'ws-takeover': 'ws-off', 'uWS.js-shared': 'uWS.js-off', 'uWS.js-dedicated': 'uWS.js-off' };
+  return Object.entries(off)
+    .filter(([on, base]) => med[on]?.bytes_per_conn != null && med[base]?.bytes_per_conn != null)
+    .map(([on, base]) => `${on} ${report.fmt(med[on].bytes_per_conn - med[base].bytes_per_conn)}`);
+}
 
 function render(options, machine, uws, addon, results, profiles, elapsed, oursLabel) {
   const text = [];
@@ -1025,7 +1237,9 @@ function render(options, machine, uws, addon, results, profiles, elapsed, oursLa
   for (const [id, data] of Object.entries(results)) {
     const scenario = SCENARIOS[id];
     if (scenario.kind === 'leak') continue;
-    const baselines = ['ws', 'ws+bufferutil'].filter((b) => data.peers.includes(b) && (data.runs[b] || []).length);
+    const baselines = (scenario.baselines || ['ws', 'ws+bufferutil']).filter(
+      (b) => data.peers.includes(b) && (data.runs[b] || []).length
+    );
     if (id === 'echo' || id === 'fanout') {
       if ((data.runs['uWS.js'] || []).length) baselines.push('uWS.js');
     }
@@ -1057,7 +1271,9 @@ function render(options, machine, uws, addon, results, profiles, elapsed, oursLa
       }
     }
     if (noisy.length) md.push(`- rounds disagree by over 15% of the median: ${noisy.join('; ')}`);
-    if (errs.length || loaded.length || noisy.length) md.push('');
+    const added = id === 'idle-deflate' ? compressionCost(t.med) : [];
+    if (added.length) md.push(`- what compression adds per connection (RSS bytes/conn minus the same server's "-off" row): ${added.join('; ')}`);
+    if (errs.length || loaded.length || noisy.length || added.length) md.push('');
     if (scenario.chart && data.peers.includes('ws') && t.med.ws) {
       for (const c of scenario.chart) {
         const base = t.med.ws[c.key];

@@ -333,6 +333,12 @@ impl<S> ServerStream<S> {
     self.held.is_none() && self.boundaries.between_messages()
   }
 
+  /// Whether the held compressed message is between two of its frames,
+  /// where a control frame may come.
+  fn between_fragments(&self) -> bool {
+    matches!(self.held.as_deref(), Some(Held::Compressed(message)) if message.payload_left == 0 && !message.last_frame)
+  }
+
   fn hold_back(&self) -> HoldBack {
     HoldBack {
       large_limit: if self.large_binary { self.max_message } else { 0 },
@@ -349,8 +355,12 @@ impl<S> ServerStream<S> {
     let handed = match self.head_end_seen {
       Some(seen) => self.follow_head(bytes, seen),
       // While a compressed message is held, only the control frames between
-      // its fragments are tungstenite's.
+      // its fragments are tungstenite's; inside a fragment, every byte is
+      // the message's.
       None if self.held.is_some() => {
+        if !self.between_fragments() {
+          return HandOn::Wait;
+        }
         self.boundaries.follow_until(bytes, |header, _| !is_control(header.opcode))
       }
       None => {

@@ -21,7 +21,8 @@ const STATS_METRICS = [
     'Messages refused: connections closed for a protocol violation (1002), text that is not UTF-8 (1007) or a message over --max-payload (1009).',
     'invalid'
   ],
-  ['paused_connections', 'gauge', 'Connections open now that are not being read (held back by the receive buffers).', 'paused']
+  ['paused_connections', 'gauge', 'Connections open now that are not being read (held back by the receive buffers).', 'paused'],
+  ['deflate_calls_total', 'counter', 'Times a message was deflated to be sent (once per broadcast).', 'deflateCalls']
 ];
 
 // The event loop delay is reported as these quantiles of a summary.

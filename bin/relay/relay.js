@@ -26,7 +26,9 @@ const CLOSE_TIMEOUT = 4000;
  */
 async function startRelay({ port, host, path, maxPayload, onError }) {
   const httpServer = http.createServer();
-  const server = new Server({ server: httpServer, path, maxPayload, json: false });
+  // Compressed for clients that offer it (browsers do): each relayed
+  // message is deflated once for all its receivers.
+  const server = new Server({ server: httpServer, path, maxPayload, json: false, perMessageDeflate: true });
   server.messages.forEach((message, sender) => server.send(message, { except: sender }));
 
   const metrics = new Metrics();

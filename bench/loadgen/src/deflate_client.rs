@@ -35,10 +35,12 @@ pub struct Negotiated {
   pub client_max_window_bits: u8,
 }
 
-/// One message read, whole (fragments joined, inflated).
+/// One message read, whole (fragments joined, inflated unless `skip_inflate`).
 pub struct Message {
   pub text: bool,
   pub data: Vec<u8>,
+  /// `data` is still compressed (see `skip_inflate`).
+  pub compressed: bool,
   /// Bytes its frames took on the wire.
   pub wire_bytes: usize,
 }
@@ -55,6 +57,11 @@ struct Frame {
 pub struct DeflateWs {
   tcp: TcpStream,
   pub deflate: Option<Negotiated>,
+  /// Leave the next messages compressed when each stands alone
+  /// (server_no_context_takeover): inflating every delivery would make the
+  /// load generator what bounds a fan-out. With a context kept across
+  /// messages every one is inflated all the same.
+  pub skip_inflate: bool,
   rbuf: Vec<u8>,
   /// Start of unparsed bytes in `rbuf`.
   rpos: usize,
@@ -118,6 +125,7 @@ impl DeflateWs {
     Ok(DeflateWs {
       tcp,
       deflate,
+      skip_inflate: false,
       rbuf,
       rpos: head_len,
       wbuf: Vec::new(),
@@ -212,10 +220,10 @@ impl DeflateWs {
   }
 
   fn finish(&mut self, text: bool, compressed: bool, data: Vec<u8>, wire_bytes: usize) -> Result<Message, BoxError> {
-    if !compressed {
-      return Ok(Message { text, data, wire_bytes });
-    }
     let takeover = !self.deflate.map_or(true, |n| n.server_no_context_takeover);
+    if !compressed || (self.skip_inflate && !takeover) {
+      return Ok(Message { text, data, compressed, wire_bytes });
+    }
     let data = if takeover {
       let inflater = self.inflater.get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, 15)));
       inflate(inflater, &data)?
@@ -227,7 +235,7 @@ impl DeflateWs {
         inflate(inflater, &data)
       })?
     };
-    Ok(Message { text, data, wire_bytes })
+    Ok(Message { text, data, compressed: false, wire_bytes })
   }
 
   /// The frame at `rpos`, if it is all in `rbuf`.
