@@ -348,8 +348,13 @@ test("Node's WebSocket (undici) against the Server: compressed both ways, byte-i
   assert.deepEqual(b.data, binary);
 });
 
-test('the Socket offers compression by default against a ws server, and messages arrive byte for byte both ways', async (t) => {
-  const wss = new WebSocket.Server({ port: 0, host: '127.0.0.1', perMessageDeflate: { threshold: 0 } });
+/**
+ * A ws echo server with `perMessageDeflate`, and an open Socket (our
+ * Node build, `json: false`, `socketDeflate` as its offer) connected to it:
+ * `{ socket, peer, received }`, `peer` being ws's end of the connection.
+ */
+async function socketToWs(t, perMessageDeflate, socketDeflate = true) {
+  const wss = new WebSocket.Server({ port: 0, host: '127.0.0.1', perMessageDeflate });
   await once(wss, 'listening');
   defer(t, () => new Promise((resolve) => wss.close(resolve)));
   let peer;
@@ -357,12 +362,17 @@ test('the Socket offers compression by default against a ws server, and messages
     peer = ws;
     ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
   });
-  const socket = new Socket(`ws://127.0.0.1:${wss.address().port}`, { json: false });
+  const socket = new Socket(`ws://127.0.0.1:${wss.address().port}`, { json: false, perMessageDeflate: socketDeflate });
   defer(t, () => socket.close());
   await once(socket, 'open');
-  assert.match(peer.extensions, /^permessage-deflate/);
   const received = [];
   socket.messages.forEach((message) => received.push(message));
+  return { socket, peer, received };
+}
+
+test('the Socket offers compression by default against a ws server, and messages arrive byte for byte both ways', async (t) => {
+  const { socket, peer, received } = await socketToWs(t, { threshold: 0 });
+  assert.match(peer.extensions, /^permessage-deflate/);
   const text = repetitive(80_000);
   const binary = Buffer.from(repetitive(20_000));
   socket.send(text);
@@ -381,31 +391,16 @@ test('the Socket offers compression by default against a ws server, and messages
 for (const windowBits of [9, 10, 11, 12, 13, 14, 15]) {
   for (const takeover of [false, true]) {
     test(`the Socket against a ws server at window bits ${windowBits}, server context ${takeover ? 'kept' : 'reset'}: byte-identical echoes`, async (t) => {
-      const wss = new WebSocket.Server({
-        port: 0,
-        host: '127.0.0.1',
-        perMessageDeflate: {
-          threshold: 0,
-          serverNoContextTakeover: !takeover,
-          serverMaxWindowBits: windowBits,
-          clientMaxWindowBits: windowBits
-        }
-      });
-      await once(wss, 'listening');
-      defer(t, () => new Promise((resolve) => wss.close(resolve)));
-      let peer;
-      wss.on('connection', (ws) => {
-        peer = ws;
-        ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
-      });
-      const socket = new Socket(`ws://127.0.0.1:${wss.address().port}`, { json: false, perMessageDeflate: { threshold: 0 } });
-      defer(t, () => socket.close());
-      await once(socket, 'open');
+      const wsDeflate = {
+        threshold: 0,
+        serverNoContextTakeover: !takeover,
+        serverMaxWindowBits: windowBits,
+        clientMaxWindowBits: windowBits
+      };
+      const { socket, peer, received } = await socketToWs(t, wsDeflate, { threshold: 0 });
       const { params } = peer._extensions['permessage-deflate'];
       assert.equal(Number(params.client_max_window_bits), windowBits);
       assert.equal(params.server_no_context_takeover === true, !takeover);
-      const received = [];
-      socket.messages.forEach((message) => received.push(message));
       const text = repetitive(60_000);
       const binary = Buffer.from(repetitive(30_000).replace(/o/g, '\u00f6'));
       for (let round = 0; round < 3; round++) {
