@@ -16,6 +16,10 @@
 //! (reserved bits, opcodes, masking, FIN, length encodings), and random
 //! bytes. `npm test` runs a few hundred cases; `npm run fuzz` runs them for
 //! as long as asked (README, "Differential fuzzing").
+//!
+//! Compressed messages (permessage-deflate) have their own cases: tungstenite
+//! cannot read them, so the reference gets the same messages uncompressed
+//! and must deliver and answer what ours does with them compressed.
 
 use std::io::Cursor;
 use std::pin::Pin;
@@ -24,6 +28,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use flate2::{Compress, Compression, FlushCompress};
 use futures_util::{SinkExt, StreamExt};
 use proptest::prelude::*;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -33,8 +38,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::connection_loop::{close_code_for, Ended, Incoming};
+use crate::connection_loop::{close_code_for, Ended, HeldError, Inbound, Incoming};
 use crate::connection_task::{self, Active, ConnectionTask, Owner, Period};
+use crate::deflate::compress::SYNC_TAIL;
+use crate::deflate::Agreement;
 use crate::direct_frame::DIRECT_MIN_LEN;
 use crate::flow::Flow;
 use crate::link::{Limits, Link};
@@ -144,6 +151,7 @@ struct Echoing {
   link: Arc<Link>,
   flow: Arc<Flow>,
   config: WebSocketConfig,
+  deflate: Option<Agreement>,
   delivered: Arc<Mutex<Vec<(bool, Bytes)>>>,
   ended: Arc<Mutex<Option<u16>>>,
 }
@@ -166,7 +174,7 @@ impl Owner<ScriptStream> for Echoing {
       };
       let period = Period {
         config: this.config,
-        deflate: None,
+        deflate: this.deflate,
         link: &this.link,
         flow: &this.flow,
         generation,
@@ -190,12 +198,13 @@ fn runtime() -> tokio::runtime::Runtime {
     .expect("a runtime")
 }
 
-fn run_ours(script: &Script, config: WebSocketConfig) -> Observed {
+fn run_ours(script: &Script, config: WebSocketConfig, deflate: Option<Agreement>) -> Observed {
   let (stream, written) = ScriptStream::new(script);
   let owner = Echoing {
     link: Arc::new(Link::new()),
     flow: Arc::new(Flow::new(usize::MAX, usize::MAX, Duration::from_secs(60), usize::MAX)),
     config,
+    deflate,
     delivered: Arc::new(Mutex::new(Vec::new())),
     ended: Arc::new(Mutex::new(None)),
   };
@@ -542,25 +551,41 @@ fn case() -> impl Strategy<Value = Case> {
     (
       prop::collection::vec(part(max_payload), 1..8),
       prop::option::weighted(0.3, (any::<prop::sample::Index>(), mutation())),
-      prop::collection::vec(
-        prop_oneof![4 => 1..16usize, 3 => 16..5000usize, 1 => 5000..200_000usize],
-        1..6,
-      ),
-      prop::collection::vec(any::<bool>(), 1..6),
+      reads_and_pauses(),
     )
-      .prop_map(move |(parts, mutation, reads, mut pauses)| {
-        pauses.resize(reads.len(), false);
-        Case { max_payload, parts, mutation, reads, pauses }
+      .prop_map(move |(parts, mutation, (reads, pauses))| Case {
+        max_payload,
+        parts,
+        mutation,
+        reads,
+        pauses,
       })
   })
+}
+
+/// The sizes of a script's reads, and the pauses before them.
+fn reads_and_pauses() -> impl Strategy<Value = (Vec<usize>, Vec<bool>)> {
+  (
+    prop::collection::vec(
+      prop_oneof![4 => 1..16usize, 3 => 16..5000usize, 1 => 5000..200_000usize],
+      1..6,
+    ),
+    prop::collection::vec(any::<bool>(), 1..6),
+  )
+    .prop_map(|(reads, mut pauses)| {
+      pauses.resize(reads.len(), false);
+      (reads, pauses)
+    })
 }
 
 /// Runs `case` through both servers and compares what they did.
 fn check(case: &Case) -> Result<(), TestCaseError> {
   let script = case.script();
   let config = server_config(case.max_payload);
-  let ours = run_ours(&script, config);
-  let reference = run_reference(&script, config);
+  compare(&run_ours(&script, config, None), &run_reference(&script, config))
+}
+
+fn compare(ours: &Observed, reference: &Observed) -> Result<(), TestCaseError> {
   prop_assert_eq!(ours.close_code, reference.close_code, "close codes");
   prop_assert_eq!(ours.delivered.len(), reference.delivered.len(), "messages delivered");
   prop_assert!(ours.delivered == reference.delivered, "messages delivered differ");
@@ -604,9 +629,423 @@ fn a_large_binary_message_split_in_every_way_is_read_past_tungstenite_and_echoed
       reads,
     };
     let script = case.script();
-    let ours = run_ours(&script, server_config(case.max_payload));
+    let ours = run_ours(&script, server_config(case.max_payload), None);
     assert_eq!(ours.delivered.len(), 1);
     assert_eq!(ours.delivered[0].1.len(), len);
     assert_eq!(ours, run_reference(&script, server_config(case.max_payload)));
   }
+}
+
+// ---- Compressed messages (permessage-deflate)
+//
+// A client that agreed on compression sends each message compressed or
+// not, cut into frames anywhere (a compressed one in its compressed bytes),
+// with pings between frames and between messages. tungstenite refuses
+// compressed frames, so the reference gets the same messages uncompressed,
+// each in one frame, and a ping sent between a message's frames comes just
+// before that message: the pings, and so the pongs, keep their order, and a
+// message's pongs still go out before its echo.
+
+/// The most a message may hold in the compressed cases: more than any
+/// message they send, compressed or not (too big a message has a unit test).
+const DEFLATE_MAX_PAYLOAD: usize = 256 * 1024;
+
+/// How many compressed cases run when PROPTEST_CASES is not set: few
+/// enough for a few seconds in a debug build.
+const DEFLATE_CASES: u32 = 128;
+
+/// RSV1 in `RawFrame::rsv`: the frame starts a compressed message.
+const RSV1: u8 = 0b100;
+
+/// What a message's bytes are like, for how well they compress.
+#[derive(Clone, Copy, Debug)]
+enum Content {
+  /// A piece of about this many bytes, repeated: compresses to little.
+  Repeated(usize),
+  /// `payload`'s: random bytes, or text of a small alphabet.
+  Varied,
+  /// Random characters from all of Unicode (random bytes for binary):
+  /// deflate cannot make them smaller.
+  AnyCharacters,
+}
+
+/// `len` bytes or a little fewer (text stays whole characters) from `seed`.
+fn content(kind: Content, len: usize, seed: u64, text: bool) -> Vec<u8> {
+  match kind {
+    Content::Repeated(piece) => repeated(&payload(piece, seed, text), len),
+    Content::AnyCharacters if text => any_characters(len, seed),
+    Content::Varied | Content::AnyCharacters => payload(len, seed, text),
+  }
+}
+
+/// As many whole copies of `piece` as fit in `len` bytes.
+fn repeated(piece: &[u8], len: usize) -> Vec<u8> {
+  if piece.is_empty() {
+    return Vec::new();
+  }
+  piece.repeat(len / piece.len())
+}
+
+/// Text of random characters (most of them four bytes long) in `len`
+/// bytes or a little fewer.
+fn any_characters(len: usize, seed: u64) -> Vec<u8> {
+  let mut rng = fastrand::Rng::with_seed(seed);
+  let mut out = String::with_capacity(len);
+  loop {
+    let c = rng.char(..);
+    if out.len() + c.len_utf8() > len {
+      return out.into_bytes();
+    }
+    out.push(c);
+  }
+}
+
+/// How a client sends one message.
+#[derive(Clone, Copy, Debug)]
+enum Sending {
+  Plain,
+  /// Compressed, from an empty context when `fresh` (always when the
+  /// server keeps none) or after the messages compressed before it.
+  Compressed {
+    fresh: bool,
+  },
+}
+
+#[derive(Clone, Debug)]
+struct ClientMessage {
+  text: bool,
+  content: Content,
+  len: usize,
+  seed: u64,
+  sending: Sending,
+  /// Where its payload (compressed or not) is cut into frames; a cut
+  /// repeated makes an empty frame.
+  cuts: Vec<prop::sample::Index>,
+  /// Its pings: before which of its frames (or after the last), and their
+  /// payloads.
+  pings: Vec<(prop::sample::Index, Vec<u8>)>,
+}
+
+impl ClientMessage {
+  fn bytes(&self) -> Vec<u8> {
+    content(self.content, self.len, self.seed, self.text)
+  }
+
+  /// How many frames our server gets it in, whatever its length.
+  fn frame_count(&self) -> usize {
+    self.cuts.len() + 1
+  }
+
+  /// The payloads of the pings sent just before its frame `at` (after its
+  /// last frame when `at` is `frame_count()`).
+  fn pings_before(&self, at: usize) -> impl Iterator<Item = &[u8]> {
+    let positions = self.frame_count() + 1;
+    let here = move |(before, _): &&(prop::sample::Index, Vec<u8>)| before.index(positions) == at;
+    self.pings.iter().filter(here).map(|(_, payload)| &payload[..])
+  }
+}
+
+/// `payload` cut at `cuts` (in any order): one more piece than cuts.
+fn fragments<'a>(payload: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+  let mut bounds: Vec<usize> = cuts.iter().map(|cut| cut.index(payload.len() + 1)).collect();
+  bounds.sort_unstable();
+  bounds.insert(0, 0);
+  bounds.push(payload.len());
+  bounds.windows(2).map(|bounds| &payload[bounds[0]..bounds[1]]).collect()
+}
+
+/// A client's compressor (RFC 7692 7.2.1): raw deflate, each message
+/// sync-flushed and sent without the flush's tail.
+struct ClientDeflater(Compress);
+
+impl ClientDeflater {
+  fn new(level: u32, window_bits: u8) -> ClientDeflater {
+    ClientDeflater(Compress::new_with_window_bits(Compression::new(level), false, window_bits))
+  }
+
+  /// `payload` compressed, from an empty context if `fresh`.
+  fn deflate(&mut self, payload: &[u8], fresh: bool) -> Vec<u8> {
+    if fresh {
+      self.0.reset();
+    }
+    let start = self.0.total_in();
+    let mut out = Vec::with_capacity(payload.len() + 64);
+    loop {
+      let consumed = (self.0.total_in() - start) as usize;
+      self.0.compress_vec(&payload[consumed..], &mut out, FlushCompress::Sync).expect("deflates");
+      // Room left over means the flush is complete.
+      if self.0.total_in() - start == payload.len() as u64 && out.len() < out.capacity() {
+        break;
+      }
+      out.reserve(out.capacity());
+    }
+    if out.is_empty() {
+      // zlib does not flush twice in a row: an empty message right after
+      // another, its context kept, comes out as nothing. RFC 7692 7.2.1
+      // has the sender end with an empty stored block all the same, which
+      // is one 0x00 byte once its tail is left off.
+      return vec![0x00];
+    }
+    assert!(out.ends_with(&SYNC_TAIL), "a sync flush ends with its tail");
+    out.truncate(out.len() - SYNC_TAIL.len());
+    out
+  }
+}
+
+/// A client that agreed on compression: its messages, then a close frame,
+/// and how they arrive.
+#[derive(Clone, Debug)]
+struct DeflateCase {
+  /// The agreement lets the client keep its context between messages.
+  takeover: bool,
+  level: u32,
+  window_bits: u8,
+  messages: Vec<ClientMessage>,
+  /// The close frame's code; none: an empty close frame.
+  close_code: Option<u16>,
+  /// Where the masks of the compressed script's frames come from.
+  mask_seed: u64,
+  reads: Vec<usize>,
+  pauses: Vec<bool>,
+}
+
+impl DeflateCase {
+  fn agreement(&self) -> Agreement {
+    Agreement { send_window_bits: 15, receive_takeover: self.takeover }
+  }
+
+  /// The client's bytes for our server: each message sent as it says, in
+  /// its frames, its pings among them, each frame with its own mask.
+  fn compressed_script(&self) -> Script {
+    let mut deflater = ClientDeflater::new(self.level, self.window_bits);
+    let mut masks = fastrand::Rng::with_seed(self.mask_seed);
+    let mut mask = || masks.u32(..).to_le_bytes();
+    let mut frames = Vec::new();
+    for message in &self.messages {
+      let bytes = message.bytes();
+      let (payload, rsv) = match message.sending {
+        Sending::Plain => (bytes, 0),
+        Sending::Compressed { fresh } => (deflater.deflate(&bytes, fresh || !self.takeover), RSV1),
+      };
+      let pieces = fragments(&payload, &message.cuts);
+      for (at, piece) in pieces.iter().enumerate() {
+        frames.extend(message.pings_before(at).map(|ping| ping_frame(ping, mask())));
+        let (opcode, rsv) = if at == 0 { (data_opcode(message.text), rsv) } else { (0, 0) };
+        let frame = RawFrame::client(opcode, at == pieces.len() - 1, piece.to_vec(), mask());
+        frames.push(RawFrame { rsv, ..frame });
+      }
+      let after = message.pings_before(message.frame_count());
+      frames.extend(after.map(|ping| ping_frame(ping, mask())));
+    }
+    frames.push(close_frame(self.close_code));
+    script_of(&frames, &self.reads, &self.pauses)
+  }
+
+  /// The same messages for the reference: uncompressed, each in one frame,
+  /// with the pings sent between its frames before it.
+  fn plain_script(&self) -> Script {
+    let mut frames = Vec::new();
+    for message in &self.messages {
+      let count = message.frame_count();
+      let within = (0..count).flat_map(|at| message.pings_before(at));
+      frames.extend(within.map(|ping| ping_frame(ping, MASK)));
+      frames.push(RawFrame::client(data_opcode(message.text), true, message.bytes(), MASK));
+      frames.extend(message.pings_before(count).map(|ping| ping_frame(ping, MASK)));
+    }
+    frames.push(close_frame(self.close_code));
+    script_of(&frames, &self.reads, &self.pauses)
+  }
+}
+
+fn data_opcode(text: bool) -> u8 {
+  if text {
+    1
+  } else {
+    2
+  }
+}
+
+fn ping_frame(payload: &[u8], mask: [u8; 4]) -> RawFrame {
+  RawFrame::client(9, true, payload.to_vec(), mask)
+}
+
+fn close_frame(code: Option<u16>) -> RawFrame {
+  let payload = code.map_or_else(Vec::new, |code| code.to_be_bytes().to_vec());
+  RawFrame::client(8, true, payload, MASK)
+}
+
+fn script_of(frames: &[RawFrame], reads: &[usize], pauses: &[bool]) -> Script {
+  let mut input = Vec::new();
+  frames.iter().for_each(|frame| frame.write(&mut input));
+  Script { input: input.into(), reads: reads.to_vec(), pauses: pauses.to_vec() }
+}
+
+fn client_message() -> impl Strategy<Value = ClientMessage> {
+  let content = prop_oneof![
+    (4..64usize).prop_map(Content::Repeated),
+    Just(Content::Varied),
+    Just(Content::AnyCharacters),
+  ];
+  let len = prop_oneof![3 => 0..200usize, 3 => 200..5000usize, 2 => 5000..100_000usize];
+  let sending = prop_oneof![
+    1 => Just(Sending::Plain),
+    3 => any::<bool>().prop_map(|fresh| Sending::Compressed { fresh }),
+  ];
+  let ping = (any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 0..=125));
+  (
+    any::<bool>(),
+    content,
+    len,
+    any::<u64>(),
+    sending,
+    prop::collection::vec(any::<prop::sample::Index>(), 0..5),
+    prop::collection::vec(ping, 0..3),
+  )
+    .prop_map(|(text, content, len, seed, sending, cuts, pings)| ClientMessage {
+      text,
+      content,
+      len,
+      seed,
+      sending,
+      cuts,
+      pings,
+    })
+}
+
+fn deflate_case() -> impl Strategy<Value = DeflateCase> {
+  (
+    any::<bool>(),
+    0u32..=9,
+    // zlib makes no 8-bit window; a 9-bit one is what it uses instead.
+    9u8..=15,
+    prop::collection::vec(client_message(), 1..6),
+    prop::option::of(prop_oneof![Just(1000u16), Just(1001), Just(4000)]),
+    any::<u64>(),
+    reads_and_pauses(),
+  )
+    .prop_map(
+      |(takeover, level, window_bits, messages, close_code, mask_seed, (reads, pauses))| {
+        DeflateCase { takeover, level, window_bits, messages, close_code, mask_seed, reads, pauses }
+      },
+    )
+}
+
+/// Sends `case` compressed to ours and uncompressed to the reference, and
+/// compares what they did.
+fn check_deflate(case: &DeflateCase) -> Result<(), TestCaseError> {
+  let config = server_config(DEFLATE_MAX_PAYLOAD);
+  let ours = run_ours(&case.compressed_script(), config, Some(case.agreement()));
+  compare(&ours, &run_reference(&case.plain_script(), config))
+}
+
+/// PROPTEST_CASES when set (scripts/fuzz.js), DEFLATE_CASES otherwise.
+fn deflate_config() -> ProptestConfig {
+  let cases = std::env::var("PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok());
+  ProptestConfig { cases: cases.unwrap_or(DEFLATE_CASES), ..ProptestConfig::default() }
+}
+
+proptest! {
+  #![proptest_config(deflate_config())]
+  // Named like the test above, so that scripts/fuzz.js runs it too.
+  #[test]
+  fn a_server_connection_inflates_what_tungstenite_reads_uncompressed(case in deflate_case()) {
+    check_deflate(&case)?;
+  }
+}
+
+// ---- Compressed messages that must be refused
+
+/// What our server did with `frames` from a client that agreed on
+/// compression, arriving in small and larger reads.
+fn ours_with_deflate(frames: &[RawFrame], max_payload: usize) -> Observed {
+  let script = script_of(frames, &[5, 3000], &[true, false]);
+  let agreement = Agreement { send_window_bits: 15, receive_takeover: false };
+  run_ours(&script, server_config(max_payload), Some(agreement))
+}
+
+fn compressed_frame(opcode: u8, fin: bool, payload: Vec<u8>) -> RawFrame {
+  RawFrame { rsv: RSV1, ..RawFrame::client(opcode, fin, payload, MASK) }
+}
+
+fn deflated(payload: &[u8]) -> Vec<u8> {
+  ClientDeflater::new(6, 15).deflate(payload, true)
+}
+
+/// The connection delivered nothing and closed with `code`, telling the
+/// client.
+fn assert_refused(observed: &Observed, code: u16) {
+  assert!(observed.delivered.is_empty(), "delivered {:?}", summary_of(&observed.delivered));
+  assert_eq!(observed.close_code, code);
+  assert_eq!(observed.frames.last(), Some(&(8, code.to_be_bytes().to_vec())), "the close frame");
+}
+
+fn summary_of(delivered: &[(bool, Bytes)]) -> Vec<(bool, usize)> {
+  delivered.iter().map(|(binary, payload)| (*binary, payload.len())).collect()
+}
+
+#[test]
+fn compressed_bytes_that_are_not_deflate_close_with_1007() {
+  // 0xff starts a final block of the reserved type 3.
+  let frames = [compressed_frame(2, true, vec![0xff; 16]), close_frame(Some(1000))];
+  assert_refused(&ours_with_deflate(&frames, DEFLATE_MAX_PAYLOAD), 1007);
+}
+
+#[test]
+fn compressed_text_that_inflates_to_invalid_utf8_closes_with_1007() {
+  // "café" cut inside its last character.
+  let frames = [compressed_frame(1, true, deflated(b"caf\xc3")), close_frame(Some(1000))];
+  assert_refused(&ours_with_deflate(&frames, DEFLATE_MAX_PAYLOAD), 1007);
+}
+
+#[test]
+fn a_compressed_message_interrupted_or_continued_with_rsv1_closes_with_1002() {
+  let compressed = deflated(b"hello hello hello hello");
+  let (first, rest) = compressed.split_at(compressed.len() / 2);
+  let continuation_with_rsv1 = compressed_frame(0, true, rest.to_vec());
+  let plain_message = RawFrame::client(1, true, b"hi".to_vec(), MASK);
+  let compressed_message = compressed_frame(1, true, deflated(b"hi"));
+  for interruption in [continuation_with_rsv1, plain_message, compressed_message] {
+    let frames =
+      [compressed_frame(1, false, first.to_vec()), interruption, close_frame(Some(1000))];
+    assert_refused(&ours_with_deflate(&frames, DEFLATE_MAX_PAYLOAD), 1002);
+  }
+}
+
+#[test]
+fn a_compressed_message_may_inflate_to_the_largest_message_and_no_more() {
+  const LIMIT: usize = 1000;
+  let at_limit = ours_with_deflate(&[compressed_frame(2, true, deflated(&[7; LIMIT]))], LIMIT);
+  assert_eq!(at_limit.delivered, vec![(true, Bytes::from(vec![7; LIMIT]))]);
+  let over = [compressed_frame(2, true, deflated(&[7; LIMIT + 1])), close_frame(Some(1000))];
+  assert_refused(&ours_with_deflate(&over, LIMIT), 1009);
+}
+
+#[test]
+fn a_decompression_bomb_closes_with_1009_never_holding_more_than_the_largest_message() {
+  const LIMIT: usize = 64 * 1024;
+  let bomb = deflated(&vec![0; 16 << 20]);
+  assert!(bomb.len() < LIMIT / 2, "the bomb is a message the server takes");
+  let frames = [compressed_frame(2, true, bomb), close_frame(Some(1000))];
+  assert_refused(&ours_with_deflate(&frames, LIMIT), 1009);
+  assert!(inflated_when_refused(&frames, LIMIT) <= LIMIT + 1, "inflated past the limit");
+}
+
+/// How much our stream holds inflated of the compressed message `frames`
+/// start with once it refuses it as too big (the inflated bytes only grow
+/// until then). It reads the message past tungstenite as the connection
+/// loop has it: tungstenite's read finds it held back.
+fn inflated_when_refused(frames: &[RawFrame], limit: usize) -> usize {
+  let (input, _) = ScriptStream::new(&script_of(frames, &[1000], &[false]));
+  let mut stream = ServerStream::new(input);
+  stream.start_frames(Vec::new());
+  stream.set_max_message(limit);
+  stream.agree_on(Some(Agreement { send_window_bits: 15, receive_takeover: false }));
+  let mut cx = Context::from_waker(std::task::Waker::noop());
+  let mut tungstenite_buffer = [0; 4096];
+  let read = Pin::new(&mut stream).poll_read(&mut cx, &mut ReadBuf::new(&mut tungstenite_buffer));
+  assert!(read.is_pending(), "the message is held back from tungstenite");
+  // The script never makes the stream wait: one poll reads all it needs.
+  let refused = stream.poll_held_message(&mut cx);
+  assert!(matches!(refused, Poll::Ready(Some(Err(HeldError::TooBig)))), "refused as too big");
+  Inbound::arriving(&stream)
 }
