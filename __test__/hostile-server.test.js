@@ -122,7 +122,11 @@ test('many clients flooding at once are paused by the receive buffers, then leav
     t,
     { maxReceiveBuffer: 64 * KiB, maxPayload: 64 * KiB, maxReceiveBufferTotal: 256 * KiB },
     async (target) => {
-      target.onMessage = () => busyWait(10);
+      // Slower than the flood, so that the buffers fill, but quick enough
+      // that what the buffers let through (256 KiB of 240-byte messages,
+      // about 1,100) keeps JS busy for about 2 s at most: the control's
+      // messages wait behind them. At 10 ms a message that was 11 s.
+      target.onMessage = () => busyWait(2);
       const flooders = Array.from({ length: FLOODERS }, () => floodPeer(t, ['client', target.port, 30_000]));
       await Promise.all(flooders.map((flooder) => flooder.waitFor('open')));
       let most = 0;
