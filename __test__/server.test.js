@@ -442,6 +442,22 @@ test('server.send() reaches every client once and returns the count', async (t) 
   await assertReceived(server, clients, () => [{ to: 'all' }]);
 });
 
+test('a broadcast sent as a client reads the 101 reaches it: the server knows a connection before answering it', async (t) => {
+  // The client's 'open' handler runs as soon as its 101 has arrived; the
+  // server must already count the connection among the broadcast's members.
+  const server = await startServer(t);
+  for (let i = 0; i < 200; i++) {
+    const client = new WebSocket(urlOf(server));
+    const received = new Promise((resolve, reject) => {
+      client.on('message', (data) => resolve(JSON.parse(data)));
+      client.on('error', reject);
+    });
+    client.on('open', () => server.send(i));
+    assert.equal(await within(received, 5000, `the broadcast to client ${i}`), i);
+    client.terminate();
+  }
+});
+
 test('server.send() with except skips that connection, or each of an array', async (t) => {
   const { server, clients, byIndex } = await fiftyClients(t);
   assert.equal(server.send('not 0', { except: byIndex[0] }), 49);

@@ -7,16 +7,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use napi::bindgen_prelude::Buffer;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_tungstenite::tungstenite::handshake::server::Request;
 
-use super::registry::{start_connection, Connection, Remote};
+use super::registry::{open_connection, Connection, Opening, Remote};
 use super::served::MayGoDormant;
 use super::{AdoptedRequest, Relay, Shared};
 use crate::deflate::Agreement;
 use crate::error::NativeError;
-use crate::events::EventDetail;
 use crate::handshake;
 use crate::server_stream::ServerStream;
 
@@ -82,10 +81,10 @@ fn adopted_response(shared: &Shared, request: &AdoptedRequest) -> Result<Answer,
   Ok(Answer { response, agreement, raw_headers: handshake::raw_headers(&parsed) })
 }
 
-/// Writes the 101 answer, then serves the connection; returns its handle.
+/// Answers 101 and serves the connection; returns its handle.
 fn serve_adopted<S>(
   shared: &Arc<Shared>,
-  mut stream: ServerStream<S>,
+  stream: ServerStream<S>,
   head: Buffer,
   answer: Answer,
   request: AdoptedRequest,
@@ -106,15 +105,10 @@ where
     port: u16::try_from(request.remote_port).unwrap_or(0),
   };
   let serving = async move {
-    if stream.write_all(&answer.response).await.is_err() || stream.flush().await.is_err() {
-      shared.discharge();
-      shared.events.detail(handle, EventDetail::Abandoned {});
-      return;
-    }
-    stream.start_frames(head);
     let connection =
       Connection::new(answer.raw_headers, request.protocol, remote, answer.agreement);
-    start_connection(&shared, stream, handle, connection, true);
+    let opening = Opening { response: answer.response, leftover: head };
+    open_connection(&shared, stream, handle, connection, true, opening).await;
   };
   napi::bindgen_prelude::spawn(tasks.track_future(serving));
   handle

@@ -14,10 +14,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, MutexGuard};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout;
 
 use super::served::{MayGoDormant, ServedConnection};
 use super::{lock, Shared, Unannounced};
+use crate::connection_loop::Ended;
 use crate::connection_task::ConnectionTask;
 use crate::deflate::Agreement;
 use crate::events::{EventDetail, Receiver};
@@ -43,7 +45,7 @@ impl Receiver for Connection {
 }
 
 impl Connection {
-  /// A connection just upgraded, announced until `start_connection` says
+  /// A connection just upgraded, announced until `register` says
   /// otherwise.
   pub(super) fn new(
     raw_headers: Box<str>,
@@ -135,22 +137,58 @@ impl Shared {
   }
 }
 
-/// Starts serving an upgraded connection, on a task of its own that holds
-/// little more than the socket while the connection is quiet (see
-/// connection_task.rs), and reports it open when JS listens for that.
+/// Opens an upgraded connection: registers it, answers 101, then serves it
+/// on a task of its own that holds little more than the socket while the
+/// connection is quiet (see connection_task.rs).
+///
+/// It is registered before the 101 goes out, so that a broadcast sent once
+/// the client has read the 101 reaches it (the frame waits on its link
+/// until the task runs). A client gone before the 101 is written is a
+/// connection that closed abnormally at once.
 ///
 /// `decided_in_js`: JS accepted the upgrade itself (`verifyClient`, or the
 /// user's http server) and keeps what it decided until the connection
 /// opens, so it hears of it at once.
-pub(super) fn start_connection<S>(
+pub(super) async fn open_connection<S>(
   shared: &Arc<Shared>,
-  stream: ServerStream<S>,
+  mut stream: ServerStream<S>,
   handle: u32,
   connection: Connection,
   decided_in_js: bool,
+  opening: Opening,
 ) where
   S: AsyncRead + AsyncWrite + MayGoDormant + Unpin + Send + 'static,
 {
+  let served = register(shared, handle, connection, decided_in_js);
+  let answered = async {
+    stream.write_all(&opening.response).await?;
+    stream.flush().await
+  };
+  // A fresh socket's send buffer takes the answer at once; the bound is
+  // for a peer that never reads a TLS record.
+  if !matches!(timeout(shared.handshake_timeout, answered).await, Ok(Ok(()))) {
+    served.report_end(Ended::abnormal());
+    return;
+  }
+  stream.start_frames(opening.leftover);
+  shared.tasks.spawn(ConnectionTask::new(stream, served));
+}
+
+/// What opens an accepted upgrade: the 101 answer, and the bytes the client
+/// sent after its request.
+pub(super) struct Opening {
+  pub(super) response: Vec<u8>,
+  pub(super) leftover: Vec<u8>,
+}
+
+/// Makes a connection addressable by its handle (broadcasts reach it from
+/// now on), and reports it open when JS listens for that.
+fn register(
+  shared: &Arc<Shared>,
+  handle: u32,
+  connection: Connection,
+  decided_in_js: bool,
+) -> ServedConnection {
   let connection = Arc::new(connection);
   let mut connections = shared.connections();
   // Read under the lock, against `announce_opens`.
@@ -170,8 +208,7 @@ pub(super) fn start_connection<S>(
       connection.link.close(closing);
     }
   }
-  let served = ServedConnection { shared: Arc::clone(shared), connection, handle };
-  shared.tasks.spawn(ConnectionTask::new(stream, served));
+  ServedConnection { shared: Arc::clone(shared), connection, handle }
 }
 
 /// Whether a connection is announced as it opens: JS decided its upgrade

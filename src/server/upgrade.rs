@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::server::Request;
 
-use super::registry::{start_connection, Connection, Remote};
+use super::registry::{open_connection, Connection, Opening, Remote};
 use super::served::MayGoDormant;
 use super::{lock, Shared, Verdict};
 use crate::deflate::Agreement;
@@ -83,7 +83,7 @@ pub(super) async fn serve<S>(
     _ = shared.shutdown.cancelled() => None,
     upgraded = upgrading => upgraded.ok().flatten(),
   };
-  let Some(Upgraded { stream, raw_headers, protocol, agreement }) = upgraded else {
+  let Some(Upgraded { stream, opening, raw_headers, protocol, agreement }) = upgraded else {
     // Too slow, refused or gone: nothing was reported as a connection yet.
     shared.verdicts().remove(&handle);
     if shared.verify {
@@ -92,11 +92,12 @@ pub(super) async fn serve<S>(
     return;
   };
   let connection = Connection::new(raw_headers, protocol, remote, agreement);
-  start_connection(&shared, stream, handle, connection, shared.verify);
+  open_connection(&shared, stream, handle, connection, shared.verify, opening).await;
 }
 
 /// The opening handshake on an accepted stream: read and check the
-/// request, let JS decide when it wants to, answer 101 or refuse.
+/// request, let JS decide when it wants to, then make the 101 answer or
+/// refuse.
 async fn upgrade<S>(
   shared: &Shared,
   mut stream: ServerStream<S>,
@@ -138,16 +139,15 @@ where
         return None;
       }
     };
-  stream.write_all(&response).await.ok()?;
-  stream.flush().await.ok()?;
-  stream.start_frames(leftover);
   admission.keep();
-  Some(Upgraded { stream, raw_headers, protocol, agreement })
+  let opening = Opening { response, leftover };
+  Some(Upgraded { stream, opening, raw_headers, protocol, agreement })
 }
 
-/// A connection past its opening handshake.
+/// A connection accepted, its 101 answer not yet written.
 struct Upgraded<S> {
   stream: ServerStream<S>,
+  opening: Opening,
   raw_headers: Box<str>,
   protocol: String,
   agreement: Option<Agreement>,
