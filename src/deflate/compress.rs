@@ -4,10 +4,10 @@
 use std::cell::RefCell;
 
 use bytes::Bytes;
-use flate2::{Compress, Compression, FlushCompress, Status};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::Message;
+use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Status};
 
 use super::Settings;
 
@@ -20,12 +20,21 @@ pub const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// always allows.
 const MIN_COMPRESS_WINDOW_BITS: u8 = 9;
 
+/// The fewest symbols a compressor's block holds (`mem_level` 5: 2,048). zlib
+/// zero-fills its symbol buffer at every block (twice per message), so a
+/// buffer sized for the message costs less than the usual 16,384.
+const MIN_MEM_LEVEL: u8 = 5;
+/// zlib's usual `mem_level` (16,384 symbols a block), for long messages.
+const MAX_MEM_LEVEL: u8 = 8;
+
+/// What a compressor is made for: window size, level and `mem_level`.
+type CompressorKind = (u8, u8, u8);
+
 thread_local! {
-  /// One compressor per window size and level on each thread, reset after
-  /// every message: making one costs more than compressing a small
-  /// message, and its state (about 270 KiB at 15 bits) should not be paid
-  /// per connection.
-  static COMPRESSORS: RefCell<Vec<(u8, u8, Compress)>> = const { RefCell::new(Vec::new()) };
+  /// One compressor per kind on each thread, reset after every message:
+  /// making one costs more than compressing a small message, and its state
+  /// (about 270 KiB at 15 bits) should not be paid per connection.
+  static COMPRESSORS: RefCell<Vec<(CompressorKind, Deflate)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// What became of a message offered for compression.
@@ -75,30 +84,50 @@ pub fn compress(message: &Message, window_bits: u8, settings: Settings) -> Compr
 /// The deflate blocks of `payload` without the sync tail, when they are
 /// shorter than `payload`.
 fn deflate(payload: &[u8], window_bits: u8, level: u8) -> Option<Bytes> {
+  let kind = (window_bits, level, mem_level_for(payload.len()));
   COMPRESSORS.with_borrow_mut(|compressors| {
-    let at =
-      match compressors.iter().position(|(bits, lvl, _)| (*bits, *lvl) == (window_bits, level)) {
-        Some(at) => at,
-        None => {
-          let compressor =
-            Compress::new_with_window_bits(Compression::new(level.into()), false, window_bits);
-          compressors.push((window_bits, level, compressor));
-          compressors.len() - 1
-        }
-      };
-    let compressor = &mut compressors[at].2;
+    let at = match compressors.iter().position(|(made_for, _)| *made_for == kind) {
+      Some(at) => at,
+      None => {
+        compressors.push((kind, new_compressor(kind)));
+        compressors.len() - 1
+      }
+    };
+    let compressor = &mut compressors[at].1;
     // Room for the tail beyond what is worth sending: a full buffer means
     // the flush did not finish, and the message is not worth compressing.
-    let mut output = Vec::with_capacity(payload.len() + SYNC_TAIL.len());
-    let status = compressor.compress_vec(payload, &mut output, FlushCompress::Sync);
+    let room = payload.len() + SYNC_TAIL.len();
+    let mut output = vec![0; room];
+    let status = compressor.compress(payload, &mut output, DeflateFlush::SyncFlush);
     let whole = compressor.total_in() == payload.len() as u64;
+    let written = usize::try_from(compressor.total_out()).unwrap_or(room);
     compressor.reset();
-    let flushed = matches!(status, Ok(Status::Ok)) && whole && output.len() < output.capacity();
+    let flushed = matches!(status, Ok(Status::Ok)) && whole && written < room;
+    output.truncate(written);
     if !flushed || !output.ends_with(&SYNC_TAIL) {
       return None;
     }
     output.truncate(output.len() - SYNC_TAIL.len());
     (output.len() < payload.len()).then(|| Bytes::from(output))
+  })
+}
+
+/// The `mem_level` whose blocks hold a message of `len` bytes whole (a
+/// message makes at most one symbol per byte), within zlib's usual.
+fn mem_level_for(len: usize) -> u8 {
+  // 2^(mem_level + 6) symbols a block.
+  let bits = usize::BITS - len.saturating_sub(1).leading_zeros();
+  let wanted = u8::try_from(bits.saturating_sub(6)).unwrap_or(MAX_MEM_LEVEL);
+  wanted.clamp(MIN_MEM_LEVEL, MAX_MEM_LEVEL)
+}
+
+/// A raw deflate compressor (no zlib header) of `kind`.
+fn new_compressor((window_bits, level, mem_level): CompressorKind) -> Deflate {
+  Deflate::new_with_config(DeflateConfig {
+    level: level.into(),
+    window_bits: -i32::from(window_bits),
+    mem_level: mem_level.into(),
+    ..DeflateConfig::default()
   })
 }
 
@@ -135,5 +164,32 @@ mod tests {
     assert!(matches!(compress(&Message::binary(noise), 15, settings), Compressed::NotSmaller));
     let window_8 = compress(&Message::text(text), 8, settings);
     assert!(matches!(window_8, Compressed::Skipped), "a window zlib cannot make");
+  }
+
+  #[test]
+  fn a_block_holds_the_message_up_to_the_usual_size() {
+    let cases = [(0, 5), (1024, 5), (2048, 5), (2049, 6), (8192, 7), (16384, 8), (1 << 20, 8)];
+    for (len, mem_level) in cases {
+      assert_eq!(mem_level_for(len), mem_level, "{len} bytes");
+    }
+  }
+
+  #[test]
+  fn messages_of_every_compressor_kind_come_back_whole() {
+    let settings = Settings { threshold: 0, level: 6 };
+    let mut random = fastrand::Rng::with_seed(11);
+    for len in [1500, 2048, 2049, 5000, 9000, 20_000, 200_000] {
+      let words = ["\"id\":", "\"name\":", "\"x\",", "1,", "true,", "[", "]", "{", "}"];
+      let text: String = std::iter::repeat_with(|| words[random.usize(..words.len())])
+        .flat_map(str::chars)
+        .take(len)
+        .collect();
+      let Compressed::Frame(Message::Frame(frame)) =
+        compress(&Message::text(text.clone()), 15, settings)
+      else {
+        panic!("{len} bytes of JSON-like text compress")
+      };
+      assert_eq!(inflate(frame.payload()), text.as_bytes(), "{len} bytes");
+    }
   }
 }
