@@ -12,7 +12,7 @@
 //! moment it is queued until the JS call of its batch has returned, that
 //! is, until every callback has seen it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -37,6 +37,9 @@ const TAG_DETAIL: u32 = 3;
 /// Binary messages at least this large go to JS as their own external Buffer
 /// instead of being copied into the packed batch.
 const LARGE_BINARY: usize = 64 * 1024;
+
+/// The most a batch reserves for message bytes ahead of them.
+const MAX_BATCH_RESERVE: usize = 4 * 1024 * 1024;
 
 /// An event that is rare next to messages, delivered as a JS object whose
 /// `type` names the variant.
@@ -150,6 +153,10 @@ pub struct EventQueue {
   taken: Notify,
   /// Set by `finish`: deliver what is pending, then release the callback.
   finished: AtomicBool,
+  /// The message bytes of the last batch delivered: the next batch starts
+  /// with room for as many, instead of growing by doubling (each step a
+  /// copy, the largest ones fresh mappings from the kernel).
+  last_batch_bytes: AtomicUsize,
   /// The receive buffers the queued messages count against.
   pub flow: Flow,
 }
@@ -162,6 +169,7 @@ impl EventQueue {
       queued: Notify::new(),
       taken: Notify::new(),
       finished: AtomicBool::new(false),
+      last_batch_bytes: AtomicUsize::new(0),
       flow,
     });
     let on_js_thread = Arc::clone(&queue);
@@ -198,6 +206,10 @@ impl EventQueue {
     } else {
       let tag = if binary { TAG_BINARY } else { TAG_TEXT };
       events.records.extend_from_slice(&[tag, conn, len as u32]);
+      if events.bytes.capacity() == 0 {
+        let expected = self.last_batch_bytes.load(Ordering::Relaxed).min(MAX_BATCH_RESERVE);
+        events.bytes.reserve(expected.max(len));
+      }
       events.bytes.extend_from_slice(&payload);
     }
     drop(batch);
@@ -239,6 +251,7 @@ async fn deliver(queue: Arc<EventQueue>, sink: EventSink) {
     let batch = queue.take();
     if !batch.is_empty() {
       let Batch { events, held } = batch;
+      queue.last_batch_bytes.store(events.bytes.len(), Ordering::Relaxed);
       let on_return = Arc::clone(&queue);
       // Runs on the JS thread once the dispatcher has returned; a throw
       // from it is reported as before (an uncaught exception).
