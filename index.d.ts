@@ -164,6 +164,23 @@ export interface ServerOptions {
   handshakeTimeout?: number;
   /** permessage-deflate for clients that offer it (README, "Compression"). Default `false`. */
   perMessageDeflate?: boolean | ServerDeflateOptions;
+  /** Join a Redis pub/sub channel: `send` reaches the clients of every Server on it (README, "Cluster"). */
+  cluster?: ClusterOptions;
+}
+
+/** The `cluster` option of a Server: an existing Redis (the package never starts one). */
+export interface ClusterOptions {
+  /** `redis://` or `rediss://` (TLS) URL; its `/db` part does not matter to pub/sub. */
+  redis: string;
+  /** The pub/sub channel: the Servers that share it share their broadcasts. Default `'mytosis-websocket'`. */
+  channel?: string;
+}
+
+/** The `'cluster'` event: the Redis backplane joined (`'up'`) or was lost (`'down'`). */
+export interface ClusterEvent {
+  state: 'up' | 'down';
+  /** On `'up'`: this node's broadcasts that reached no other node while it was not joined; 0 on `'down'`. */
+  lost: number;
 }
 
 export interface AddressInfo {
@@ -188,6 +205,7 @@ export type ErrorCode =
   | 'ERR_HEARTBEAT'
   | 'ERR_BLOB_READ'
   | 'ERR_INTERNAL'
+  | 'ERR_CLUSTER'
   | 'ERR_ADDON_MISSING';
 
 export interface MytosisWebSocketError extends Error {
@@ -223,6 +241,14 @@ export interface ServerStats {
   paused: number;
   /** Times a message was deflated to be sent: once per broadcast (per window size), once per single send. */
   deflateCalls: number;
+  /** With `cluster`: broadcasts this server published to Redis. */
+  clusterPublished: number;
+  /** With `cluster`: broadcasts from other nodes this server delivered to its connections. */
+  clusterReceived: number;
+  /** With `cluster`: broadcasts of this server that reached no other node (Redis unreachable). */
+  clusterLost: number;
+  /** With `cluster`: other nodes' broadcasts that never arrived here (gaps in their sequence, outages included). */
+  clusterMissed: number;
 }
 
 export declare class Server extends ConnectionGroup<ServerConnection> {
@@ -240,6 +266,7 @@ export declare class Server extends ConnectionGroup<ServerConnection> {
   on(event: 'remove', listener: (connection: ServerConnection, info: CloseInfo) => void): this;
   on(event: 'error', listener: (err: MytosisWebSocketError) => void): this;
   on(event: 'listening' | 'close', listener: () => void): this;
+  on(event: 'cluster', listener: (event: ClusterEvent) => void): this;
   on(event: string | symbol, listener: (...args: any[]) => void): this;
 }
 

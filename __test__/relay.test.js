@@ -18,7 +18,23 @@ const { runCli, startRelay, until, within } = require('./relay-kit');
 
 const TIMEOUT = 5000;
 const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
-const STATS_FIELDS = ['connections', 'accepted', 'messagesIn', 'messagesOut', 'bytesIn', 'bytesOut', 'closes', 'invalid', 'paused', 'deflateCalls'];
+const STATS_FIELDS = [
+  'connections',
+  'accepted',
+  'messagesIn',
+  'messagesOut',
+  'bytesIn',
+  'bytesOut',
+  'closes',
+  'invalid',
+  'paused',
+  'deflateCalls',
+  // The relay is not clustered: these stay 0.
+  'clusterPublished',
+  'clusterReceived',
+  'clusterLost',
+  'clusterMissed'
+];
 
 /** `{ status, headers, body }` of a request to the relay; `target` is sent as it is. */
 function request(relay, target, method = 'GET') {

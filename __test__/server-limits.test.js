@@ -475,6 +475,11 @@ const BAD_VALUES = {
   perMessageDeflate: [
     [1, 'a boolean or an object'],
     ['yes', 'a boolean or an object']
+  ],
+  // The rest of the cluster checks: cluster.test.js.
+  cluster: [
+    [1, 'an object'],
+    ['redis://127.0.0.1:6379', 'an object']
   ]
 };
 

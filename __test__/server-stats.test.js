@@ -18,7 +18,11 @@ const STAT_FIELDS = [
   'closes',
   'invalid',
   'paused',
-  'deflateCalls'
+  'deflateCalls',
+  'clusterPublished',
+  'clusterReceived',
+  'clusterLost',
+  'clusterMissed'
 ];
 
 test('a new server reports every field, all zero', async (t) => {

@@ -25,8 +25,20 @@ const SERVER_OPTIONS = Object.freeze({
   maxConnections: ['limit', Infinity],
   reusePort: ['boolean', false],
   handshakeTimeout: ['milliseconds', 10000],
-  perMessageDeflate: ['deflate', false]
+  perMessageDeflate: ['deflate', false],
+  cluster: ['object', undefined]
 });
+
+// The object form of `cluster`, option name to [type, default]: the Redis
+// pub/sub backplane (README, "Cluster: broadcast across processes and
+// machines").
+const CLUSTER_OPTIONS = Object.freeze({
+  redis: ['string', undefined],
+  channel: ['string', 'mytosis-websocket']
+});
+
+// The URL schemes of a Redis the addon can join (rediss: is TLS).
+const REDIS_PROTOCOLS = new Set(['redis:', 'rediss:']);
 
 // Options that make no sense with `server`: that server is already bound.
 const STANDALONE_ONLY = ['port', 'host', 'tls', 'reusePort'];
@@ -45,6 +57,10 @@ function checkServerOptions(portOrOptions) {
       'The "server" option of Server takes the http.Server that app.listen() returns, not an express app'
     );
   }
+  if (typeof given?.cluster === 'string') {
+    // Not quoted: a Redis URL may carry a password.
+    throw invalidOption('The "cluster" option of Server must be an object: { redis: <the URL>, channel? }');
+  }
   const options = checkOptions('Server', given, SERVER_OPTIONS);
   if (options.server !== undefined) {
     if (!(options.server instanceof http.Server || options.server instanceof https.Server)) {
@@ -59,10 +75,47 @@ function checkServerOptions(portOrOptions) {
   }
   // Checked here so that a bad value throws at construction.
   nativeDeflate('Server', options.perMessageDeflate);
+  if (options.cluster !== undefined) options.cluster = checkCluster(options.cluster);
   if (options.reusePort && process.platform !== 'linux' && process.platform !== 'darwin') {
     throw invalidOption(`The "reusePort" option of Server is not supported on ${process.platform}`);
   }
   return options;
+}
+
+/**
+ * Check the `cluster` option and fill in the default channel.
+ *
+ * @param {Object} value `{ redis, channel }`
+ * @return {Object} `{ redis, channel }`
+ * @throws {TypeError} `ERR_INVALID_OPTION`
+ */
+function checkCluster(value) {
+  if (Array.isArray(value)) {
+    throw invalidOption('The "cluster" option of Server must be an object: { redis: <the URL>, channel? }');
+  }
+  const cluster = checkOptions('Server cluster', value, CLUSTER_OPTIONS);
+  if (cluster.redis === undefined) {
+    throw invalidOption('The "redis" option of Server cluster is required: a redis:// or rediss:// URL');
+  }
+  // The URL may carry a password: the messages never quote it.
+  let url;
+  try {
+    url = new URL(cluster.redis);
+  } catch {
+    throw invalidOption('The "redis" option of Server cluster must be a redis:// or rediss:// URL');
+  }
+  if (!REDIS_PROTOCOLS.has(url.protocol)) {
+    throw invalidOption(
+      `The "redis" option of Server cluster must be a redis:// or rediss:// URL, received one with protocol ${url.protocol}`
+    );
+  }
+  if (url.hostname === '') {
+    throw invalidOption('The "redis" option of Server cluster must be a URL with a host');
+  }
+  if (cluster.channel === '') {
+    throw invalidOption('The "channel" option of Server cluster must be a non-empty string');
+  }
+  return cluster;
 }
 
 function isExpressApp(value) {

@@ -87,6 +87,10 @@ class Server extends ConnectionGroup {
    *     close the connection with 1009
    * @param {Number} [portOrOptions.handshakeTimeout=10000] Milliseconds a
    *     client may take to upgrade
+   * @param {Object} [portOrOptions.cluster] `{ redis, channel }`: join the
+   *     Redis pub/sub channel (default `'mytosis-websocket'`) at the
+   *     `redis://` or `rediss://` URL, so that `send` reaches the clients of
+   *     every Server on it
    */
   constructor(portOrOptions) {
     super();
@@ -104,9 +108,12 @@ class Server extends ConnectionGroup {
       native = new NativeServer(nativeOptions(options), batchCallback(handlers));
     } catch (err) {
       // Without the addon, the explanation of lib/native.js; otherwise only
-      // the TLS material can be refused here.
+      // the TLS material, or a Redis URL the addon cannot use, is refused
+      // here.
       if (err.code === 'ERR_ADDON_MISSING') throw err;
-      throw invalidOption(`The "tls" option of Server is not usable: ${err.message}`);
+      const names =
+        options.cluster === undefined ? ['"tls"'] : [options.tls && '"tls"', '"cluster"'].filter(Boolean);
+      throw invalidOption(`The ${names.join(' or ')} option of Server is not usable: ${err.message}`);
     }
     this.#core = {
       server: this,
@@ -174,7 +181,8 @@ class Server extends ConnectionGroup {
    * statistics").
    *
    * @return {Object} `{ connections, accepted, messagesIn, messagesOut,
-   *     bytesIn, bytesOut, closes, invalid, paused, deflateCalls }`
+   *     bytesIn, bytesOut, closes, invalid, paused, deflateCalls,
+   *     clusterPublished, clusterReceived, clusterLost, clusterMissed }`
    */
   stats() {
     const stats = this.#core.native.stats();
@@ -209,13 +217,16 @@ class Server extends ConnectionGroup {
   /**
    * Send a message to every connection but those in `options.except`. It is
    * encoded once and the same bytes are queued to every connection in Rust.
+   * With the `cluster` option the addon also publishes those bytes once to
+   * Redis, and every other node of the channel delivers them to all its
+   * connections (`except` is local: it never leaves this node).
    *
    * @param {*} message The message
    * @param {Object} [options] Options object
    * @param {(Connection|Connection[])} [options.except] Connections to skip
    * @param {Boolean} [options.compress=true] `false` sends it uncompressed
    *     to connections that agreed on compression
-   * @return {Number} How many connections it was queued to
+   * @return {Number} How many connections of this server it was queued to
    * @throws {TypeError} If the message cannot be encoded
    */
   send(message, options = {}) {
@@ -419,18 +430,24 @@ class Server extends ConnectionGroup {
 
   /**
    * An error the addon reports on its own: accepting failed (out of file
-   * descriptors: it tries again, slower while it lasts), or a bug of ours
-   * ended a connection (`ERR_INTERNAL`, the connection closes with 1011).
-   * Neither is the user's doing nor a reason to stop serving: without an
-   * 'error' listener it is printed as a process warning.
+   * descriptors: it tries again, slower while it lasts), the cluster's
+   * Redis became unreachable (`ERR_CLUSTER`, once per outage: the server
+   * serves its own clients and joins again), or a bug of ours ended a
+   * connection (`ERR_INTERNAL`, the connection closes with 1011). None is
+   * the user's doing nor a reason to stop serving: without an 'error'
+   * listener it is printed as a process warning.
    */
   #onError(handle, detail) {
-    const err =
-      detail.code === 'ERR_ACCEPT'
-        ? systemError(detail.errno ?? 0, 'accept', '; accepting again shortly')
-        : codedError(Error, detail.code, detail.message, {
-            connection: this.#connections.get(handle)
-          });
+    let err;
+    if (detail.code === 'ERR_ACCEPT') {
+      err = systemError(detail.errno ?? 0, 'accept', '; accepting again shortly');
+    } else if (detail.code === 'ERR_CLUSTER') {
+      err = codedError(Error, 'ERR_CLUSTER', detail.message);
+    } else {
+      err = codedError(Error, detail.code, detail.message, {
+        connection: this.#connections.get(handle)
+      });
+    }
     if (this.listenerCount('error') > 0) reportPeerError(this, err);
     else process.emitWarning(err);
   }
@@ -454,6 +471,11 @@ class Server extends ConnectionGroup {
         break;
       case 'Error':
         this.#onError(handle, detail);
+        break;
+      case 'Cluster':
+        // The Redis backplane joined ('up') or was lost ('down'); `lost`:
+        // this node's broadcasts that reached no other node meanwhile.
+        this.emit('cluster', { state: detail.state, lost: detail.lost });
         break;
       case 'Close': {
         const connection = this.#connections.get(handle);
@@ -490,7 +512,9 @@ function nativeOptions(options) {
     tlsCert: options.tls && String(options.tls.cert),
     tlsKey: options.tls && String(options.tls.key),
     reusePort: options.reusePort,
-    perMessageDeflate: nativeDeflate('Server', options.perMessageDeflate)
+    perMessageDeflate: nativeDeflate('Server', options.perMessageDeflate),
+    // Only when set (its default channel filled in).
+    cluster: options.cluster && { redis: options.cluster.redis, channel: options.cluster.channel }
   };
 }
 

@@ -87,6 +87,10 @@ pub enum EventDetail {
   Connecting { attempt: u32, url: String },
   /// The socket waits `delay` ms before attempt number `attempt`.
   Reconnecting { attempt: u32, delay: f64 },
+  /// A server joined its cluster's Redis (`"up"`) or lost it (`"down"`);
+  /// `lost` counts its broadcasts that did not reach the other nodes
+  /// since it was last up.
+  Cluster { state: String, lost: f64 },
   /// The owner stopped: a server for good, a socket until `reconnect()`.
   /// `dropped` counts queued messages discarded by `close()`.
   Stopped { dropped: u32 },

@@ -98,10 +98,20 @@ impl Shared {
     compress: bool,
   ) -> u32 {
     let except: &[u32] = except.as_deref().unwrap_or(&[]);
+    let message = to_message(payload);
+    if let Some(cluster) = &self.cluster {
+      cluster.publish(&message, compress);
+    }
     let connections = self.connections();
     let receivers = connections.iter().filter(|(handle, _)| !except.contains(handle));
-    let prepared = Prepared::new(to_message(payload), self.sending(compress));
+    let prepared = Prepared::new(message, self.sending(compress));
     self.send_to_all(receivers.map(|(_, connection)| connection), prepared)
+  }
+
+  /// Queues another node's broadcast to every open connection.
+  pub(super) fn deliver_remote(&self, message: Message, compress: bool) {
+    let connections = self.connections();
+    self.send_to_all(connections.values(), Prepared::new(message, self.sending(compress)));
   }
 
   /// Queues each message to its connection, and counts what was taken.

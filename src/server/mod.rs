@@ -11,6 +11,8 @@
 //! - registry.rs: the handle -> connection map and the announce rule;
 //! - served.rs: a connection's own task, from open to its end;
 //! - fanout.rs: sends to many connections at once;
+//! - cluster.rs, envelope.rs: broadcasts to and from the other nodes of a
+//!   cluster, through Redis;
 //! - clocks.rs: the heartbeat;
 //! - dormant.rs: quiet connections leaving tokio, and back (Linux only);
 //! - shutdown.rs: `close()` with its grace period;
@@ -19,8 +21,10 @@
 mod accept;
 mod adopt;
 mod clocks;
+mod cluster;
 #[cfg(dormancy)]
 mod dormant;
+mod envelope;
 mod fanout;
 mod registry;
 mod served;
@@ -45,6 +49,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::cluster::Cluster;
 use self::registry::Connection;
 #[cfg(dormancy)]
 use self::served::ServedConnection;
@@ -96,6 +101,17 @@ pub struct NativeServerOptions {
   pub reuse_port: bool,
   /// permessage-deflate for clients that offer it; absent: never.
   pub per_message_deflate: Option<NativeDeflateOptions>,
+  /// Broadcasts shared with the other Servers on a Redis channel.
+  pub cluster: Option<NativeClusterOptions>,
+}
+
+/// A Server's `cluster` (README, "Cluster").
+#[napi(object)]
+pub struct NativeClusterOptions {
+  /// `redis://` or `rediss://` URL of the Redis every node uses.
+  pub redis: String,
+  /// The pub/sub channel the nodes share.
+  pub channel: String,
 }
 
 /// A Server's `perMessageDeflate` (README, "Compression").
@@ -221,6 +237,8 @@ struct Shared {
   handshake_timeout: Duration,
   heartbeat_interval: Duration,
   deflate: Option<ServerDeflate>,
+  /// The other nodes, when clustered (cluster.rs).
+  cluster: Option<Cluster>,
   /// Connections quiet for a while (dormancy.rs); made on first need, and
   /// `None` if its epoll set could not be made.
   #[cfg(dormancy)]
@@ -301,6 +319,12 @@ impl NativeServer {
     let max_total = bound(options.max_receive_buffer_total)
       .max((options.max_payload as usize).saturating_add(max_each));
     let flow = Flow::new(max_each, max_total, stall_limit, max_buffered);
+    let (cluster, joining) = match &options.cluster {
+      Some(cluster) => Cluster::new(&cluster.redis, cluster.channel.clone())
+        .map(|(cluster, joining)| (Some(cluster), Some(joining)))
+        .map_err(|message| NativeError::invalid_arg(message).throw(env))?,
+      None => (None, None),
+    };
     let shared = Shared {
       connections: Mutex::new(HashMap::new()),
       listener: Mutex::new(None),
@@ -323,6 +347,7 @@ impl NativeServer {
       handshake_timeout: Duration::from_millis(options.handshake_timeout.into()),
       heartbeat_interval,
       deflate: options.per_message_deflate.as_ref().map(ServerDeflate::from_options),
+      cluster,
       #[cfg(dormancy)]
       dormant_set: OnceLock::new(),
       counters: Counters::default(),
@@ -337,6 +362,9 @@ impl NativeServer {
     })?;
     let server = NativeServer { shared, teardown };
     clocks::start_heartbeat(&server.shared);
+    if let Some(joining) = joining {
+      cluster::start(&server.shared, joining);
+    }
     #[cfg(dormancy)]
     dormant::start_clock(&server.shared);
     Ok(server)

@@ -36,6 +36,10 @@ pub(super) fn close(shared: &Arc<Shared>, code: u32, reason: String, timeout_ms:
     connection.link.close(closing.clone());
   }
   *lock(&shared.closing_frame) = Some(closing);
+  // The cluster's task publishes what is queued, then ends.
+  if let Some(cluster) = &shared.cluster {
+    cluster.stop();
+  }
   napi::bindgen_prelude::spawn(async move {
     shared.tasks.close();
     if timeout(grace, shared.tasks.wait()).await.is_err() {

@@ -38,11 +38,19 @@ pub struct ServerStats {
   /// per window size its receivers agreed on), once per message sent to
   /// one connection.
   pub deflate_calls: f64,
+  /// In a cluster: this server's broadcasts published to the other nodes,
+  /// those lost (not published: Redis was unreachable), the other nodes'
+  /// received, and those of theirs that never arrived (outages included).
+  pub cluster_published: f64,
+  pub cluster_lost: f64,
+  pub cluster_received: f64,
+  pub cluster_missed: f64,
 }
 
 /// The counters a server updates as it works. The inbound ones are written
-/// by the runtime's threads, the outbound ones by the JS thread, so each
-/// group has a cache line of its own.
+/// by the runtime's threads, the outbound ones mostly by the JS thread (a
+/// cluster's broadcasts from other nodes by the runtime), so each group has
+/// a cache line of its own.
 #[derive(Default)]
 pub(super) struct Counters {
   inbound: Inbound,
@@ -121,6 +129,10 @@ impl Shared {
       invalid: ends.invalid as f64,
       paused: paused as f64,
       deflate_calls: load(&counters.outbound.deflate_calls),
+      cluster_published: self.cluster.as_ref().map_or(0.0, |c| load(&c.counters.published)),
+      cluster_lost: self.cluster.as_ref().map_or(0.0, |c| load(&c.counters.lost)),
+      cluster_received: self.cluster.as_ref().map_or(0.0, |c| load(&c.counters.received)),
+      cluster_missed: self.cluster.as_ref().map_or(0.0, |c| load(&c.counters.missed)),
     }
   }
 }
