@@ -104,6 +104,10 @@ export interface ServerConnection extends Connection {
   pause(): this;
   /** Deliver what waited, then read again. */
   resume(): this;
+  /** Join `topic` (a non-empty string of at most 1024 UTF-8 bytes); false if a member already, or closing. */
+  subscribe(topic: string): boolean;
+  /** Leave `topic`; false if not a member. */
+  unsubscribe(topic: string): boolean;
   /** `'drain'`: `bufferedAmount` fell under half of `maxBackpressure` after passing it. */
   on(event: 'drain', listener: () => void): this;
   once(event: 'drain', listener: () => void): this;
@@ -260,6 +264,8 @@ export declare class Server extends ConnectionGroup<ServerConnection> {
   stats(): ServerStats;
   /** Close every connection with `code` (1001) and `reason`; drop those still open after `timeout` ms (5000). */
   close(options?: { code?: number; reason?: string; timeout?: number }): Promise<void>;
+  /** Send to the connections subscribed to `topic` (on every node of a cluster); returns how many here. */
+  publish(topic: string, message: unknown, options?: { except?: ServerConnection | ServerConnection[]; compress?: boolean }): number;
   ref(): this;
   unref(): this;
   on(event: 'add', listener: (connection: ServerConnection) => void): this;

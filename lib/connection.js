@@ -5,7 +5,7 @@ const EventEmitter = require('node:events');
 
 const Stream = require('./stream');
 const parseHeaders = require('./headers');
-const { checkClose } = require('./validation');
+const { checkClose, checkTopic } = require('./validation');
 const { reportUserError } = require('./errors');
 const {
   kClosing,
@@ -209,6 +209,34 @@ class Connection {
       outbox.push(this[kHandle], ready);
       return true;
     });
+  }
+
+  /**
+   * Join `topic`: `server.publish(topic, ...)` reaches this connection
+   * from now on, from this server and, in a cluster, from every other. A
+   * connection leaves its topics when it ends.
+   *
+   * @param {String} topic A non-empty string of at most 1024 UTF-8 bytes
+   * @return {Boolean} `true` if it joined, `false` if it was a member
+   *     already or is closing or gone
+   * @throws {TypeError|RangeError} For a topic that is not such a string
+   */
+  subscribe(topic) {
+    checkTopic(topic);
+    if (this.offline) return false;
+    return this[kNativeOwner].native.subscribe(this[kHandle], topic);
+  }
+
+  /**
+   * Leave `topic`.
+   *
+   * @param {String} topic The topic
+   * @return {Boolean} `true` if it left, `false` if it was not a member
+   * @throws {TypeError|RangeError} For a topic that is not a valid one
+   */
+  unsubscribe(topic) {
+    checkTopic(topic);
+    return this[kNativeOwner].native.unsubscribe(this[kHandle], topic);
   }
 
   /**

@@ -18,7 +18,7 @@ const { decodeMessage, invalidJsonError, INVALID_JSON } = require('./decode');
 const { attach } = require('./attach');
 const ServerConnections = require('./server-connections');
 const ServerUpgrades = require('./server-upgrade');
-const { checkServerClose } = require('./validation');
+const { checkServerClose, checkTopic } = require('./validation');
 const { kClosing, kDeliver, kEnd, kHandle, kMembers } = require('./symbols');
 const { KeepAlive } = require('./keep-alive');
 
@@ -230,14 +230,48 @@ class Server extends ConnectionGroup {
    * @throws {TypeError} If the message cannot be encoded
    */
   send(message, options = {}) {
-    const { except } = options;
     const compress = options.compress !== false;
-    const skipped = (Array.isArray(except) ? except : [except]).filter((c) => this.#connections.owns(c));
-    const handles = skipped.length > 0 ? Uint32Array.from(skipped, (c) => c[kHandle]) : null;
+    const { skipped, handles } = this.#skipping(options.except);
     const payload = this.#core.encode(message);
-    return this.#submit(payload, this.size - skipped.length, (native, ready) =>
+    return this.#submit(payload, this.size - skipped, (native, ready) =>
       native.broadcast(ready, handles, compress)
     );
+  }
+
+  /**
+   * Send a message to the connections subscribed to `topic`
+   * (`connection.subscribe(topic)`) but those in `options.except`: encoded
+   * once, fanned out in Rust, and in a cluster published once to Redis for
+   * the members on every other node.
+   *
+   * @param {String} topic A non-empty string of at most 1024 UTF-8 bytes
+   * @param {*} message The message
+   * @param {Object} [options] Options object
+   * @param {(Connection|Connection[])} [options.except] Connections to skip
+   * @param {Boolean} [options.compress=true] `false` sends it uncompressed
+   * @return {Number} How many connections of this server it was queued to
+   * @throws {TypeError} If the topic is not a string or the message cannot
+   *     be encoded
+   * @throws {RangeError} If the topic is empty or too long
+   */
+  publish(topic, message, options = {}) {
+    checkTopic(topic);
+    const compress = options.compress !== false;
+    const { handles } = this.#skipping(options.except);
+    const payload = this.#core.encode(message);
+    return this.#submit(payload, this.#core.native.topicSize(topic, handles), (native, ready) =>
+      native.publish(topic, ready, handles, compress)
+    );
+  }
+
+  /**
+   * The connections of this server in an `except` option (one or an
+   * array): how many, and their handles (`null` for none).
+   */
+  #skipping(except) {
+    const skipped = (Array.isArray(except) ? except : [except]).filter((c) => this.#connections.owns(c));
+    const handles = skipped.length > 0 ? Uint32Array.from(skipped, (c) => c[kHandle]) : null;
+    return { skipped: skipped.length, handles };
   }
 
   /**

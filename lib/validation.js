@@ -55,6 +55,30 @@ function checkServerClose(code, reason, timeout) {
   }
 }
 
+// The longest topic name, in UTF-8 bytes (README, "Topics").
+const MAX_TOPIC_BYTES = 1024;
+
+/**
+ * Check a topic name: a non-empty string of at most MAX_TOPIC_BYTES UTF-8
+ * bytes.
+ *
+ * @param {String} topic The topic
+ * @throws {TypeError} `ERR_INVALID_ARG_TYPE` if it is not a string
+ * @throws {RangeError} `ERR_INVALID_ARG_VALUE` if it is empty or too long
+ */
+function checkTopic(topic) {
+  if (typeof topic !== 'string') {
+    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `A topic must be a string, received ${typeof topic}`);
+  }
+  if (topic === '' || utf8Length(topic) > MAX_TOPIC_BYTES) {
+    throw codedError(
+      RangeError,
+      'ERR_INVALID_ARG_VALUE',
+      `A topic must be a non-empty string of at most ${MAX_TOPIC_BYTES} UTF-8 bytes`
+    );
+  }
+}
+
 function isApplicationCode(code) {
   return Number.isInteger(code) && code >= 3000 && code <= 4999;
 }
@@ -69,4 +93,4 @@ function checkReason(reason) {
   }
 }
 
-module.exports = { checkClose, checkServerClose };
+module.exports = { checkClose, checkServerClose, checkTopic };

@@ -24,10 +24,9 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, RedisError};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::time::{sleep, timeout, Instant};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::envelope::{self, Envelope};
+use super::envelope::{self, Envelope, Outgoing};
 use super::{lock, Shared};
 use crate::events::EventDetail;
 
@@ -96,12 +95,12 @@ impl Cluster {
     Ok((cluster, Joining { client, channel, outbox }))
   }
 
-  /// Queues `message` for the other nodes.
-  pub(super) fn publish(&self, message: &Message, compress: bool) {
+  /// Queues a broadcast or a publication for the other nodes.
+  pub(super) fn publish(&self, outgoing: Outgoing<'_>) {
     let outbox = lock(&self.outbox);
     let Some(sender) = outbox.as_ref() else { return };
     let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed);
-    let Some(envelope) = envelope::encode(self.node, sequence, message, compress) else { return };
+    let Some(envelope) = envelope::encode(self.node, sequence, outgoing) else { return };
     let len = envelope.len();
     if self.queued.load(Ordering::Relaxed) + len > MAX_QUEUED_BYTES
       || sender.send(envelope).is_err()
@@ -282,8 +281,9 @@ async fn serve(
 }
 
 impl Shared {
-  /// A broadcast from the channel: another node's goes to every local
-  /// connection, like a local broadcast; this node's own is dropped.
+  /// A broadcast or publication from the channel: another node's goes to
+  /// every local connection, or those of its topic, as a local one would;
+  /// this node's own is dropped.
   fn deliver_from_cluster(&self, envelope: Envelope, sequences: &mut HashMap<u64, u64>) {
     let Some(cluster) = &self.cluster else { return };
     if envelope.node == cluster.node {
@@ -297,7 +297,15 @@ impl Shared {
       cluster.counters.missed.fetch_add(missed, Ordering::Relaxed);
     }
     cluster.counters.received.fetch_add(1, Ordering::Relaxed);
-    self.deliver_remote(envelope.message, envelope.compress);
+    match envelope.topic {
+      // Checked to be UTF-8 by `decode`.
+      Some(topic) => {
+        if let Ok(topic) = std::str::from_utf8(&topic) {
+          self.deliver_to_topic(topic, envelope.message, envelope.compress);
+        }
+      }
+      None => self.deliver_remote(envelope.message, envelope.compress),
+    }
   }
 }
 

@@ -1,13 +1,14 @@
 //! A broadcast as it crosses Redis between the nodes of a cluster:
 //!
 //! ```text
-//! version (1) | flags (1) | node (u64 LE) | sequence (u64 LE) | payload
+//! version (1) | flags (1) | node (u64 LE) | sequence (u64 LE)
+//!   | [topic length (u16 LE) | topic, when published to a topic] | payload
 //! ```
 //!
 //! `node` is the sending Server's random id (a node drops its own
 //! publications when Redis hands them back); `sequence` counts a node's
-//! broadcasts, so that a receiver sees the ones it missed. `except` never
-//! travels: handles mean nothing on another node.
+//! broadcasts and publications, so that a receiver sees the ones it missed.
+//! `except` never travels: handles mean nothing on another node.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -16,7 +17,9 @@ const VERSION: u8 = 1;
 const BINARY: u8 = 1;
 /// The sender let the message be compressed (`send(m, { compress })`).
 const COMPRESS: u8 = 2;
-const KNOWN_FLAGS: u8 = BINARY | COMPRESS;
+/// Published to a topic (`server.publish`), not broadcast to everyone.
+const TOPIC: u8 = 4;
+const KNOWN_FLAGS: u8 = BINARY | COMPRESS | TOPIC;
 const HEADER_LEN: usize = 18;
 
 /// A broadcast read back from the channel.
@@ -24,22 +27,41 @@ pub(super) struct Envelope {
   pub(super) node: u64,
   pub(super) sequence: u64,
   pub(super) compress: bool,
+  /// The topic it was published to; `None` for a broadcast.
+  pub(super) topic: Option<Bytes>,
   pub(super) message: Message,
 }
 
-/// The envelope of `message` (text or binary), broadcast by `node` as its
-/// `sequence`th.
-pub(super) fn encode(node: u64, sequence: u64, message: &Message, compress: bool) -> Option<Bytes> {
-  let (payload, binary) = match message {
+/// What a node sends to the others.
+pub(super) struct Outgoing<'a> {
+  pub(super) message: &'a Message,
+  pub(super) compress: bool,
+  pub(super) topic: Option<&'a str>,
+}
+
+/// The envelope of `outgoing` (text or binary, a topic of at most 65,535
+/// bytes), sent by `node` as its `sequence`th.
+pub(super) fn encode(node: u64, sequence: u64, outgoing: Outgoing<'_>) -> Option<Bytes> {
+  let (payload, binary) = match outgoing.message {
     Message::Text(text) => (text.as_bytes(), false),
     Message::Binary(bytes) => (&bytes[..], true),
     _ => return None,
   };
-  let mut envelope = BytesMut::with_capacity(HEADER_LEN + payload.len());
+  let topic = outgoing.topic.map(|topic| u16::try_from(topic.len()).map(|len| (len, topic)));
+  let topic = topic.transpose().ok()?;
+  let topic_len = topic.map_or(0, |(len, _)| 2 + usize::from(len));
+  let mut envelope = BytesMut::with_capacity(HEADER_LEN + topic_len + payload.len());
   envelope.put_u8(VERSION);
-  envelope.put_u8(if binary { BINARY } else { 0 } | if compress { COMPRESS } else { 0 });
+  let flag = |on: bool, flag: u8| if on { flag } else { 0 };
+  envelope.put_u8(
+    flag(binary, BINARY) | flag(outgoing.compress, COMPRESS) | flag(topic.is_some(), TOPIC),
+  );
   envelope.put_u64_le(node);
   envelope.put_u64_le(sequence);
+  if let Some((len, topic)) = topic {
+    envelope.put_u16_le(len);
+    envelope.put_slice(topic.as_bytes());
+  }
   envelope.put_slice(payload);
   Some(envelope.freeze())
 }
@@ -55,13 +77,21 @@ pub(super) fn decode(bytes: Bytes) -> Option<Envelope> {
   }
   let node = u64::from_le_bytes(header[2..10].try_into().ok()?);
   let sequence = u64::from_le_bytes(header[10..18].try_into().ok()?);
-  let payload = bytes.slice(HEADER_LEN..);
+  let (topic, start) = if flags & TOPIC != 0 {
+    let len = bytes.get(HEADER_LEN..HEADER_LEN + 2)?;
+    let end = HEADER_LEN + 2 + usize::from(u16::from_le_bytes(len.try_into().ok()?));
+    std::str::from_utf8(bytes.get(HEADER_LEN + 2..end)?).ok()?;
+    (Some(bytes.slice(HEADER_LEN + 2..end)), end)
+  } else {
+    (None, HEADER_LEN)
+  };
+  let payload = bytes.slice(start..);
   let message = if flags & BINARY != 0 {
     Message::Binary(payload)
   } else {
     Message::Text(Utf8Bytes::try_from(payload).ok()?)
   };
-  Some(Envelope { node, sequence, compress: flags & COMPRESS != 0, message })
+  Some(Envelope { node, sequence, compress: flags & COMPRESS != 0, topic, message })
 }
 
 #[cfg(test)]
@@ -69,7 +99,8 @@ mod tests {
   use super::*;
 
   fn round_trip(message: Message, compress: bool) -> Envelope {
-    let Some(bytes) = encode(7, 42, &message, compress) else { panic!("text and binary encode") };
+    let outgoing = Outgoing { message: &message, compress, topic: None };
+    let Some(bytes) = encode(7, 42, outgoing) else { panic!("text and binary encode") };
     let Some(envelope) = decode(bytes) else { panic!("what we encode decodes") };
     envelope
   }
@@ -83,11 +114,34 @@ mod tests {
     assert!(!binary.compress);
     assert_eq!(binary.message, Message::binary(vec![0, 255, 1]));
     assert_eq!(round_trip(Message::text(""), false).message, Message::text(""));
+    assert!(text.topic.is_none());
+  }
+
+  #[test]
+  fn a_topic_travels_with_its_message() {
+    let message = Message::text("hi");
+    let outgoing = Outgoing { message: &message, compress: false, topic: Some("room/é") };
+    let Some(envelope) = encode(1, 2, outgoing).and_then(decode) else { panic!("round trip") };
+    assert_eq!(envelope.topic.as_deref(), Some("room/é".as_bytes()));
+    assert_eq!(envelope.message, message);
+    let long = "x".repeat(65_536);
+    assert!(
+      encode(1, 2, Outgoing { message: &message, compress: false, topic: Some(&long) }).is_none()
+    );
+    let Some(cut) =
+      encode(1, 2, Outgoing { message: &message, compress: false, topic: Some("room") })
+    else {
+      panic!("encodes")
+    };
+    assert!(decode(cut.slice(..HEADER_LEN + 3)).is_none(), "topic cut short");
   }
 
   #[test]
   fn what_we_did_not_write_is_refused() {
-    let Some(good) = encode(1, 1, &Message::text("hi"), false) else { panic!("encodes") };
+    let hi = Message::text("hi");
+    let Some(good) = encode(1, 1, Outgoing { message: &hi, compress: false, topic: None }) else {
+      panic!("encodes")
+    };
     let with = |at: usize, byte: u8| {
       let mut bytes = good.to_vec();
       bytes[at] = byte;
@@ -95,9 +149,11 @@ mod tests {
     };
     assert!(with(0, 2), "another version");
     assert!(with(1, 8), "an unknown flag");
+    assert!(with(1, 4), "a topic flag without a topic");
     assert!(with(HEADER_LEN, 0xff), "text that is not UTF-8");
     assert!(decode(good.slice(..HEADER_LEN - 1)).is_none(), "cut short");
     assert!(decode(Bytes::from_static(b"hello from a stranger")).is_none());
-    assert!(encode(1, 1, &Message::Ping(Bytes::new()), false).is_none());
+    let ping = Message::Ping(Bytes::new());
+    assert!(encode(1, 1, Outgoing { message: &ping, compress: false, topic: None }).is_none());
   }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use napi::bindgen_prelude::Uint32Array;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::envelope::Outgoing;
 use super::registry::Connection;
 use super::Shared;
 use crate::buffers::{json_lines, payload_len, to_message, Payload};
@@ -16,7 +17,7 @@ use crate::deflate::{Agreement, Settings, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
 /// One message as each of its receivers gets it: as it is, or compressed
 /// for the window its connection agreed on. Each compressed form is made
 /// once, when a receiver first needs it; receivers share its bytes.
-struct Prepared {
+pub(super) struct Prepared {
   message: Message,
   /// How to compress; `None` sends it as it is to everyone.
   settings: Option<Settings>,
@@ -27,7 +28,7 @@ struct Prepared {
 }
 
 impl Prepared {
-  fn new(message: Message, settings: Option<Settings>) -> Prepared {
+  pub(super) fn new(message: Message, settings: Option<Settings>) -> Prepared {
     Prepared { message, settings, forms: Default::default(), deflate_calls: 0 }
   }
 
@@ -50,7 +51,7 @@ impl Prepared {
 
 impl Shared {
   /// Compression as this server sends, unless the sender said not to.
-  fn sending(&self, compress: bool) -> Option<Settings> {
+  pub(super) fn sending(&self, compress: bool) -> Option<Settings> {
     self.deflate.filter(|_| compress).map(|deflate| deflate.sending)
   }
 
@@ -100,7 +101,7 @@ impl Shared {
     let except: &[u32] = except.as_deref().unwrap_or(&[]);
     let message = to_message(payload);
     if let Some(cluster) = &self.cluster {
-      cluster.publish(&message, compress);
+      cluster.publish(Outgoing { message: &message, compress, topic: None });
     }
     let connections = self.connections();
     let receivers = connections.iter().filter(|(handle, _)| !except.contains(handle));
@@ -133,7 +134,7 @@ impl Shared {
 
   /// Queues `prepared` to every one of `receivers`, sharing its bytes;
   /// returns how many took it.
-  fn send_to_all<'a>(
+  pub(super) fn send_to_all<'a>(
     &self,
     receivers: impl Iterator<Item = &'a Arc<Connection>>,
     mut prepared: Prepared,

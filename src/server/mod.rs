@@ -11,8 +11,9 @@
 //! - registry.rs: the handle -> connection map and the announce rule;
 //! - served.rs: a connection's own task, from open to its end;
 //! - fanout.rs: sends to many connections at once;
-//! - cluster.rs, envelope.rs: broadcasts to and from the other nodes of a
-//!   cluster, through Redis;
+//! - topics.rs: the connections each topic reaches;
+//! - cluster.rs, envelope.rs: broadcasts and publications to and from the
+//!   other nodes of a cluster, through Redis;
 //! - clocks.rs: the heartbeat;
 //! - dormant.rs: quiet connections leaving tokio, and back (Linux only);
 //! - shutdown.rs: `close()` with its grace period;
@@ -30,6 +31,7 @@ mod registry;
 mod served;
 mod shutdown;
 mod stats;
+mod topics;
 mod upgrade;
 
 use std::collections::HashMap;
@@ -54,6 +56,7 @@ use self::registry::Connection;
 #[cfg(dormancy)]
 use self::served::ServedConnection;
 use self::stats::{Counters, ServerStats};
+use self::topics::Topics;
 use crate::buffers::Payload;
 use crate::deflate::negotiation::ServerSettings;
 use crate::deflate::{Settings, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
@@ -239,6 +242,8 @@ struct Shared {
   deflate: Option<ServerDeflate>,
   /// The other nodes, when clustered (cluster.rs).
   cluster: Option<Cluster>,
+  /// Who is subscribed to what (topics.rs); locked after `connections`.
+  topics: Mutex<Topics>,
   /// Connections quiet for a while (dormancy.rs); made on first need, and
   /// `None` if its epoll set could not be made.
   #[cfg(dormancy)]
@@ -348,6 +353,7 @@ impl NativeServer {
       heartbeat_interval,
       deflate: options.per_message_deflate.as_ref().map(ServerDeflate::from_options),
       cluster,
+      topics: Mutex::default(),
       #[cfg(dormancy)]
       dormant_set: OnceLock::new(),
       counters: Counters::default(),
@@ -442,10 +448,45 @@ impl NativeServer {
   }
 
   /// Queues one message to every open connection but those in `except`,
-  /// like `sendMany`; returns how many took it.
+  /// like `sendMany`, and to those of every other node of a cluster;
+  /// returns how many here took it.
   #[napi]
   pub fn broadcast(&self, payload: Payload, except: Option<Uint32Array>, compress: bool) -> u32 {
     self.shared.broadcast(payload, except, compress)
+  }
+
+  /// Connection `handle` joins `topic`; false if it is a member already, or
+  /// gone or closing.
+  #[napi]
+  pub fn subscribe(&self, handle: u32, topic: String) -> bool {
+    self.shared.subscribe(handle, &topic)
+  }
+
+  /// Connection `handle` leaves `topic`; false if it was not a member.
+  #[napi]
+  pub fn unsubscribe(&self, handle: u32, topic: String) -> bool {
+    self.shared.unsubscribe(handle, &topic)
+  }
+
+  /// How many connections here are subscribed to `topic`, those in
+  /// `except` left out.
+  #[napi]
+  pub fn topic_size(&self, topic: String, except: Option<Uint32Array>) -> u32 {
+    self.shared.topic_size(&topic, except.as_deref().unwrap_or(&[]))
+  }
+
+  /// Queues one message to the members of `topic` but those in `except`,
+  /// here and on every other node of a cluster; returns how many here took
+  /// it.
+  #[napi]
+  pub fn publish(
+    &self,
+    topic: String,
+    payload: Payload,
+    except: Option<Uint32Array>,
+    compress: bool,
+  ) -> u32 {
+    self.shared.publish(&topic, payload, except, compress)
   }
 
   /// Starts the closing handshake of one connection, after what it already

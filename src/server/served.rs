@@ -84,6 +84,7 @@ impl ServedConnection {
   pub(super) fn report_end(&self, ended: Ended) {
     let shared = &self.shared;
     shared.connections().remove(&self.handle);
+    shared.leave_topics(self.handle);
     shared.discharge();
     shared.counters.ended(ended.code, ended.invalid_input);
     if ended.internal_error {
