@@ -29,8 +29,7 @@ pub fn json_lines(joined: String) -> impl Iterator<Item = Message> {
     if start > all.len() {
       return None;
     }
-    let end =
-      all[start..].iter().position(|&byte| byte == b'\n').map_or(all.len(), |at| start + at);
+    let end = memchr::memchr(b'\n', &all[start..]).map_or(all.len(), |at| start + at);
     let line = all.slice(start..end);
     start = end + 1;
     // Splitting valid UTF-8 at a line break leaves valid UTF-8.
@@ -63,4 +62,18 @@ pub fn to_js_array(bytes: Bytes) -> Uint8Array {
   // no other). Every frame is a region of its own, so V8 is never given one
   // pointer twice (it aborts on that, nodejs/node#32463).
   unsafe { Uint8Array::with_external_data(data, length, move |_, _| drop(bytes)) }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn json_lines_gives_each_joined_text_as_one_message() {
+    let long = format!("\"{}\"", "é".repeat(3000));
+    let joined = format!("{{\"a\":1}}\n{long}\n[]");
+    let lines: Vec<Message> = json_lines(joined).collect();
+    assert_eq!(lines, [Message::text("{\"a\":1}"), Message::text(long), Message::text("[]")]);
+    assert_eq!(json_lines("1".into()).collect::<Vec<_>>(), [Message::text("1")]);
+  }
 }
