@@ -4,8 +4,8 @@
 // their broadcasts (README, "Cluster: broadcast across processes and
 // machines"). Each test starts its own redis-server (./redis-kit.js) on a
 // port the OS picked, and Servers and ws clients on 127.0.0.1; the last
-// test runs three Servers in their own processes
-// (fixtures/cluster-node.js). .ci/run installs redis-server; without it the
+// tests run Servers in their own processes (fixtures/cluster-node.js):
+// three on three ports, then two sharing one port (reusePort). .ci/run installs redis-server; without it the
 // tests that need Redis are skipped, saying so.
 
 const assert = require('node:assert/strict');
@@ -371,7 +371,61 @@ describe('a cluster on one Redis', { skip }, () => {
     await quiet(survivors);
     for (const node of [alive0, alive1]) assert.equal(node.inbox.filter((m) => m.type === 'error').length, 0);
   });
+
+  test('two processes on one port (reusePort) and one channel: every client gets every broadcast of both once', async (t) => {
+    const redis = await startRedis(t);
+    const channel = freshChannel();
+    // The first takes a port the OS picks, with SO_REUSEPORT; the second
+    // binds the same one.
+    const first = spawnNode(t, redis.url, channel, 'p0', 0);
+    const { port } = await first.next('listening');
+    const second = spawnNode(t, redis.url, channel, 'p1', port);
+    assert.equal((await second.next('listening')).port, port);
+    const nodes = [first, second];
+    for (const node of nodes) assert.deepEqual(await node.next('cluster'), { type: 'cluster', state: 'up', lost: 0 });
+
+    // The kernel spreads the connections to the port over both processes
+    // (by a hash of each connection's addresses): 20 clients, and 20 more
+    // while one process has none.
+    const clients = [];
+    let sizes;
+    for (let round = 1; ; round++) {
+      while (clients.length < 20 * round) {
+        const client = await openClient(t, at(port));
+        client.node = `port ${port}`; // which process: the kernel's choice
+        client.on('error', () => {});
+        clients.push(client);
+      }
+      const deadline = Date.now() + 10000;
+      for (;;) {
+        sizes = await Promise.all(nodes.map((node) => sizeOf(node)));
+        if (sizes[0] + sizes[1] === clients.length) break;
+        assert.ok(Date.now() < deadline, `${clients.length} clients over both processes, ${sizes} so far`);
+        await delay(10);
+      }
+      if (sizes.every((size) => size > 0)) break;
+      assert.ok(round < 5, `${clients.length} clients, all on one process: ${sizes}`);
+    }
+
+    // Each process broadcasts 50 messages, at once; its sends return its
+    // own count of clients, and every client of both gets all 100.
+    const COUNT = 50;
+    for (const node of nodes) node.child.send({ type: 'broadcast', count: COUNT });
+    for (const [i, node] of nodes.entries()) {
+      const { counts } = await node.next('sent');
+      assert.deepEqual(counts, Array(COUNT).fill(sizes[i]), `${node.name}'s sends return its local count`);
+    }
+    await Promise.all(clients.map((client) => expectFrom(client, nodes, COUNT)));
+    await quiet(clients);
+    for (const node of nodes) assert.deepEqual(node.inbox.filter((m) => m.type === 'error'), []);
+  });
 });
+
+/** How many clients a node of spawnNode has now. */
+async function sizeOf(node) {
+  node.child.send({ type: 'size' });
+  return (await node.next('size')).size;
+}
 
 /**
  * `count` messages `{ from, seq }` from each of `nodes` at `client`, in any
@@ -389,13 +443,15 @@ async function expectFrom(client, nodes, count) {
 }
 
 /**
- * Fork fixtures/cluster-node.js; killed after the test.
+ * Fork fixtures/cluster-node.js, on `port` with reusePort when it is given;
+ * killed after the test.
  *
  * @return {Object} `{ name, child, inbox, next(type), kill() }`: `next`
  *     resolves with the next message of that type
  */
-function spawnNode(t, redis, channel, name) {
-  const child = fork(CHILD, [redis, channel, name], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+function spawnNode(t, redis, channel, name, port) {
+  const args = [redis, channel, name, ...(port === undefined ? [] : [String(port)])];
+  const child = fork(CHILD, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const inbox = [];
   const waiting = [];
   child.on('message', (message) => {

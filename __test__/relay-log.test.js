@@ -8,7 +8,7 @@
 const assert = require('node:assert/strict');
 const { describe, test } = require('node:test');
 
-const { formatSummary, logSummaries } = require('../bin/relay/log');
+const { formatCluster, formatSummary, logSummaries } = require('../bin/relay/log');
 
 /** A `server.stats()` reading: zeros but for `fields`. */
 function stats(fields = {}) {
@@ -94,5 +94,23 @@ describe('logSummaries', () => {
     t.mock.timers.tick(10000);
     assert.equal(lines.length, 2);
     assert.match(lines[1], /^summary: connections 2 open, 0 new in 12\.5 s; in 0 messages\/s, 0 B\/s; out 0 messages\/s, 0 B\/s /);
+  });
+});
+
+describe('formatCluster', () => {
+  test("one line per 'cluster' event: up with what was lost meanwhile, down", () => {
+    assert.equal(formatCluster('mytosis-websocket', 'up', 0), 'cluster up: joined channel "mytosis-websocket"');
+    assert.equal(
+      formatCluster('chat', 'up', 1),
+      'cluster up: joined channel "chat"; 1 message relayed meanwhile reached no other relay'
+    );
+    assert.equal(
+      formatCluster('chat', 'up', 12),
+      'cluster up: joined channel "chat"; 12 messages relayed meanwhile reached no other relay'
+    );
+    assert.equal(
+      formatCluster('a "room"', 'down', 0),
+      'cluster down: channel "a \\"room\\"" left, messages reach this relay\'s clients only until Redis is back'
+    );
   });
 });

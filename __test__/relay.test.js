@@ -3,8 +3,9 @@
 // The relay server CLI, bin/mytosis-websocket.js, as a child process on a
 // free port: its flags, what it relays (ws clients and our Socket), its
 // http routes (/metrics read by the Prometheus client library's own
-// parser, python3-prometheus-client), and its shutdown on SIGTERM and
-// SIGINT.
+// parser, python3-prometheus-client), its shutdown on SIGTERM and
+// SIGINT, and relays joined on a redis-server of their own (--redis;
+// skipped without redis-server, see ./redis-kit.js).
 
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
@@ -15,6 +16,7 @@ const WebSocket = require('ws');
 
 const { Socket } = require('..');
 const { runCli, startRelay, until, within } = require('./relay-kit');
+const { hasRedis, startRedis } = require('./redis-kit');
 
 const TIMEOUT = 5000;
 const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -119,7 +121,7 @@ describe('the command line', () => {
       const { code, stdout, stderr } = await runCli([flag]);
       assert.equal(code, 0);
       assert.match(stdout, /^Usage: mytosis-websocket \[options\]/);
-      for (const option of ['--port', '--host', '--path', '--max-payload', '--quiet', '--help']) {
+      for (const option of ['--port', '--host', '--path', '--max-payload', '--redis', '--channel', '--quiet', '--help']) {
         assert.ok(stdout.includes(option), `the usage names ${option}`);
       }
       assert.equal(stderr, '');
@@ -138,13 +140,23 @@ describe('the command line', () => {
       [['--path', 'live'], /--path must start with \//],
       [['--host', ''], /--host/],
       [['--quiet=yes'], /--quiet/],
-      [['extra'], /extra/]
+      [['extra'], /extra/],
+      [['--redis'], /--redis/],
+      [['--redis', ''], /--redis\/--channel: .*redis:\/\/ or rediss:\/\/ URL/],
+      [['--redis', '127.0.0.1:6379'], /--redis\/--channel: .*redis:\/\/ or rediss:\/\/ URL/],
+      [['--redis', 'http://:hunter2@127.0.0.1:6379'], /--redis\/--channel: .*redis:\/\/ or rediss:\/\/ URL/],
+      [['--redis', 'redis:///0'], /--redis\/--channel: .*URL with a host/],
+      [['--redis', 'redis://:hunter2@127.0.0.1:6379/zero'], /"cluster" option of Server is not usable/],
+      [['--redis', 'redis://127.0.0.1:6379', '--channel', ''], /--redis\/--channel: .*non-empty string/],
+      [['--channel', 'chat'], /--channel needs --redis/]
     ]) {
       const { code, stdout, stderr } = await runCli(args);
       assert.equal(code, 2, args.join(' '));
       assert.equal(stdout, '', args.join(' '));
       assert.match(stderr, why, args.join(' '));
       assert.match(stderr, /Usage: mytosis-websocket \[options\]/, args.join(' '));
+      // A Redis URL may carry a password: never quoted.
+      assert.ok(!stderr.includes('hunter2'), args.join(' '));
     }
   });
 
@@ -327,6 +339,8 @@ describe('http routes', () => {
     for (const [name, type] of Object.entries(expected)) {
       assert.equal(before.families.get(name)?.type, type, `${name}: ${before.text}`);
     }
+    // The cluster's families come with --redis only.
+    assert.deepEqual([...before.families.keys()].filter((name) => name.includes('cluster')), []);
     assert.equal(before.value('mytosis_websocket_connections'), 0);
     assert.equal(before.value('mytosis_websocket_event_loop_delay_seconds', { quantile: '0.99' }) >= 0, true);
 
@@ -394,5 +408,132 @@ describe('logging and shutdown', () => {
     assert.equal(code, 0);
     assert.equal(relay.stderr(), '');
     assert.equal(relay.stdout(), `listening on ${relay.url}\n`);
+  });
+});
+
+describe('relays joined on Redis (--redis)', () => {
+  const noRedis = hasRedis() ? false : 'redis-server is not installed (apt-get install -y redis-server; .ci/run does)';
+  const python = findPrometheusParser();
+
+  /** The relay's log lines (stderr) that match `pattern`. */
+  const logLines = (relay, pattern) => relay.stderr().split('\n').filter((line) => pattern.test(line));
+  const UP = / cluster up: joined channel "([^"]*)"/;
+  const DOWN = / cluster down: channel "([^"]*)" left/;
+
+  /** A relay with `args`, once its log says it joined the channel; killed after the test. */
+  async function joinedRelay(t, args) {
+    const relay = await startRelay(args);
+    t.after(relay.kill);
+    await until(() => logLines(relay, UP).length === 1, `"cluster up" in the log of a relay with ${args.join(' ')}`, 10000);
+    return relay;
+  }
+
+  test('a message to one relay reaches the clients of the others on the channel, byte for byte, never its sender', { skip: noRedis }, async (t) => {
+    const redis = await startRedis(t);
+    // A and B on the default channel, C on another one on the same Redis.
+    const a = await joinedRelay(t, ['--redis', redis.url]);
+    const b = await joinedRelay(t, ['--redis', redis.url]);
+    const c = await joinedRelay(t, ['--redis', redis.url, '--channel', 'elsewhere']);
+    assert.deepEqual(
+      [a, b, c].map((relay) => UP.exec(logLines(relay, UP)[0])[1]),
+      ['mytosis-websocket', 'mytosis-websocket', 'elsewhere']
+    );
+    const [a1, a2, b1, c1] = [await wsClient(t, a), await wsClient(t, a), await wsClient(t, b), await wsClient(t, c)];
+    const socket = await socketClient(t, b);
+
+    // Not JSON, not ASCII: passed on without being read, on every relay.
+    const text = 'héllo {not json} 😀 \u0000 end';
+    a1.ws.send(text);
+    await until(() => a2.received.length === 1 && b1.received.length === 1 && socket.received.length === 1, 'the text at the other clients of A and B');
+    for (const client of [a2, b1]) assert.deepEqual(client.received, [{ data: Buffer.from(text), isBinary: false }]);
+    assert.deepEqual(socket.received, [text]);
+
+    // Binary the other way; sent after the text arrived, so an echo of the
+    // text to a1 would be there first.
+    const bytes = Buffer.from(Array.from({ length: 300 }, (_, i) => (i * 13) % 256));
+    b1.ws.send(bytes);
+    await until(() => a1.received.length === 1 && a2.received.length === 2 && socket.received.length === 2, "B's binary at A's clients");
+    assert.deepEqual(a1.received, [{ data: bytes, isBinary: true }]);
+    assert.deepEqual(a2.received[1], { data: bytes, isBinary: true });
+    assert.deepEqual(socket.received[1], bytes);
+    // Nothing more anywhere, and nothing at all on the other channel.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(
+      [a1, a2, b1, socket, c1].map((client) => client.received.length),
+      [1, 2, 1, 2, 0]
+    );
+
+    // Each relay counts its own: A published 1 and received 1, B the same.
+    await until(async () => (await stats(a)).clusterPublished === 1 && (await stats(b)).clusterPublished === 1, 'both publications counted');
+    for (const relay of [a, b]) {
+      const { clusterPublished, clusterReceived, clusterLost, clusterMissed, messagesIn, messagesOut } = await stats(relay);
+      assert.deepEqual({ clusterPublished, clusterReceived, clusterLost, clusterMissed, messagesIn }, {
+        clusterPublished: 1,
+        clusterReceived: 1,
+        clusterLost: 0,
+        clusterMissed: 0,
+        messagesIn: 1
+      });
+      // Two messages, each to the two clients of this relay but the sender.
+      assert.equal(messagesOut, 3);
+    }
+    assert.equal((await stats(c)).clusterReceived, 0);
+
+    if (python !== null) {
+      const metrics = await scrape(a, python);
+      const expected = {
+        mytosis_websocket_cluster_up: 'gauge',
+        mytosis_websocket_cluster_published: 'counter',
+        mytosis_websocket_cluster_received: 'counter',
+        mytosis_websocket_cluster_lost: 'counter',
+        mytosis_websocket_cluster_missed: 'counter'
+      };
+      for (const [name, type] of Object.entries(expected)) {
+        const family = metrics.families.get(name);
+        assert.equal(family?.type, type, `${name}: ${metrics.text}`);
+        assert.ok(family.help.length > 0, `${name} has a HELP`);
+      }
+      assert.equal(metrics.value('mytosis_websocket_cluster_up'), 1);
+      assert.equal(metrics.value('mytosis_websocket_cluster_published_total'), 1);
+      assert.equal(metrics.value('mytosis_websocket_cluster_received_total'), 1);
+      assert.equal(metrics.value('mytosis_websocket_cluster_lost_total'), 0);
+      assert.equal(metrics.value('mytosis_websocket_cluster_missed_total'), 0);
+    }
+    // The URL is never logged (it may carry a password).
+    for (const relay of [a, b, c]) assert.ok(!relay.stderr().includes(`:${redis.port}`), relay.stderr());
+  });
+
+  test('Redis going away and coming back: logged down and up, relaying stays local meanwhile', { skip: noRedis }, async (t) => {
+    const redis = await startRedis(t);
+    const a = await joinedRelay(t, ['--redis', redis.url, '--channel', 'room']);
+    const b = await joinedRelay(t, ['--redis', redis.url, '--channel', 'room']);
+    const [a1, a2, b1] = [await wsClient(t, a), await wsClient(t, a), await wsClient(t, b)];
+
+    await redis.stop();
+    for (const relay of [a, b]) {
+      await until(() => logLines(relay, DOWN).length === 1, '"cluster down" in the log');
+      assert.equal(DOWN.exec(logLines(relay, DOWN)[0])[1], 'room');
+      // Why first (the error), then the state.
+      const lines = relay.stderr().split('\n');
+      const error = lines.findIndex((line) => / error: ERR_CLUSTER /.test(line));
+      assert.ok(error !== -1 && error < lines.findIndex((line) => DOWN.test(line)), relay.stderr());
+      assert.equal(logLines(relay, / error: ERR_CLUSTER /).length, 1, relay.stderr());
+      if (python !== null) assert.equal((await scrape(relay, python)).value('mytosis_websocket_cluster_up'), 0);
+    }
+    // Meanwhile A's clients still talk to each other; B's hears nothing.
+    a1.ws.send('while apart');
+    await until(() => a2.received.length === 1, 'the message at the other client of A');
+
+    await redis.start();
+    for (const relay of [a, b]) {
+      await until(() => logLines(relay, UP).length === 2, 'a second "cluster up" in the log', 10000);
+    }
+    // A's message of the outage reached no other relay: said when it is up.
+    assert.match(logLines(a, UP)[1], /; 1 message relayed meanwhile reached no other relay$/);
+    assert.doesNotMatch(logLines(b, UP)[1], /reached no other relay/);
+    a1.ws.send('together again');
+    await until(() => b1.received.length === 1 && a2.received.length === 2, 'the message after the outage');
+    assert.deepEqual(b1.received, [{ data: Buffer.from('together again'), isBinary: false }]);
+    assert.equal(a1.received.length, 0);
   });
 });

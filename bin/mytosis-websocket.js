@@ -8,7 +8,7 @@
 
 const { parseOptions, UsageError, USAGE } = require('./relay/options');
 const startRelay = require('./relay/relay');
-const { logConnections, logSummaries } = require('./relay/log');
+const { logConnections, logCluster, logSummaries } = require('./relay/log');
 
 const NAME = 'mytosis-websocket';
 // A shutdown that has not finished by then is cut short (it closes every
@@ -39,12 +39,18 @@ async function main(args) {
   try {
     relay = await startRelay({ ...options, onError: (err) => log(`http error: ${err.stack}`) });
   } catch (err) {
+    if (err.code === 'ERR_INVALID_OPTION') {
+      // A --redis URL the Server refused although options.js let it through.
+      process.stderr.write(`${NAME}: ${err.message}\n\n${USAGE}`);
+      process.exit(2);
+    }
     process.stderr.write(`${NAME}: ${err.message}\n`);
     // An http server that failed to listen leaves nothing to close.
     process.exit(1);
   }
   if (!options.quiet) {
     logConnections(relay.server, log);
+    if (options.cluster !== undefined) logCluster(relay.server, options.cluster.channel, log);
     logSummaries(relay.server, log);
   }
   process.stdout.write(`listening on ${relay.url}\n`);

@@ -124,3 +124,4 @@ function isExpressApp(value) {
 
 module.exports = checkServerOptions;
 module.exports.SERVER_OPTIONS = SERVER_OPTIONS;
+module.exports.checkCluster = checkCluster;

@@ -21,6 +21,29 @@ function logConnections(server, writeLine) {
 }
 
 /**
+ * Log the relay's joins to the other relays on Redis (--redis), one line
+ * per 'cluster' event: up (with what was lost while it was down), and
+ * down. Why it went down is the 'error' line (ERR_CLUSTER) just before.
+ * Never the Redis URL: it may carry a password.
+ *
+ * @param {Server} server The relay's Server, with the `cluster` option
+ * @param {String} channel Its Redis channel
+ * @param {Function} writeLine Writes one line to the log
+ */
+function logCluster(server, channel, writeLine) {
+  server.on('cluster', ({ state, lost }) => writeLine(formatCluster(channel, state, lost)));
+}
+
+/** The log line of one 'cluster' event. */
+function formatCluster(channel, state, lost) {
+  if (state === 'down') {
+    return `cluster down: channel ${JSON.stringify(channel)} left, messages reach this relay's clients only until Redis is back`;
+  }
+  const losses = lost > 0 ? `; ${lost} message${lost === 1 ? '' : 's'} relayed meanwhile reached no other relay` : '';
+  return `cluster up: joined channel ${JSON.stringify(channel)}${losses}`;
+}
+
+/**
  * Log a summary every 10 s: the connections, and the messages and bytes
  * per second each way since the previous summary (the first one: since
  * the call).
@@ -91,4 +114,4 @@ function formatBytes(bytes) {
   return unit === 0 ? `${Math.round(value)} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-module.exports = { logConnections, logSummaries, formatSummary };
+module.exports = { logConnections, logCluster, logSummaries, formatSummary, formatCluster };

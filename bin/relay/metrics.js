@@ -25,6 +25,24 @@ const STATS_METRICS = [
   ['deflate_calls_total', 'counter', 'Times a message was deflated to be sent (once per broadcast).', 'deflateCalls']
 ];
 
+// With --redis only: the cluster's counters of `server.stats()`.
+const CLUSTER_METRICS = [
+  ['cluster_published_total', 'counter', 'Messages published to Redis for the other relays (--redis).', 'clusterPublished'],
+  [
+    'cluster_received_total',
+    'counter',
+    'Messages of other relays received from Redis and sent to this relay\'s clients.',
+    'clusterReceived'
+  ],
+  [
+    'cluster_lost_total',
+    'counter',
+    'Messages of this relay that reached no other relay because Redis was unreachable.',
+    'clusterLost'
+  ],
+  ['cluster_missed_total', 'counter', 'Messages of other relays that never arrived here (gaps in their numbering).', 'clusterMissed']
+];
+
 // The event loop delay is reported as these quantiles of a summary.
 const QUANTILES = [0.5, 0.9, 0.99];
 // How often the event loop is sampled, in ms.
@@ -32,7 +50,8 @@ const LOOP_RESOLUTION = 20;
 
 /**
  * The relay's /metrics: the counters of `server.stats()` and the delay of
- * the event loop, which every relayed message crosses.
+ * the event loop, which every relayed message crosses; with --redis, the
+ * cluster's counters and whether it is joined.
  */
 class Metrics {
   static contentType = CONTENT_TYPE;
@@ -40,9 +59,21 @@ class Metrics {
   // Samples the event loop from the relay's start; its timer does not keep
   // the process alive.
   #loopDelay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION });
+  #cluster;
+  #clusterUp = false;
 
-  constructor() {
+  /**
+   * @param {Object} [options] `{ cluster }`: whether the relay joins others
+   *     on Redis (--redis); then `setClusterState` tells its 'cluster' events
+   */
+  constructor({ cluster = false } = {}) {
+    this.#cluster = cluster;
     this.#loopDelay.enable();
+  }
+
+  /** The state of the relay's last 'cluster' event: 'up' or 'down'. */
+  setClusterState(state) {
+    this.#clusterUp = state === 'up';
   }
 
   /**
@@ -58,6 +89,14 @@ class Metrics {
     }
     const closes = Object.entries(stats.closes).map(([code, count]) => ['', { code }, count]);
     family(lines, 'closes_total', 'counter', 'Connections that ended, by close code.', closes);
+    if (this.#cluster) {
+      family(lines, 'cluster_up', 'gauge', 'Whether this relay is joined to the others on Redis now (1) or not (0).', [
+        ['', {}, this.#clusterUp ? 1 : 0]
+      ]);
+      for (const [name, type, help, field] of CLUSTER_METRICS) {
+        family(lines, name, type, help, [['', {}, stats[field]]]);
+      }
+    }
     this.#renderLoopDelay(lines);
     return `${lines.join('\n')}\n`;
   }

@@ -1,6 +1,7 @@
 'use strict';
 
 const { parseArgs } = require('node:util');
+const { checkCluster } = require('../../lib/server-options');
 
 const USAGE = `Usage: mytosis-websocket [options]
 
@@ -15,6 +16,11 @@ Options:
   --path P          pathname of the WebSocket endpoint (default /)
   --max-payload N   largest message in bytes; larger ones close the
                     connection with 1009 (default 16777216)
+  --redis URL       join the other relays on this Redis (redis:// or
+                    rediss://): a message reaches the clients of every
+                    relay on the channel (default: none, this relay alone)
+  --channel NAME    the Redis pub/sub channel of --redis (default
+                    mytosis-websocket)
   --quiet           no connection log and no summary on stderr
   -h, --help        print this help and exit
 `;
@@ -31,8 +37,9 @@ class UsageError extends Error {}
  * The relay's settings from its command-line arguments.
  *
  * @param {String[]} args The arguments after the script's path
- * @return {Object} `{ help }`, or `{ port, host, path, maxPayload, quiet }`
- *     with `host` undefined for the default (dual-stack where it can)
+ * @return {Object} `{ help }`, or `{ port, host, path, maxPayload, cluster,
+ *     quiet }` with `host` undefined for the default (dual-stack where it
+ *     can) and `cluster` `{ redis, channel }`, or undefined without --redis
  * @throws {UsageError} For an unknown flag, a positional or a bad value
  */
 function parseOptions(args) {
@@ -47,6 +54,8 @@ function parseOptions(args) {
         host: { type: 'string' },
         path: { type: 'string' },
         'max-payload': { type: 'string' },
+        redis: { type: 'string' },
+        channel: { type: 'string' },
         quiet: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' }
       }
@@ -65,6 +74,7 @@ function parseOptions(args) {
     host: values.host,
     path,
     maxPayload: integerOption('--max-payload', values['max-payload'] ?? String(DEFAULT_MAX_PAYLOAD), 1, MAX_PAYLOAD_LIMIT),
+    cluster: clusterOption(values.redis, values.channel),
     quiet: values.quiet ?? false
   };
 }
@@ -76,6 +86,25 @@ function integerOption(flag, text, min, max) {
     throw new UsageError(`${flag} must be an integer from ${min} to ${max}, not ${JSON.stringify(text)}`);
   }
   return value;
+}
+
+/**
+ * The Server's `cluster` option from --redis and --channel, checked by the
+ * Server's own rules so that a bad value is a usage error (a database part
+ * that is not a number passes; the Server refuses it when the relay
+ * starts, and that is a usage error too). The Server's messages never
+ * quote the URL: it may carry a password.
+ */
+function clusterOption(redis, channel) {
+  if (redis === undefined) {
+    if (channel !== undefined) throw new UsageError('--channel needs --redis');
+    return undefined;
+  }
+  try {
+    return checkCluster(channel === undefined ? { redis } : { redis, channel });
+  } catch (err) {
+    throw new UsageError(`--redis/--channel: ${err.message}`);
+  }
 }
 
 module.exports = { parseOptions, UsageError, USAGE };

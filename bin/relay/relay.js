@@ -16,22 +16,27 @@ const CLOSE_TIMEOUT = 4000;
  * Start the relay: one http server on `port` that serves the demo page and
  * the operators' routes, with the WebSocket Server attached to it. Every
  * message is sent on to every other client as it came: `json: false`
- * keeps text as text, byte for byte.
+ * keeps text as text, byte for byte. With `cluster` (--redis), the relays
+ * on that Redis channel form one room: each message also reaches the
+ * clients of the others.
  *
- * @param {Object} options `{ port, host, path, maxPayload }` (options.js),
+ * @param {Object} options `{ port, host, path, maxPayload, cluster }` (options.js),
  *     and `onError(err)` for what fails while serving http: an answer, or
  *     accepting a connection
  * @return {Promise<Object>} `{ server, url, close }` once listening; `close()`
  *     closes every client with 1001, then the http server
  */
-async function startRelay({ port, host, path, maxPayload, onError }) {
+async function startRelay({ port, host, path, maxPayload, cluster, onError }) {
   const httpServer = http.createServer();
   // Compressed for clients that offer it (browsers do): each relayed
   // message is deflated once for all its receivers.
-  const server = new Server({ server: httpServer, path, maxPayload, json: false, perMessageDeflate: true });
+  const server = new Server({ server: httpServer, path, maxPayload, json: false, perMessageDeflate: true, cluster });
+  // With `cluster`, send also publishes the message to the other relays,
+  // which pass it to all their clients (`except` is this relay's).
   server.messages.forEach((message, sender) => server.send(message, { except: sender }));
 
-  const metrics = new Metrics();
+  const metrics = new Metrics({ cluster: cluster !== undefined });
+  if (cluster !== undefined) server.on('cluster', ({ state }) => metrics.setClusterState(state));
   httpServer.on('request', createRoutes({ server, metrics, files: demoFiles({ path, maxPayload }), onError }));
   await new Promise((resolve, reject) => {
     httpServer.once('error', reject);
