@@ -73,19 +73,19 @@ async function quiet(clients) {
 
 describe('the cluster option', () => {
   const bad = [
-    ['a URL string instead of an object', 'redis://127.0.0.1:6379'],
+    ['a URL string instead of an object', 'redis://redis.example:6379'],
     ['null', null],
-    ['an array', ['redis://127.0.0.1:6379']],
+    ['an array', ['redis://redis.example:6379']],
     ['no redis', {}],
     ['redis not a string', { redis: 6379 }],
-    ['redis not a URL', { redis: 'localhost:6379' }],
-    ['redis with another protocol', { redis: 'http://127.0.0.1:6379' }],
+    ['redis not a URL', { redis: 'redis.example:6379' }],
+    ['redis with another protocol', { redis: 'http://redis.example:6379' }],
     ['redis without a host', { redis: 'redis:///0' }],
     // Refused by the addon's Redis client.
-    ['redis with a database that is not a number', { redis: 'redis://127.0.0.1:6379/zero' }],
-    ['an empty channel', { redis: 'redis://127.0.0.1:6379', channel: '' }],
-    ['a channel not a string', { redis: 'redis://127.0.0.1:6379', channel: 7 }],
-    ['an unknown key', { redis: 'redis://127.0.0.1:6379', db: 2 }]
+    ['redis with a database that is not a number', { redis: 'redis://redis.example:6379/zero' }],
+    ['an empty channel', { redis: 'redis://redis.example:6379', channel: '' }],
+    ['a channel not a string', { redis: 'redis://redis.example:6379', channel: 7 }],
+    ['an unknown key', { redis: 'redis://redis.example:6379', db: 2 }]
   ];
   for (const [name, cluster] of bad) {
     test(`refuses ${name} at construction`, () => {

@@ -143,11 +143,11 @@ describe('the command line', () => {
       [['extra'], /extra/],
       [['--redis'], /--redis/],
       [['--redis', ''], /--redis\/--channel: .*redis:\/\/ or rediss:\/\/ URL/],
-      [['--redis', '127.0.0.1:6379'], /--redis\/--channel: .*redis:\/\/ or rediss:\/\/ URL/],
-      [['--redis', 'http://:hunter2@127.0.0.1:6379'], /--redis\/--channel: .*redis:\/\/ or rediss:\/\/ URL/],
+      [['--redis', 'redis.example:6379'], /--redis\/--channel: .*redis:\/\/ or rediss:\/\/ URL/],
+      [['--redis', 'http://:hunter2@redis.example:6379'], /--redis\/--channel: .*redis:\/\/ or rediss:\/\/ URL/],
       [['--redis', 'redis:///0'], /--redis\/--channel: .*URL with a host/],
-      [['--redis', 'redis://:hunter2@127.0.0.1:6379/zero'], /"cluster" option of Server is not usable/],
-      [['--redis', 'redis://127.0.0.1:6379', '--channel', ''], /--redis\/--channel: .*non-empty string/],
+      [['--redis', 'redis://:hunter2@redis.example:6379/zero'], /"cluster" option of Server is not usable/],
+      [['--redis', 'redis://redis.example:6379', '--channel', ''], /--redis\/--channel: .*non-empty string/],
       [['--channel', 'chat'], /--channel needs --redis/]
     ]) {
       const { code, stdout, stderr } = await runCli(args);

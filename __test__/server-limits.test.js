@@ -479,7 +479,7 @@ const BAD_VALUES = {
   // The rest of the cluster checks: cluster.test.js.
   cluster: [
     [1, 'an object'],
-    ['redis://127.0.0.1:6379', 'an object']
+    ['redis://redis.example:6379', 'an object']
   ]
 };
 
