@@ -51,6 +51,24 @@ async function clusterEvent(node, n, state, ms = 10000) {
   return node.states[n];
 }
 
+/**
+ * A redis-server, two Servers joined on a channel of their own (both up),
+ * and a ws client on each.
+ */
+async function twoJoinedNodes(t) {
+  const redis = await startRedis(t);
+  const channel = freshChannel();
+  const a = startNode(t, redis.url, channel);
+  const b = startNode(t, redis.url, channel);
+  await clusterEvent(a, 0, 'up');
+  await clusterEvent(b, 0, 'up');
+  await Promise.all([a.server.ready, b.server.ready]);
+  const a1 = await openClient(t, a.server);
+  const b1 = await openClient(t, b.server);
+  await until(() => a.server.size === 1 && b.server.size === 1, 'a client on each Server');
+  return { redis, a, b, a1, b1 };
+}
+
 /** The port-only stand-in for a Server that helpers.openClient needs. */
 const at = (port) => ({ address: () => ({ port }) });
 
@@ -177,16 +195,7 @@ describe('a cluster on one Redis', { skip }, () => {
   });
 
   test('a Redis restart: ERR_CLUSTER and down, then up; local sends go on meanwhile', async (t) => {
-    const redis = await startRedis(t);
-    const channel = freshChannel();
-    const a = startNode(t, redis.url, channel);
-    const b = startNode(t, redis.url, channel);
-    await clusterEvent(a, 0, 'up');
-    await clusterEvent(b, 0, 'up');
-    await Promise.all([a.server.ready, b.server.ready]);
-    const a1 = await openClient(t, a.server);
-    const b1 = await openClient(t, b.server);
-    await until(() => a.server.size === 1 && b.server.size === 1, 'a client on each Server');
+    const { redis, a, b, a1, b1 } = await twoJoinedNodes(t);
 
     // restart(): back on the same port.
     await redis.restart();
@@ -240,16 +249,7 @@ describe('a cluster on one Redis', { skip }, () => {
   });
 
   test('a Redis that stops answering (SIGSTOP) is an outage, found by the ping', async (t) => {
-    const redis = await startRedis(t);
-    const channel = freshChannel();
-    const a = startNode(t, redis.url, channel);
-    const b = startNode(t, redis.url, channel);
-    await clusterEvent(a, 0, 'up');
-    await clusterEvent(b, 0, 'up');
-    await Promise.all([a.server.ready, b.server.ready]);
-    const a1 = await openClient(t, a.server);
-    const b1 = await openClient(t, b.server);
-    await until(() => a.server.size === 1 && b.server.size === 1, 'a client on each Server');
+    const { redis, a, b, a1, b1 } = await twoJoinedNodes(t);
 
     // Its sockets stay open: only the missing answers tell (a ping every
     // second, answered within a second).

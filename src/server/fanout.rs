@@ -90,21 +90,34 @@ impl Shared {
     self.send_to_all(receivers, Prepared::new(to_message(payload), self.sending(compress)))
   }
 
-  /// Queues one message to every open connection but those in `except`;
-  /// returns how many took it.
+  /// Queues one message to every open connection but those in `except`,
+  /// and hands it to the other nodes of a cluster; returns how many here
+  /// took it.
   pub(super) fn broadcast(
     &self,
     payload: Payload,
     except: Option<Uint32Array>,
     compress: bool,
   ) -> u32 {
-    let except: &[u32] = except.as_deref().unwrap_or(&[]);
     let message = to_message(payload);
     if let Some(cluster) = &self.cluster {
       cluster.publish(Outgoing { message: &message, compress, topic: None });
     }
     let connections = self.connections();
-    let receivers = connections.iter().filter(|(handle, _)| !except.contains(handle));
+    self.send_except(connections.iter(), except.as_deref(), message, compress)
+  }
+
+  /// Queues `message` to each of `members` (by handle) not in `except`;
+  /// returns how many took it.
+  pub(super) fn send_except<'a>(
+    &self,
+    members: impl Iterator<Item = (&'a u32, &'a Arc<Connection>)>,
+    except: Option<&[u32]>,
+    message: Message,
+    compress: bool,
+  ) -> u32 {
+    let except = except.unwrap_or(&[]);
+    let receivers = members.filter(|(handle, _)| !except.contains(handle));
     let prepared = Prepared::new(message, self.sending(compress));
     self.send_to_all(receivers.map(|(_, connection)| connection), prepared)
   }

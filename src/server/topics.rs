@@ -104,16 +104,13 @@ impl Shared {
     except: Option<Uint32Array>,
     compress: bool,
   ) -> u32 {
-    let except: &[u32] = except.as_deref().unwrap_or(&[]);
     let message = to_message(payload);
     if let Some(cluster) = &self.cluster {
       cluster.publish(Outgoing { message: &message, compress, topic: Some(topic) });
     }
     let topics = self.topics();
     let Some(members) = topics.members.get(topic) else { return 0 };
-    let receivers = members.iter().filter(|(handle, _)| !except.contains(handle));
-    let prepared = Prepared::new(message, self.sending(compress));
-    self.send_to_all(receivers.map(|(_, connection)| connection), prepared)
+    self.send_except(members.iter(), except.as_deref(), message, compress)
   }
 
   /// Queues another node's publication to this node's members of `topic`.
