@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -32,8 +32,12 @@ use crate::direct_frame::{DirectFrame, DIRECT_MIN_LEN};
 use crate::flow::Flow;
 use crate::link::{is_ping, now_ms, Link, Outgoing, Paused, Termination, ANY_CONNECTION};
 
-/// How long we try to deliver a close frame after a protocol error.
+/// How long we try to deliver a close frame after a protocol error, and
+/// then how long we wait for the peer to close.
 const ERROR_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// What a peer may still send after our close frame before we stop reading
+/// it and close regardless.
+const MAX_LINGER_BYTES: usize = 1024 * 1024;
 
 /// Rounds of read-and-write one poll may run before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 32;
@@ -157,6 +161,10 @@ pub trait Inbound {
   /// Bytes read of the message being received, for the receive buffers'
   /// total.
   fn arriving(&self) -> usize;
+
+  /// Reads what the peer still sends, past any framing, and drops it: how
+  /// many bytes (0 once it closed).
+  fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>>;
 }
 
 impl<T: Inbound> Inbound for &mut T {
@@ -173,6 +181,10 @@ impl<T: Inbound> Inbound for &mut T {
 
   fn arriving(&self) -> usize {
     (**self).arriving()
+  }
+
+  fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    (**self).poll_discard(cx)
   }
 }
 
@@ -643,6 +655,7 @@ where
     let _ = AssertUnwindSafe(timeout(ERROR_CLOSE_TIMEOUT, self.ws.close(Some(frame))))
       .catch_unwind()
       .await;
+    let _ = timeout(ERROR_CLOSE_TIMEOUT, linger(self.ws.get_mut())).await;
     failed
   }
 
@@ -706,6 +719,22 @@ where
 /// never more than the UTF-8 bytes).
 fn fits_js_string(text: &str) -> bool {
   text.len() <= MAX_JS_STRING || text.encode_utf16().count() <= MAX_JS_STRING
+}
+
+/// Once our close frame is written after an error: tells the peer we are
+/// done writing, and reads what it still sends (dropping it) until it
+/// closes. Closing a socket with unread bytes answers them with a reset,
+/// which can destroy the close frame before the peer has read it (a peer
+/// still sending a message too big to take, say).
+async fn linger<S: AsyncWrite + Inbound + Unpin>(stream: &mut S) {
+  let _ = stream.shutdown().await;
+  let mut dropped = 0;
+  while dropped < MAX_LINGER_BYTES {
+    match poll_fn(|cx| stream.poll_discard(cx)).await {
+      Ok(0) | Err(_) => return,
+      Ok(read) => dropped += read,
+    }
+  }
 }
 
 /// The close code and reason that tell the peer why we drop it, for errors

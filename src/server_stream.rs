@@ -642,6 +642,14 @@ impl<S: AsyncRead + Unpin> Inbound for ServerStream<S> {
     };
     self.boundaries.in_message() + held
   }
+
+  fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    self.spill = None;
+    let mut scratch = [0; 4096];
+    let mut buf = ReadBuf::new(&mut scratch);
+    ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
+    Poll::Ready(Ok(buf.filled().len()))
+  }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ServerStream<S> {
