@@ -121,4 +121,4 @@ async function startRedis(t, port, { started = true } = {}) {
   };
 }
 
-module.exports = { hasRedis, freePort, startRedis, waitForPong };
+module.exports = { hasRedis, freePort, pong, startRedis, waitForPong };

@@ -13,6 +13,8 @@ const { spawnSync } = require('node:child_process');
 const { Child, canPin } = require('./lib/child');
 const { machineInfo, addonInfo, root } = require('./lib/machine');
 const report = require('./lib/report');
+// A free port and a redis-server's readiness, as the cluster tests find them.
+const { freePort, pong } = require('../__test__/redis-kit');
 
 const BENCH = __dirname;
 const LOADGEN_DIR = path.join(BENCH, 'loadgen');
@@ -25,7 +27,7 @@ const NOFILE = 65536;
 
 const FULL = {
   rounds: 3,
-  scenarios: 'echo,fanout,idle,big,client,echo-deflate,fanout-deflate,idle-deflate,leak',
+  scenarios: 'echo,fanout,idle,big,client,echo-deflate,fanout-deflate,idle-deflate,cluster,leak',
   peers: 'ours,ws,ws+bufferutil,uWS.js,rust-echo',
   deflatePeers: 'ours,ws-no-takeover,ws-takeover,uWS.js-shared,uWS.js-dedicated,ours-off,ws-off,uWS.js-off',
   clients: 'ours,ws,ws+bufferutil,undici',
@@ -38,6 +40,14 @@ const FULL = {
   // Compressed fan-out: ws compresses for every receiver (2,000 updates
   // would take it minutes).
   fanoutDeflateMessages: 200,
+  // cluster: broadcasts across processes through Redis.
+  clusterPeers: 'ours-2-nodes,ours-1-node,socket.io-2-nodes',
+  clusterReceivers: 1000,
+  clusterMessages: 2000,
+  // Then, on the same nodes, messages paced at this rate (per second; 0:
+  // skip), for the latency below saturation.
+  clusterRate: 50,
+  clusterPacedMessages: 250,
   idleConnections: 10000,
   idleSettle: 2,
   // Past one and a half of our default heartbeat interval (30 s): every
@@ -77,6 +87,7 @@ const QUICK = {
   fanoutReceivers: 200,
   fanoutMessages: 500,
   fanoutDeflateMessages: 50,
+  clusterMessages: 500,
   idleConnections: 2000,
   idleSettle: 0.5,
   idleHold: 0,
@@ -101,7 +112,8 @@ const HELP = `usage: node bench/run.js [options]       (npm run bench -- [option
                         into results.md
   --rounds N            rounds, interleaved A B A B ... (3)
   --scenarios LIST      echo,fanout,idle,big,client,echo-deflate,fanout-deflate,
-                        idle-deflate,leak
+                        idle-deflate,cluster,leak (cluster needs redis-server,
+                        else only its one-node setup runs; not in --quick)
   --peers LIST          servers: ours,ws,ws+bufferutil,uWS.js,rust-echo (the last
                         is a reference without JS, in echo and big only)
   --deflate-peers LIST  servers of the *-deflate scenarios: ours,ws-no-takeover,
@@ -111,6 +123,12 @@ const HELP = `usage: node bench/run.js [options]       (npm run bench -- [option
   --clients LIST        clients: ours,ws,ws+bufferutil,undici
   --echo-seconds S, --echo-connections N, --echo-inflight K, --echo-warmup S
   --fanout-receivers R, --fanout-messages M, --fanout-deflate-messages M (200)
+  --cluster-peers LIST  the cluster scenario's setups: ours-2-nodes,ours-1-node,
+                        socket.io-2-nodes (socket.io 4 + @socket.io/redis-adapter)
+  --cluster-receivers R, --cluster-messages M (1000, 2000)
+  --cluster-rate N, --cluster-paced-messages M   then M (250) messages paced at
+                        N (50) per second on the same nodes, for latency under
+                        saturation (--cluster-rate 0: skip)
   --idle-connections N, --idle-settle S, --idle-hold S (0: skip the
                         second reading, after holding S seconds more)
   --big-seconds S, --big-connections N, --big-inflight K, --big-size BYTES
@@ -377,10 +395,70 @@ const CLIENT_PEERS = {
   undici: { script: 'undici.js', env: {} }
 };
 
+// The cluster scenario's setups: `nodes` server processes (on the server
+// core), on one Redis when more than one; the load generator's protocol.
+const CLUSTER_PEERS = {
+  'ours-2-nodes': { script: 'ours.js', env: {}, nodes: 2, protocol: 'ws' },
+  'ours-1-node': { script: 'ours.js', env: {}, nodes: 1, protocol: 'ws' },
+  'socket.io-2-nodes': { script: 'socketio.js', env: {}, nodes: 2, protocol: 'socketio', needs: 'socket.io' }
+};
+
 let runCounter = 0;
 
-async function startServer(options, peer, scenario, { gc = false, perfMap = false, deflate = false } = {}) {
-  const spec = (deflate ? DEFLATE_PEERS : SERVER_PEERS)[peer];
+/**
+ * A throwaway redis-server on a free port, without persistence, on the
+ * server core; resolves once it answers PING. The caller stops it
+ * (Child.stop: TERM, then KILL), and the runner kills it when it exits.
+ */
+async function startRedis(options) {
+  const port = await freePort();
+  const child = new Child('redis-server', ['redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    core: options.pin ? SERVER_CORE : null,
+    nofile: NOFILE,
+    cwd: os.tmpdir(),
+    verbose: options.verbose
+  });
+  const deadline = Date.now() + 10000;
+  while (!(await pong(port))) {
+    if (child.exitCode !== undefined) {
+      throw child.error(`exited (${child.exitCode}) on port ${port}`);
+    }
+    if (Date.now() > deadline) {
+      await child.stop();
+      throw new Error(`redis-server on ${port} did not answer PING within 10 s`);
+    }
+    await sleep(20);
+  }
+  child.port = port;
+  child.url = `redis://127.0.0.1:${port}/0`;
+  return child;
+}
+
+/** Whether the optional socket.io packages load from bench/ (installed there if not). */
+function socketioAvailability(options) {
+  const probe = () =>
+    spawnSync(
+      process.execPath,
+      ['-e', "require('socket.io'); require('@socket.io/redis-adapter'); require('redis'); console.log(require('socket.io/package.json').version)"],
+      { cwd: BENCH, encoding: 'utf8', timeout: 20000 }
+    );
+  let r = probe();
+  if (r.status !== 0 && options.install && /Cannot find module/.test(r.stderr)) {
+    log('Installing socket.io, @socket.io/redis-adapter and redis into bench/node_modules (npm install in bench/)...');
+    const npm = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--no-save'], { cwd: BENCH, encoding: 'utf8', timeout: 180000 });
+    if (npm.status !== 0) {
+      return { ok: false, reason: `npm install in bench/ failed: ${(npm.stderr || '').trim().split('\n').slice(-3).join(' ')}` };
+    }
+    r = probe();
+  }
+  if (r.status !== 0) {
+    return { ok: false, reason: (r.stderr || '').trim().split('\n').find((l) => /Error/.test(l)) || `exit ${r.status}` };
+  }
+  return { ok: true, version: r.stdout.trim() };
+}
+
+async function startServer(options, peer, scenario, { gc = false, perfMap = false, deflate = false, spec: given, env = {}, name } = {}) {
+  const spec = given || (deflate ? DEFLATE_PEERS : SERVER_PEERS)[peer];
   if (spec.rust) {
     const child = new Child(`${peer} server`, [LOADGEN, 'client-echo', '--timeout', '3600'], {
       core: options.pin ? SERVER_CORE : null,
@@ -400,12 +478,12 @@ async function startServer(options, peer, scenario, { gc = false, perfMap = fals
   const nodeArgs = [];
   if (gc) nodeArgs.push('--expose-gc');
   if (perfMap) nodeArgs.push('--perf-basic-prof-only-functions');
-  const child = new Child(`${peer} server`, ['node', ...nodeArgs, path.join(BENCH, 'servers', spec.script)], {
+  const child = new Child(name || `${peer} server`, ['node', ...nodeArgs, path.join(BENCH, 'servers', spec.script)], {
     core: options.pin ? SERVER_CORE : null,
     nofile: NOFILE,
     // V8 may leave logs in the working directory.
     cwd: os.tmpdir(),
-    env: { ...spec.env, BENCH_SCENARIO: scenario, BENCH_OURS_DIR: options.oursDir },
+    env: { ...spec.env, ...env, BENCH_SCENARIO: scenario, BENCH_OURS_DIR: options.oursDir },
     verbose: options.verbose
   });
   try {
@@ -628,6 +706,89 @@ const SCENARIOS = {
         },
         { perfMap: perf }
       );
+    }
+  },
+
+  cluster: {
+    title: 'Cluster fan-out',
+    kind: 'cluster',
+    baselines: ['socket.io-2-nodes', 'ours-1-node'],
+    describe: (o) =>
+      `${o.clusterReceivers} receivers spread evenly over the nodes; one sender, connected to the first node, sends ` +
+      `${o.clusterMessages} small JSON texts as fast as it can, which that node broadcasts: "ours-2-nodes" two processes ` +
+      'with `cluster: { redis }` on one redis-server (`server.send(message, { except })`), "ours-1-node" one process ' +
+      'alone with every receiver, "socket.io-2-nodes" socket.io 4 with @socket.io/redis-adapter on the same kind of Redis ' +
+      "(`io.emit('message', data)`, clients on Engine.IO v4 over WebSocket). Every node and redis-server on the server core. " +
+      'deliveries/s from the first send to the last delivery; latency from the send of a message to its receipt ' +
+      '(a burst: most of it is queueing behind the earlier messages); server CPU is all nodes and Redis together' +
+      (o.clusterRate > 0
+        ? `. Then, on the same nodes with new connections, ${o.clusterPacedMessages} messages paced at ${o.clusterRate}/s ` +
+          `(${o.clusterRate * o.clusterReceivers} deliveries/s): "paced" latency, below saturation`
+        : ''),
+    metrics: [
+      { key: 'delivered_per_sec', label: 'deliveries/s', short: 'deliveries/s', better: 'higher' },
+      { key: 'p50_ms', label: 'p50 latency ms', better: 'lower', digits: 1 },
+      { key: 'p99_ms', label: 'p99 latency ms', better: 'lower', digits: 1 },
+      { key: 'paced_p50_ms', label: 'paced p50 ms', better: 'lower', digits: 2 },
+      { key: 'paced_p99_ms', label: 'paced p99 ms', better: 'lower', digits: 2 },
+      { key: 'last_delivery_ms', label: 'last delivery ms', better: 'lower' },
+      { key: 'server_us_per_delivery', label: 'server CPU us/delivery', better: 'lower', digits: 3 },
+      { key: 'server_cpu_pct', label: 'server CPU %', digits: 0 },
+      { key: 'loadgen_cpu_pct', label: 'loadgen CPU %', digits: 0 }
+    ],
+    ratios: ['delivered_per_sec'],
+    async run(options, peer) {
+      await waitForIdleMachine(options);
+      const spec = CLUSTER_PEERS[peer];
+      const children = [];
+      try {
+        let redis = null;
+        if (spec.nodes > 1) {
+          redis = await startRedis(options);
+          children.push(redis);
+        }
+        const env = redis ? { BENCH_CLUSTER_REDIS: redis.url, BENCH_CLUSTER_CHANNEL: `mytosis-bench-${process.pid}-${++runCounter}` } : {};
+        const nodes = [];
+        for (let i = 0; i < spec.nodes; i++) {
+          const node = await startServer(options, peer, 'fanout', { spec, env, name: `${peer} node ${i + 1}` });
+          children.push(node);
+          nodes.push(node);
+        }
+        const suffix = spec.protocol === 'socketio' ? 'socket.io/?EIO=4&transport=websocket' : '';
+        const urls = nodes.map((n) => `ws://127.0.0.1:${n.info.port}/${suffix}`);
+        const more = [...nodes.slice(1).map((n) => n.pid), ...(redis ? [redis.pid] : [])];
+        const fanout = async (messages, rate) => {
+          const lg = startLoadgen(
+            options,
+            ['fanout', '--url', urls.join(','), '--protocol', spec.protocol, '--receivers', options.clusterReceivers,
+              '--messages', messages, '--rate', rate, '--latency', 1, '--cpu-pid', nodes[0].pid,
+              ...(more.length ? ['--more-cpu-pids', more.join(',')] : []), '--deliver-timeout', 240],
+            360
+          );
+          children.push(lg);
+          const r = await lg.waitFor('result', 360 * 1000);
+          await lg.stop();
+          return r;
+        };
+        const result = await fanout(options.clusterMessages, 0);
+        const out = { ...result, p50_ms: result.p50_us / 1000, p99_ms: result.p99_us / 1000, nodes: spec.nodes, serverInfo: nodes[0].info };
+        if (options.clusterRate > 0) {
+          // The first load generator's connections are gone: let the nodes see them close.
+          await sleep(500);
+          const paced = await fanout(options.clusterPacedMessages, options.clusterRate);
+          Object.assign(out, {
+            paced_p50_ms: paced.p50_us / 1000,
+            paced_p99_ms: paced.p99_us / 1000,
+            paced_max_ms: paced.max_us / 1000,
+            paced_delivered_per_sec: paced.delivered_per_sec,
+            paced_others_cpu_pct: paced.others_cpu_pct
+          });
+        }
+        return out;
+      } finally {
+        for (const child of children.reverse()) await child.stop();
+        await sleep(300);
+      }
     }
   },
 
@@ -924,6 +1085,9 @@ function summarize(scenarioId, result) {
   switch (scenarioId) {
     case 'echo':
       return `${f(result.msgs_per_sec)} msgs/s, ${f(result.server_us_per_msg, 2)} us server CPU/msg, p50 ${f(result.p50_us)} us, p99 ${f(result.p99_us)} us (CPU: server ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)`;
+    case 'cluster':
+      return `${f(result.delivered_per_sec)} deliveries/s over ${result.nodes} node(s), p50 ${f(result.p50_ms)} ms, p99 ${f(result.p99_ms)} ms, last after ${f(result.last_delivery_ms)} ms (CPU: servers and Redis ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)` +
+        (result.paced_p99_ms !== undefined ? `; paced: p50 ${f(result.paced_p50_ms, 2)} ms, p99 ${f(result.paced_p99_ms, 2)} ms` : '');
     case 'fanout':
       return `${f(result.delivered_per_sec)} deliveries/s, last after ${f(result.last_delivery_ms)} ms, ${f(result.server_us_per_delivery, 3)} us/delivery (CPU: server ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)`;
     case 'idle':
@@ -1000,6 +1164,24 @@ async function main() {
   for (const p of serverPeers) if (!SERVER_PEERS[p]) throw new Error(`unknown server peer ${p}`);
   for (const p of deflatePeers) if (!DEFLATE_PEERS[p]) throw new Error(`unknown --deflate-peers peer ${p}`);
   for (const p of clientPeers) if (!CLIENT_PEERS[p]) throw new Error(`unknown client ${p}`);
+  let clusterPeers = options.list('clusterPeers');
+  for (const p of clusterPeers) if (!CLUSTER_PEERS[p]) throw new Error(`unknown --cluster-peers setup ${p}`);
+  const socketio = { ok: false, reason: 'not requested' };
+  if (scenarios.includes('cluster')) {
+    machine.redis = spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).stdout?.trim().split(' ').slice(0, 3).join(' ') || null;
+    machine.nodeRedis = spawnSync(process.execPath, ['-p', "require('redis/package.json').version"], { cwd: BENCH, encoding: 'utf8' }).stdout?.trim() || null;
+    if (spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).status !== 0) {
+      warn('redis-server is not installed: the cluster scenario measures "ours-1-node" only');
+      clusterPeers = clusterPeers.filter((p) => CLUSTER_PEERS[p].nodes === 1);
+    }
+    if (clusterPeers.some((p) => CLUSTER_PEERS[p].needs === 'socket.io')) {
+      Object.assign(socketio, socketioAvailability(options));
+      if (!socketio.ok) {
+        warn(`socket.io is not available (${socketio.reason}): it is left out`);
+        clusterPeers = clusterPeers.filter((p) => CLUSTER_PEERS[p].needs !== 'socket.io');
+      }
+    }
+  }
 
   const uws = { ok: false, reason: 'not requested' };
   const wantsUws =
@@ -1026,7 +1208,9 @@ async function main() {
     const peers =
       scenario.kind === 'client'
         ? clientPeers
-        : scenario.kind === 'leak'
+        : scenario.kind === 'cluster'
+          ? clusterPeers
+          : scenario.kind === 'leak'
           ? ['ours']
           : scenario.deflate
             ? deflatePeers.filter(inScenario(DEFLATE_PEERS))
@@ -1059,6 +1243,9 @@ async function main() {
           }
           (data.runs[peer] ||= []).push(result);
           if (peer.startsWith('uWS.js') && result.serverInfo?.uws) uws.build = result.serverInfo.uws;
+          if (peer.startsWith('socket.io') && result.serverInfo?.socketio) {
+            machine.socketio = { socketio: result.serverInfo.socketio, adapter: result.serverInfo.adapter };
+          }
           log(`${label}: ${summarize(id, result)}`);
         } catch (err) {
           checkAddon();
@@ -1122,6 +1309,18 @@ const TARGETS = [
     eval: (m) => {
       const r = m.fanout.ours.delivered_per_sec / m.fanout['uWS.js'].delivered_per_sec;
       return { measured: `${r.toFixed(2)}x uWS.js`, ok: r >= 1.5, by: `${(1.5 / r).toFixed(2)}x short of 1.5x` };
+    }
+  },
+  {
+    what: 'cluster fan-out: at least 5x socket.io + redis-adapter',
+    need: ['cluster', 'ours-2-nodes', 'socket.io-2-nodes'],
+    eval: (m) => {
+      const ours = m.cluster['ours-2-nodes'];
+      const sio = m.cluster['socket.io-2-nodes'];
+      const r = ours.delivered_per_sec / sio.delivered_per_sec;
+      const paced = ours.paced_p99_ms != null && sio.paced_p99_ms != null ? `; paced p99 ${report.fmt(ours.paced_p99_ms, 2)} vs ${report.fmt(sio.paced_p99_ms, 2)} ms` : '';
+      const p99 = `burst p99 ${report.fmt(ours.p99_ms, 1)} vs ${report.fmt(sio.p99_ms, 1)} ms${paced}`;
+      return { measured: `${r.toFixed(2)}x socket.io (${p99})`, ok: r >= 5, by: `${(5 / r).toFixed(2)}x short of 5x` };
     }
   },
   {
@@ -1228,6 +1427,10 @@ function render(options, machine, uws, addon, results, profiles, elapsed, oursLa
     md.push(`- uWebSockets.js: ${uws.build.package} from the npm registry, file ${uws.build.file} (an unofficial build of uWebSockets.js; source commit ${uws.build.sourceCommit || 'unknown'}); the official package is not on the registry`);
   } else {
     md.push(`- uWebSockets.js: not measured (${uws.reason || 'not available'})`);
+  }
+  if (results.cluster) {
+    const b = machine.socketio;
+    md.push(`- cluster: ${machine.redis || 'redis-server ?'} (one per run, no persistence); socket.io ${b ? `${b.socketio}, @socket.io/redis-adapter ${b.adapter}` : '(not measured)'} with node-redis ${machine.nodeRedis || '?'} clients, from bench/node_modules; every node and Redis on the server core`);
   }
   md.push(`- Node's WebSocket: undici ${machine.undici} (Node 20's global WebSocket is behind --experimental-websocket)`);
   md.push('- rust-echo: tokio-tungstenite alone (`loadgen client-echo` on the server core: frames echoed as they came, no JS, no JSON), a reference for what the transport costs without Node; in JSON echo and 1 MiB echo only');
@@ -1347,7 +1550,8 @@ function render(options, machine, uws, addon, results, profiles, elapsed, oursLa
 
   md.push('## How to run', '');
   md.push('```sh');
-  md.push('npm run bench                 # full run (builds bench/loadgen first if needed), ~13 min');
+  md.push('npm run bench                 # full run (builds bench/loadgen first if needed), ~20 min');
+  md.push('npm run bench -- --scenarios cluster --output results-cluster   # only the cluster fan-out');
   md.push('npm run bench -- --quick      # smoke run, under a minute, writes bench/results-quick.md');
   md.push('npm run bench -- --leak       # only the 60 s leak check');
   md.push('npm run bench -- --perf       # also profile our server with perf');
@@ -1360,6 +1564,11 @@ function render(options, machine, uws, addon, results, profiles, elapsed, oursLa
       title: 'mytosis-websocket vs ws, ws+bufferutil, uWebSockets.js, undici',
       subtitle: `Times better than ws without bufferutil (1x line; log scale; throughput: peer/ws, costs: ws/peer). ${options.quick ? 'QUICK MODE. ' : ''}${machine.date.slice(0, 10)}, ${machine.cores} cores, Node ${machine.node}${addon.type === 'debug' ? ', DEBUG addon' : ''}`
     });
+  }
+  // No chart (no scenario with ws ran, e.g. cluster alone): no image.
+  if (!svg) {
+    const image = md.findIndex((l) => l.startsWith('![Ratios'));
+    if (image !== -1) md.splice(image, 2);
   }
   return { text: text.join('\n\n'), markdown: md.join('\n'), svg };
 }

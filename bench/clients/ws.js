@@ -3,9 +3,9 @@
 // The `ws` client (WS_NO_BUFFER_UTIL=1 for the run without bufferutil).
 
 const { run } = require('./driver');
-const WebSocket = require('ws');
+const { wsInfo, wsDir } = require('../lib/ws-info');
 
-const { wsInfo } = require('../lib/ws-info');
+const WebSocket = require(wsDir);
 
 run(
   'ws',

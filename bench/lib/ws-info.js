@@ -7,7 +7,9 @@
 
 const path = require('node:path');
 
-const wsDir = path.dirname(require.resolve('ws/package.json'));
+// The package root's ws (a devDependency), not the copy socket.io brings
+// into bench/node_modules.
+const wsDir = path.dirname(require.resolve('ws/package.json', { paths: [path.join(__dirname, '..', '..')] }));
 
 function wsInfo() {
   const { mask } = require(path.join(wsDir, 'lib', 'buffer-util.js'));
@@ -25,4 +27,4 @@ function wsInfo() {
   };
 }
 
-module.exports = { wsInfo };
+module.exports = { wsDir, wsInfo };

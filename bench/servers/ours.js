@@ -4,7 +4,10 @@
 // message in JS and `send` stringifies it again; binary stays binary.
 // Fan-out: every message is sent to everybody but its sender, encoded once
 // and fanned out in Rust. BENCH_DEFLATE=on: `perMessageDeflate: true` (a
-// broadcast is then compressed once for all).
+// broadcast is then compressed once for all). BENCH_CLUSTER_REDIS (a
+// redis:// URL) and BENCH_CLUSTER_CHANNEL: the `cluster` option, so that a
+// broadcast reaches the clients of every node on the channel (the cluster
+// scenario); the listening line waits for the first join.
 
 const path = require('node:path');
 const { scenario, deflate, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
@@ -12,10 +15,26 @@ const { scenario, deflate, host, port, MAX_PAYLOAD, listening, serve, fail } = r
 const { Server } = require(process.env.BENCH_OURS_DIR || path.join(__dirname, '..', '..'));
 
 async function main() {
-  const server = new Server({ host, port, json: true, maxPayload: MAX_PAYLOAD, perMessageDeflate: deflate === 'on' });
+  const redis = process.env.BENCH_CLUSTER_REDIS;
+  const cluster = redis ? { redis, channel: process.env.BENCH_CLUSTER_CHANNEL || 'mytosis-bench' } : undefined;
+  const server = new Server({
+    host,
+    port,
+    json: true,
+    maxPayload: MAX_PAYLOAD,
+    perMessageDeflate: deflate === 'on',
+    ...(cluster ? { cluster } : {})
+  });
   server.on('error', (err) => {
     process.stderr.write(`server error: ${err.code || ''} ${err.message}\n`);
   });
+  const joined = cluster
+    ? new Promise((resolve) => {
+        server.on('cluster', ({ state }) => {
+          if (state === 'up') resolve();
+        });
+      })
+    : null;
   if (scenario === 'fanout') {
     server.messages.forEach((message, connection) => {
       server.send(message, { except: connection });
@@ -24,8 +43,9 @@ async function main() {
     server.messages.forEach((message, connection) => connection.send(message));
   }
   const address = await server.ready;
+  if (joined) await joined;
   serve(() => server.close(), () => server.size);
-  listening(address.port, { peer: 'ours' });
+  listening(address.port, { peer: 'ours', cluster: Boolean(cluster) });
 }
 
 main().catch(fail);

@@ -15,8 +15,8 @@
 
 const { scenario, deflate, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
 
-const { WebSocketServer, WebSocket } = require('ws');
-const { wsInfo } = require('../lib/ws-info');
+const { wsInfo, wsDir } = require('../lib/ws-info');
+const { WebSocketServer, WebSocket } = require(wsDir);
 
 const DEFLATE = { '': false, 'no-takeover': { serverNoContextTakeover: true }, takeover: true };
 if (!(deflate in DEFLATE)) fail(new Error(`BENCH_DEFLATE=${deflate}: not one of ${Object.keys(DEFLATE)}`));

@@ -3,8 +3,20 @@
 //! all), then M small messages as fast as it can; the server broadcasts each
 //! to everybody else. Measured: from the sender's first message to the last
 //! delivery of the last one to every receiver.
+//!
+//! For the cluster scenario: `--url` may list several servers, comma
+//! separated (receivers spread over them in turn; the sender connects to
+//! `--sender-url`, by default the first); `--latency 1` also measures each
+//! delivery's time from the send of its message (the sender notes when it
+//! queued each `seq`; p50/p99/max in the result); `--rate N` paces the
+//! messages at N per second (0, the default: a burst); `--more-cpu-pids P,P`
+//! adds other processes (the other nodes, Redis) to the server's CPU; and
+//! `--protocol socketio` speaks Engine.IO v4 / socket.io over WebSocket to a
+//! socket.io server (the URL's path is then `/socket.io/?EIO=4&transport=websocket`):
+//! namespace connect `40`, events `42["message",<json>]`, pings `2`
+//! answered `3`; the JSON is the same.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +26,56 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
 
+#[derive(Clone, Copy, PartialEq)]
+enum Proto {
+  Ws,
+  SocketIo,
+}
+
+impl Proto {
+  fn frame(self, json: &str) -> Message {
+    match self {
+      Proto::Ws => Message::text(json),
+      Proto::SocketIo => Message::text(format!("42[\"message\",{json}]")),
+    }
+  }
+}
+
+/// Connects and, for socket.io, joins the namespace `/`.
+async fn open(url: &str, proto: Proto) -> Result<Ws, BoxError> {
+  let mut ws = connect(url, small_config()).await?;
+  if proto == Proto::SocketIo {
+    let mut opened = false;
+    loop {
+      let text = match ws.next().await {
+        Some(Ok(Message::Text(text))) => text,
+        Some(Ok(Message::Close(frame))) => {
+          return Err(format!("socket.io closed: {frame:?}").into())
+        }
+        Some(Ok(_)) => continue,
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err("socket.io closed during the handshake".into()),
+      };
+      if !opened && text.as_bytes().first() == Some(&b'0') {
+        opened = true;
+        ws.send(Message::text("40")).await?;
+      } else if text.as_str() == "2" {
+        ws.send(Message::text("3")).await?;
+      } else if opened && text.as_bytes().starts_with(b"40") {
+        return Ok(ws);
+      } else if text.as_bytes().starts_with(b"44") {
+        return Err(format!("socket.io refused the namespace: {}", text.as_str()).into());
+      }
+    }
+  }
+  Ok(ws)
+}
+
 struct Shared {
+  base: Instant,
+  /// ns after `base` at which each seq was queued (0: not yet).
+  sent_ns: Vec<AtomicU64>,
+  latency: Option<Mutex<Histogram>>,
   synced: AtomicUsize,
   finished: AtomicUsize,
   all_finished: Notify,
@@ -23,17 +84,50 @@ struct Shared {
 }
 
 pub async fn run(opts: &Opts) -> Result<(), BoxError> {
-  let url = opts.str("url", "ws://127.0.0.1:8080/");
+  let urls: Vec<String> = opts
+    .str("url", "ws://127.0.0.1:8080/")
+    .split(',')
+    .map(|u| u.trim().to_string())
+    .filter(|u| !u.is_empty())
+    .collect();
+  let sender_url = opts.str("sender-url", &urls[0]);
   let receivers: usize = opts.num("receivers", 1000)?;
   let messages: u64 = opts.num("messages", 2000)?;
   let cpu_pid = opts.cpu_pid()?;
+  let more_pids: Vec<u32> = opts
+    .str("more-cpu-pids", "")
+    .split(',')
+    .filter(|p| !p.trim().is_empty())
+    .map(|p| p.trim().parse::<u32>().map_err(|_| format!("--more-cpu-pids: {p:?}")))
+    .collect::<Result<_, _>>()?;
+  let measure_latency = opts.num("latency", 0u8)? != 0;
+  // Messages per second; 0: a burst, as fast as the sender can.
+  let rate: f64 = opts.num("rate", 0.0f64)?;
+  let proto = match opts.str("protocol", "ws").as_str() {
+    "ws" => Proto::Ws,
+    "socketio" => Proto::SocketIo,
+    other => return Err(format!("--protocol: {other:?} is not ws or socketio").into()),
+  };
   let _stdin = watch_stdin(true);
 
-  let sockets = connect_many(&url, receivers, 100, small_config()).await?;
-  let mut sender = connect(&url, small_config()).await?;
+  let next = std::cell::Cell::new(0usize);
+  let sockets = open_many(receivers, 100, || {
+    let i = next.get();
+    next.set(i + 1);
+    open(&urls[i % urls.len()], proto)
+  })
+  .await?;
+  let mut sender = open(&sender_url, proto).await?;
   emit(&format!("{{\"event\":\"ready\",\"receivers\":{receivers}}}"));
 
   let shared = Arc::new(Shared {
+    base: Instant::now(),
+    sent_ns: if measure_latency {
+      (0..messages).map(|_| AtomicU64::new(0)).collect()
+    } else {
+      Vec::new()
+    },
+    latency: measure_latency.then(|| Mutex::new(Histogram::new())),
     synced: AtomicUsize::new(0),
     finished: AtomicUsize::new(0),
     all_finished: Notify::new(),
@@ -42,7 +136,7 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
   });
   let mut tasks = Vec::with_capacity(receivers);
   for ws in sockets {
-    tasks.push(tokio::spawn(receive(ws, messages, shared.clone())));
+    tasks.push(tokio::spawn(receive(ws, messages, shared.clone(), proto)));
   }
 
   // Until every receiver is known to the server: one sync per 100 ms.
@@ -58,7 +152,7 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
         .into(),
       );
     }
-    sender.send(Message::text("{\"type\":\"sync\"}")).await?;
+    sender.send(proto.frame("{\"type\":\"sync\"}")).await?;
     syncs += 1;
     let wait_until = Instant::now() + Duration::from_millis(100);
     while Instant::now() < wait_until && shared.synced.load(Ordering::SeqCst) < receivers {
@@ -79,11 +173,26 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
   });
   let echoes_before = sender_echoes.load(Ordering::SeqCst);
 
+  let more_cpu: Vec<CpuSnapshot> = more_pids.iter().map(|&p| cpu_snapshot(p)).collect();
   let cpu = CpuWindow::start(cpu_pid);
   let t0 = Instant::now();
   emit_event("start");
   for seq in 0..messages {
-    sink.feed(Message::text(format!("{{\"type\":\"msg\",\"seq\":{seq}}}"))).await?;
+    if rate > 0.0 {
+      // Paced: message `seq` at t0 + seq / rate, each flushed at once.
+      tokio::time::sleep_until((t0 + Duration::from_secs_f64(seq as f64 / rate)).into()).await;
+    }
+    if measure_latency {
+      // At least 1: 0 means "not sent yet".
+      let ns = (shared.base.elapsed().as_nanos() as u64).max(1);
+      shared.sent_ns[seq as usize].store(ns, Ordering::Relaxed);
+    }
+    let frame = proto.frame(&format!("{{\"type\":\"msg\",\"seq\":{seq}}}"));
+    if rate > 0.0 {
+      sink.send(frame).await?;
+    } else {
+      sink.feed(frame).await?;
+    }
   }
   sink.flush().await?;
   let sent = t0.elapsed();
@@ -101,14 +210,33 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
       );
     }
   }
-  let (server_cpu, own_cpu) = cpu.stop();
+  let (mut server_cpu, own_cpu) = cpu.stop();
+  for (snap, &pid) in more_cpu.iter().zip(&more_pids) {
+    let d = snap.until(&cpu_snapshot(pid));
+    server_cpu.ns += d.ns;
+    server_cpu.user_ms += d.user_ms;
+    server_cpu.sys_ms += d.sys_ms;
+  }
   emit_event("stop");
   let last = shared.last_delivery.lock().unwrap().unwrap_or_else(Instant::now);
   let elapsed = last.saturating_duration_since(t0).as_secs_f64();
   let delivered = receivers as u64 * messages;
 
+  let (p50, p99, max, samples) = match &shared.latency {
+    Some(h) => {
+      let h = h.lock().unwrap();
+      (h.percentile(50.0) as f64, h.percentile(99.0) as f64, h.max() as f64, h.count())
+    }
+    None => (f64::NAN, f64::NAN, f64::NAN, 0),
+  };
   JsonObj::new("result")
     .num("receivers", receivers)
+    .num("servers", urls.len())
+    .float("rate", rate)
+    .float("p50_us", p50)
+    .float("p99_us", p99)
+    .float("max_us", max)
+    .num("latency_samples", samples)
     .num("messages", messages)
     .num("delivered", delivered)
     .num("syncs", syncs)
@@ -123,7 +251,12 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
   Ok(())
 }
 
-async fn receive(mut ws: Ws, messages: u64, shared: Arc<Shared>) -> Result<Ws, BoxError> {
+async fn receive(
+  mut ws: Ws,
+  messages: u64,
+  shared: Arc<Shared>,
+  proto: Proto,
+) -> Result<Ws, BoxError> {
   let mut synced = false;
   let mut got = 0u64;
   while let Some(message) = ws.next().await {
@@ -132,7 +265,18 @@ async fn receive(mut ws: Ws, messages: u64, shared: Arc<Shared>) -> Result<Ws, B
       Message::Close(frame) => return Err(format!("the server closed: {frame:?}").into()),
       _ => continue,
     };
-    if text.as_bytes().starts_with(b"{\"type\":\"sync\"") {
+    let mut json = text.as_bytes();
+    if proto == Proto::SocketIo {
+      if json == b"2" {
+        ws.send(Message::text("3")).await?;
+        continue;
+      }
+      match json.strip_prefix(b"42[\"message\",").and_then(|j| j.strip_suffix(b"]")) {
+        Some(j) => json = j,
+        None => continue,
+      }
+    }
+    if json.starts_with(b"{\"type\":\"sync\"") {
       if !synced {
         synced = true;
         shared.synced.fetch_add(1, Ordering::SeqCst);
@@ -140,6 +284,15 @@ async fn receive(mut ws: Ws, messages: u64, shared: Arc<Shared>) -> Result<Ws, B
       continue;
     }
     got += 1;
+    if let Some(latency) = &shared.latency {
+      if let Some(seq) = json_number(json, b"\"seq\":") {
+        let sent = shared.sent_ns.get(seq as usize).map_or(0, |s| s.load(Ordering::Relaxed));
+        if sent > 0 {
+          let now = shared.base.elapsed().as_nanos() as u64;
+          latency.lock().unwrap().record(now.saturating_sub(sent) / 1000);
+        }
+      }
+    }
     if got == messages {
       let now = Instant::now();
       {

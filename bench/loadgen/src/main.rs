@@ -26,6 +26,8 @@ usage: loadgen <subcommand> [--option value ...]
 
   echo         --url U --connections 100 --inflight 16 --warmup 1 --duration 10 [--cpu-pid P]
   fanout       --url U --receivers 1000 --messages 2000 [--cpu-pid P]
+               [--url U1,U2 (receivers spread over them)] [--sender-url U] [--latency 1] [--rate N]
+               [--more-cpu-pids P,P] [--protocol ws|socketio]
   idle         --url U --connections 10000 [--parallel 200]   (holds them until `stop` on stdin)
   big          --url U --connections 1 --inflight 2 --size 1048576 --warmup 1 --duration 5 [--cpu-pid P]
   echo-deflate, fanout-deflate, idle-deflate: echo, fanout and idle with
