@@ -295,8 +295,27 @@ async function openInOrder(t, server, count, protocols) {
 /** The local port of a ws client: its connection's `remotePort` on the server. */
 const localPort = (client) => client._socket.localPort;
 
+/** The fields of `server.stats()` (README, "Server statistics"). */
+const STATS_FIELDS = Object.freeze([
+  'connections',
+  'accepted',
+  'messagesIn',
+  'messagesOut',
+  'bytesIn',
+  'bytesOut',
+  'closes',
+  'invalid',
+  'paused',
+  'deflateCalls',
+  'clusterPublished',
+  'clusterReceived',
+  'clusterLost',
+  'clusterMissed'
+]);
+
 module.exports = {
   TIMEOUT,
+  STATS_FIELDS,
   openInOrder,
   localPort,
   binaryCases,

@@ -17,26 +17,10 @@ const WebSocket = require('ws');
 const { Socket } = require('..');
 const { runCli, startRelay, until, within } = require('./relay-kit');
 const { hasRedis, startRedis } = require('./redis-kit');
+const { STATS_FIELDS } = require('./helpers');
 
 const TIMEOUT = 5000;
 const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
-const STATS_FIELDS = [
-  'connections',
-  'accepted',
-  'messagesIn',
-  'messagesOut',
-  'bytesIn',
-  'bytesOut',
-  'closes',
-  'invalid',
-  'paused',
-  'deflateCalls',
-  // The relay is not clustered: these stay 0.
-  'clusterPublished',
-  'clusterReceived',
-  'clusterLost',
-  'clusterMissed'
-];
 
 /** `{ status, headers, body }` of a request to the relay; `target` is sent as it is. */
 function request(relay, target, method = 'GET') {
