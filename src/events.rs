@@ -83,7 +83,7 @@ pub enum EventDetail {
   /// of a failed connection.
   Error { code: String, message: String, status: Option<u32>, errno: Option<i32> },
   /// The socket starts attempt `attempt` to `url`; with an empty `url`, JS
-  /// must resolve the user's URL function and answer with `provideUrl`.
+  /// must resolve the user's URL function and answer with `provideAttempt`.
   Connecting { attempt: u32, url: String },
   /// The socket waits `delay` ms before attempt number `attempt`.
   Reconnecting { attempt: u32, delay: f64 },

@@ -128,11 +128,11 @@ pub struct Link {
   /// The generation whose close was requested, for its 5-s timeout.
   close_requested: AtomicU32,
   /// How long a server connection has been resting, in dormancy ticks
-  /// (see `quiet_tick`).
-  quiet: AtomicU8,
+  /// (see `dormancy_tick`).
+  rest_state: AtomicU8,
 }
 
-/// `Link::quiet`: the connection is active.
+/// `Link::rest_state`: the connection is active.
 const ACTIVE: u8 = 0;
 /// Resting since the last tick, since the one before, and long enough to
 /// leave tokio (dormancy.rs).
@@ -159,7 +159,7 @@ impl Link {
       opened_at: AtomicU64::new(0),
       kill: AtomicU64::new(0),
       close_requested: AtomicU32::new(NO_CONNECTION),
-      quiet: AtomicU8::new(ACTIVE),
+      rest_state: AtomicU8::new(ACTIVE),
     }
   }
 
@@ -181,36 +181,37 @@ impl Link {
 
   /// The connection rests from now on (connection_task.rs).
   pub fn rest(&self) {
-    self.quiet.store(RESTING, Ordering::Relaxed);
+    self.rest_state.store(RESTING, Ordering::Relaxed);
   }
 
   /// The connection may go dormant as soon as it rests (dormancy.rs).
   pub fn allow_dormancy(&self) {
-    self.quiet.store(DORMANCY_DUE, Ordering::Relaxed);
+    self.rest_state.store(DORMANCY_DUE, Ordering::Relaxed);
   }
 
   /// The connection is active from now on.
   pub fn mark_active(&self) {
-    self.quiet.store(ACTIVE, Ordering::Relaxed);
+    self.rest_state.store(ACTIVE, Ordering::Relaxed);
   }
 
   #[cfg(dormancy)]
   /// One tick of the dormancy clock: a connection that has rested through
   /// a whole tick is woken to go dormant.
-  pub fn quiet_tick(&self) {
-    let next = |quiet| match quiet {
+  pub fn dormancy_tick(&self) {
+    let next = |state| match state {
       RESTING => Some(RESTED_A_TICK),
       RESTED_A_TICK => Some(DORMANCY_DUE),
       _ => None,
     };
-    if self.quiet.fetch_update(Ordering::Relaxed, Ordering::Relaxed, next) == Ok(RESTED_A_TICK) {
+    if self.rest_state.fetch_update(Ordering::Relaxed, Ordering::Relaxed, next) == Ok(RESTED_A_TICK)
+    {
       self.task.wake();
     }
   }
 
   /// Whether the connection has rested long enough to go dormant.
   pub fn dormancy_due(&self) -> bool {
-    self.quiet.load(Ordering::Relaxed) == DORMANCY_DUE
+    self.rest_state.load(Ordering::Relaxed) == DORMANCY_DUE
   }
 
   /// Registers the driving task's waker, then tells whether something is

@@ -71,7 +71,7 @@ pub(super) fn start_clock(shared: &Arc<Shared>) {
         _ = ticks.tick() => {}
       }
       for connection in shared.connections().values() {
-        connection.link.quiet_tick();
+        connection.link.dormancy_tick();
       }
     }
   });

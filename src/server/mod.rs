@@ -546,7 +546,7 @@ impl NativeServer {
   /// 'remove'). Returns the connections JS has not heard of so far.
   #[napi]
   pub fn announce_opens(&self) -> Vec<Unannounced> {
-    // Under the lock that `start_connection` reads the flag under: every
+    // Under the lock that `registry::register` reads the flag under: every
     // connection is either in this list or announced as it opens.
     let connections = self.shared.connections();
     self.shared.announce_opens.store(true, Ordering::Release);
