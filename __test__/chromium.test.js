@@ -14,7 +14,7 @@ const { after, before, describe, test } = require('node:test');
 
 const esbuild = require('esbuild');
 
-const { Server } = require('..');
+const { startServer } = require('./helpers');
 
 const CHROMIUM = '/usr/bin/chromium';
 const GLOBAL = 'MytosisWebSocket';
@@ -67,10 +67,13 @@ async function until(check, what, ms = 5000) {
   }
 }
 
-/** Our Server on `port` (0: any), recording its messages and connections. */
-async function startServer(port = 0) {
-  const server = new Server({ port, host: '127.0.0.1' });
-  const address = await server.ready;
+/**
+ * Our Server (helpers' startServer: closed when the test ends) on `port`
+ * (0: one the OS picks), recording its messages and connections.
+ */
+async function startBackend(t, port = 0) {
+  const server = await startServer(t, { port });
+  const address = server.address();
   const received = [];
   const conns = [];
   server.on('add', (c) => conns.push(c));
@@ -189,8 +192,7 @@ describe('the browser build in headless Chromium', { skip }, () => {
   });
 
   test('JSON and binary go both ways with our Server', TIMEOUT, async (t) => {
-    const backend = await startServer();
-    t.after(() => backend.server.close());
+    const backend = await startBackend(t);
     await inPage(
       ([name, url]) =>
         new Promise((resolve) => {
@@ -249,15 +251,16 @@ describe('the browser build in headless Chromium', { skip }, () => {
   });
 
   test('messages queued while the Server is down arrive in order after it restarts on the same port', TIMEOUT, async (t) => {
-    let backend = await startServer();
+    let backend = await startBackend(t);
     const { port } = backend;
-    t.after(() => backend.server.close());
     await inPage(
       ([name, url]) =>
         new Promise((resolve) => {
           window.s3 = new window[name](url, { jitter: 0, minReconnectionDelay: 100, maxReconnectionDelay: 200 });
           window.s3Events = [];
+          window.s3Retries = 0;
           window.s3.on('close', (e) => window.s3Events.push(['close', e.willReconnect]));
+          window.s3.on('reconnecting', (e) => (window.s3Retries = e.attempt));
           window.s3.on('open', () => {
             window.s3Events.push(['open']);
             resolve();
@@ -274,9 +277,11 @@ describe('the browser build in headless Chromium', { skip }, () => {
     );
     assert.ok(sent.every(Boolean), 'every offline send was accepted');
     assert.ok((await inPage(() => window.s3.bufferedAmount)) > 0, 'bufferedAmount counts the queue');
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The queue outlives attempts that fail while the Server is down: a
+    // second retry means the first one failed.
+    await until(() => inPage(() => window.s3Retries >= 2), 'an attempt to fail while the Server is down');
 
-    backend = await startServer(port);
+    backend = await startBackend(t, port);
     await until(() => backend.received.length >= 50, '50 queued messages at the new Server');
     assert.deepEqual(backend.received, Array.from({ length: 50 }, (_, i) => ({ offline: i })));
     const events = await inPage(() => window.s3Events);
@@ -285,8 +290,8 @@ describe('the browser build in headless Chromium', { skip }, () => {
     await inPage(() => window.s3.close());
   });
 
-  test('a Server closing with 1012 (restart) is given at least minReconnectionDelay, whatever the jitter', TIMEOUT, async () => {
-    const backend = await startServer();
+  test('a Server closing with 1012 (restart) is given at least minReconnectionDelay, whatever the jitter', TIMEOUT, async (t) => {
+    const backend = await startBackend(t);
     await inPage(
       ([name, url]) =>
         new Promise((resolve) => {
@@ -309,9 +314,8 @@ describe('the browser build in headless Chromium', { skip }, () => {
   });
 
   test("Chromium's own WebSocket and a compressing Server: compressed both ways, byte for byte", TIMEOUT, async (t) => {
-    const server = new Server({ port: 0, host: '127.0.0.1', json: false, perMessageDeflate: { threshold: 0 } });
-    const { port } = await server.ready;
-    t.after(() => server.close());
+    const server = await startServer(t, { json: false, perMessageDeflate: { threshold: 0 } });
+    const { port } = server.address();
     server.messages.forEach((message, connection) => connection.send(message));
     const result = await inPage(
       (url) =>

@@ -63,13 +63,27 @@ function closeAfter(t, server) {
 }
 
 /**
- * A standalone Server on 127.0.0.1, a port the OS picks; closed when the
- * test ends. The one way the tests start a Server of their own.
+ * A standalone Server on 127.0.0.1, a port the OS picks (or `options.port`,
+ * for a test that restarts a Server on the port of one it closed); closed
+ * when the test ends (again, if the test closed it: a no-op then). The one
+ * way the tests start a standalone Server of their own.
  */
 async function startServer(t, options = {}) {
   const server = new Server({ port: 0, host: '127.0.0.1', ...options });
   closeAfter(t, server);
   await server.ready;
+  return server;
+}
+
+/**
+ * A Server attached to `httpServer` (the `server` option) with `options`;
+ * closed when the test ends, like `startServer`'s. Returned at once, not
+ * once `ready`: a test may attach to an http server that does not listen
+ * yet. The one way the tests attach a Server of their own.
+ */
+function attachServer(t, httpServer, options = {}) {
+  const server = new Server({ server: httpServer, ...options });
+  closeAfter(t, server);
   return server;
 }
 
@@ -323,6 +337,7 @@ module.exports = {
   once,
   closeAfter,
   startServer,
+  attachServer,
   urlOf,
   track,
   openClient,

@@ -17,7 +17,7 @@ const { test } = require('node:test');
 const WebSocket = require('ws');
 
 const { Server } = require('..');
-const { within, once, openClient, next, startServer, delay, defer, until } = require('./helpers');
+const { within, once, openClient, next, startServer, attachServer, delay, defer, until } = require('./helpers');
 const { listenOn, upgradeRequest } = require('./server-kit');
 
 /**
@@ -100,8 +100,7 @@ test('maxConnections (attached to an http.Server): a full server answers upgrade
     t,
     http.createServer((req, res) => res.end('plain http'))
   );
-  const server = new Server({ server: httpServer, path: '/ws', maxConnections: 2 });
-  defer(t, () => within(server.close(), 7000, 'server.close()'));
+  const server = attachServer(t, httpServer, { path: '/ws', maxConnections: 2 });
   await server.ready;
   echo(server);
   const { port } = httpServer.address();
@@ -150,9 +149,7 @@ test('maxConnections: anything but a non-negative integer or Infinity throws Typ
   // Good values are accepted, standalone and attached.
   for (const value of [0, 1, 1000, Infinity]) await startServer(t, { maxConnections: value });
   const httpServer = await listenOn(t, http.createServer());
-  const attached = new Server({ server: httpServer, maxConnections: 5 });
-  defer(t, () => within(attached.close(), 7000, 'server.close()'));
-  await attached.ready;
+  await attachServer(t, httpServer, { maxConnections: 5 }).ready;
 });
 
 // --- Out of file descriptors ---------------------------------------------------

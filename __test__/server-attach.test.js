@@ -14,20 +14,13 @@ const express = require('express');
 const WebSocket = require('ws');
 
 const { Server } = require('..');
-const { within, once, track, openClient, next, closed, collect, delay, defer, until, localPort } = require('./helpers');
+const { within, once, track, attachServer, openClient, next, closed, collect, delay, defer, until, localPort } = require('./helpers');
 const {
   listenOn,
   upgradeRequest,
   httpGet,
   makeCertificate
 } = require('./server-kit');
-
-/** Our Server attached to `httpServer`; closed after the test. */
-function attachTo(t, httpServer, options = {}) {
-  const server = new Server({ server: httpServer, ...options });
-  defer(t, () => within(server.close(), 7000, 'server.close()'));
-  return server;
-}
 
 /** An http.Server answering every plain request with 200 'plain http'. */
 function plainHttp() {
@@ -42,7 +35,7 @@ test('server: an express app answers GET /health while clients use /ws on the sa
     httpServer.closeAllConnections();
     return new Promise((resolve) => httpServer.close(() => resolve()));
   });
-  const server = attachTo(t, httpServer, { path: '/ws' });
+  const server = attachServer(t, httpServer, { path: '/ws' });
   const address = await server.ready;
   assert.equal(address.port, httpServer.address().port);
 
@@ -76,8 +69,8 @@ test('server: an express app answers GET /health while clients use /ws on the sa
 
 test('server: two Servers on one http server with different paths each get only their clients', async (t) => {
   const httpServer = await listenOn(t, plainHttp());
-  const a = attachTo(t, httpServer, { path: '/a' });
-  const b = attachTo(t, httpServer, { path: '/b' });
+  const a = attachServer(t, httpServer, { path: '/a' });
+  const b = attachServer(t, httpServer, { path: '/b' });
   await Promise.all([a.ready, b.ready]);
 
   const addedA = [];
@@ -119,7 +112,7 @@ test('server: two Servers on one http server with different paths each get only 
 
 test('server: an upgrade for a path no Server matches gets 400 when there is no other upgrade listener', async (t) => {
   const httpServer = await listenOn(t, plainHttp());
-  const server = attachTo(t, httpServer, { path: '/ws' });
+  const server = attachServer(t, httpServer, { path: '/ws' });
   const { port } = await server.ready;
 
   const answer = await upgradeRequest(port, '/elsewhere');
@@ -143,7 +136,7 @@ test("server: an upgrade for a path no Server matches is left to the user's othe
       }
     };
     if (order === 'user listener first') httpServer.on('upgrade', userListener);
-    const server = attachTo(t, httpServer, { path: '/ws' });
+    const server = attachServer(t, httpServer, { path: '/ws' });
     if (order === 'user listener last') httpServer.on('upgrade', userListener);
     const { port } = await server.ready;
 
@@ -162,7 +155,7 @@ test('server: ready resolves once the http server listens, with its address, and
     later.closeAllConnections();
     return new Promise((resolve) => later.close(() => resolve()));
   });
-  const waiting = attachTo(t, later);
+  const waiting = attachServer(t, later);
   let settled = false;
   waiting.ready.then(() => (settled = true));
   const listening = once(waiting, 'listening');
@@ -179,13 +172,13 @@ test('server: ready resolves once the http server listens, with its address, and
 
   // Already listening: ready resolves without waiting for anything.
   const already = await listenOn(t, plainHttp());
-  const attached = attachTo(t, already);
+  const attached = attachServer(t, already);
   assert.deepEqual(await within(attached.ready, 100, 'ready at once'), already.address());
 });
 
 test("server: close() of our Server does not close the user's http server", async (t) => {
   const httpServer = await listenOn(t, plainHttp());
-  const server = attachTo(t, httpServer, { path: '/ws' });
+  const server = attachServer(t, httpServer, { path: '/ws' });
   const { port } = await server.ready;
   const client = await openClient(t, server, { path: '/ws' });
 
@@ -258,7 +251,7 @@ test('server: attached to an https.Server (TLS relay), the ws client exchanges m
     t,
     https.createServer({ cert, key }, (req, res) => res.end('secure http'))
   );
-  const server = attachTo(t, httpsServer, { path: '/ws' });
+  const server = attachServer(t, httpsServer, { path: '/ws' });
   const { port } = await server.ready;
 
   const added = once(server, 'add');

@@ -11,20 +11,8 @@ const { test } = require('node:test');
 
 const WebSocket = require('ws');
 
-const { Server } = require('..');
-const { within, once, openClient, openClients, closed, delay, defer, until, stalled } = require('./helpers');
+const { within, once, startServer, attachServer, openClient, openClients, closed, delay, defer, until, stalled } = require('./helpers');
 const { listenOn, rawWebSocket, parseFrames, drain } = require('./server-kit');
-
-/**
- * A standalone Server whose close() the test calls; closed again (a no-op
- * if done) after the test.
- */
-async function startServer(t, options = {}) {
-  const server = new Server({ port: 0, host: '127.0.0.1', ...options });
-  defer(t, () => within(server.close(), 7000, 'server.close()'));
-  await server.ready;
-  return server;
-}
 
 /** How a connection attempt to `port` ends: 'open', a status, or an error code. */
 function attempt(t, port, path = '/') {
@@ -89,8 +77,7 @@ test('close() of an attached Server: upgrades for its path are no longer served 
     t,
     http.createServer((req, res) => res.end('plain http'))
   );
-  const server = new Server({ server: httpServer, path: '/ws' });
-  defer(t, () => within(server.close(), 7000, 'server.close()'));
+  const server = attachServer(t, httpServer, { path: '/ws' });
   const { port } = await server.ready;
   let added = 0;
   server.on('add', () => added++);
@@ -115,8 +102,7 @@ test('close() of an attached Server right after it handed an upgrade over: that 
       t,
       http.createServer((req, res) => res.end('plain http'))
     );
-    const server = new Server({ server: httpServer, path: '/ws' });
-    defer(t, () => within(server.close(), 7000, 'server.close()'));
+    const server = attachServer(t, httpServer, { path: '/ws' });
     await server.ready;
     // After our router's listener: runs once the upgrade was handed over.
     httpServer.on('upgrade', () => setImmediate(() => server.close()));

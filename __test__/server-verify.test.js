@@ -20,8 +20,7 @@ const { runInNewContext } = require('node:vm');
 
 const WebSocket = require('ws');
 
-const { Server } = require('..');
-const { within, once, track, next, startServer, delay, defer, until } = require('./helpers');
+const { within, once, track, next, startServer, attachServer, delay, defer, until } = require('./helpers');
 const {
   listenOn,
   upgradeHeaders,
@@ -48,8 +47,7 @@ async function start(t, mode, options) {
       ? https.createServer(makeCertificate(), (req, res) => res.end('plain https'))
       : http.createServer((req, res) => res.end('plain http'))
   );
-  const server = new Server({ server: httpServer, path: '/ws', ...options });
-  defer(t, () => within(server.close(), 7000, 'server.close()'));
+  const server = attachServer(t, httpServer, { path: '/ws', ...options });
   await server.ready;
   return { server, port: httpServer.address().port };
 }
