@@ -330,15 +330,34 @@ describe('Retry-After on a 429 or 503 answer (Node build)', () => {
     assert.ok(second.at - first.at >= 990, `the retry came ${second.at - first.at} ms later`);
   });
 
-  test('429 with an HTTP date waits until that date', TIMEOUT, async (t) => {
-    // Two seconds ahead, to the second: the wait is 1 to 2 s from now.
-    const date = new Date(Date.now() + 2000).toUTCString();
-    const backend = await answering(t, () => ({ status: 429, headers: { 'Retry-After': date } }));
+  test('429 with an HTTP date waits until that date', { timeout: 15000 }, async (t) => {
+    // The first answer's date: three seconds after it is written, to the
+    // second (an HTTP date has no fraction), so 2 to 3 s after it.
+    let sent = null;
+    const backend = await answering(t, () => {
+      const writtenAt = Date.now();
+      const date = new Date(writtenAt + 3000).toUTCString();
+      sent ??= { writtenAt, date, at: Date.parse(date) };
+      return { status: 429, headers: { 'Retry-After': date } };
+    });
     const s = socket(t, backend.url, { ...FAST, maxRetries: 1 });
     s.on('error', () => {});
     const { delay: waited } = await next(s, 'reconnecting');
-    assert.ok(waited > 900 && waited <= 2000, `waits ${waited} ms for ${date}`);
-    await until(() => backend.requests.length === 2, 'the retry', 3000);
+    const seenAt = Date.now();
+    // The Socket measured the wait when it read the answer: after it was
+    // written, before 'reconnecting' reached us (Date.now() drops the
+    // fraction of a millisecond: 1 ms of slack).
+    const most = sent.at - sent.writtenAt;
+    const least = sent.at - seenAt - 1;
+    assert.ok(
+      waited >= least && waited <= most,
+      `waits ${waited} ms for ${sent.date}: expected ${least} to ${most} ms`
+    );
+    // The date was heeded, not the formula's 50 ms: it was over 2 s ahead
+    // when written, so this fails only if the Socket read the answer over
+    // a second after it was written.
+    assert.ok(waited > 1000, `waits ${waited} ms for ${sent.date}, written at ${new Date(sent.writtenAt).toISOString()}`);
+    await until(() => backend.requests.length === 2, 'the retry', Math.ceil(waited) + 5000);
     const [first, second] = backend.requests;
     assert.ok(second.at - first.at >= waited - 15, `the retry came ${second.at - first.at} ms later`);
   });
