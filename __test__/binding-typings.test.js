@@ -4,8 +4,9 @@
 // `napi build` writes next to binding.js): every method lib/ calls on a
 // NativeServer or NativeSocket is declared, the options lib/ passes to
 // their constructors are fields of the generated option interfaces (and
-// every required field is passed), and the address the Server hands out
-// has the fields index.d.ts promises. Skipped without binding.d.ts.
+// every required field is passed), and the address and the stats the
+// Server hands out have the fields and types index.d.ts promises. Skipped
+// without binding.d.ts.
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
@@ -46,13 +47,26 @@ function methods(body) {
   return new Set([...body.matchAll(/^\s*(?:static\s+)?([A-Za-z_$][\w$]*)\s*\(/gm)].map((m) => m[1]));
 }
 
-/** Field names of an interface body, with whether each is optional. */
-function fields(body) {
+/**
+ * The fields of an interface body, each with whether it is optional and
+ * its type as written (to the end of its line, without a `;` or `,`).
+ */
+function members(body) {
   const found = new Map();
-  for (const m of body.matchAll(/^\s*(?:readonly\s+)?([A-Za-z_$][\w$]*)(\??)\s*:/gm)) {
-    found.set(m[1], m[2] === '?');
+  for (const m of body.matchAll(/^[ \t]*(?:readonly\s+)?([A-Za-z_$][\w$]*)(\??)[ \t]*:(.*)$/gm)) {
+    found.set(m[1], { optional: m[2] === '?', type: m[3].trim().replace(/[;,]$/, '').trim() });
   }
   return found;
+}
+
+/** Field names of an interface body, with whether each is optional. */
+function fields(body) {
+  return new Map([...members(body)].map(([name, { optional }]) => [name, optional]));
+}
+
+/** Each field of an interface body as `name -> '?: type'` or `': type'`. */
+function signatures(body) {
+  return new Map([...members(body)].map(([name, { optional, type }]) => [name, `${optional ? '?' : ''}: ${type}`]));
 }
 
 /**
@@ -152,17 +166,20 @@ describe('lib/ against binding.d.ts', { skip }, () => {
     });
   }
 
-  test("index.d.ts's AddressInfo fields are in the address the addon returns", () => {
-    const typings = fs.readFileSync(path.join(ROOT, 'index.d.ts'), 'utf8');
-    const promised = fields(declaration(typings, 'interface', 'AddressInfo'));
-    const returned = fields(declaration(generated, 'interface', 'AddressInfo'));
-    assert.ok(promised.size > 0);
-    assert.deepEqual(
-      [...promised.keys()].filter((key) => !returned.has(key)),
-      [],
-      'AddressInfo fields missing from binding.d.ts'
-    );
-  });
+  // What the Server hands out as the addon returns it: index.d.ts must
+  // promise exactly the fields, with the types, that binding.d.ts declares.
+  for (const name of ['AddressInfo', 'ServerStats']) {
+    test(`index.d.ts's ${name} has the fields and types of the addon's`, () => {
+      const typings = fs.readFileSync(path.join(ROOT, 'index.d.ts'), 'utf8');
+      const promised = signatures(declaration(typings, 'interface', name));
+      const returned = signatures(declaration(generated, 'interface', name));
+      assert.ok(promised.size > 0, `index.d.ts's ${name} has fields`);
+      const missing = (from, to) =>
+        [...from].filter(([key, type]) => to.get(key) !== type).map(([key, type]) => `${key}${type}`);
+      assert.deepEqual(missing(promised, returned), [], `index.d.ts's ${name} fields not so in binding.d.ts`);
+      assert.deepEqual(missing(returned, promised), [], `binding.d.ts's ${name} fields not so in index.d.ts`);
+    });
+  }
 });
 
 describe('the parsers of this test', () => {
@@ -185,6 +202,21 @@ export interface O {
         ['a', false],
         ['b', true],
         ['c', false]
+      ]
+    );
+    assert.deepEqual(
+      [...signatures(declaration(source, 'interface', 'O'))],
+      [
+        ['a', ': number'],
+        ['b', '?: string'],
+        ['c', ': Array<{ x: number }>']
+      ]
+    );
+    assert.deepEqual(
+      [...signatures('\n  closes: Record<string, number>;\n  /** n: not a field */\n  n?: number,\n')],
+      [
+        ['closes', ': Record<string, number>'],
+        ['n', '?: number']
       ]
     );
     const js = `x = new A(
