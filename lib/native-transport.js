@@ -19,7 +19,7 @@ class NativeTransport {
   #urlSource;
   #headersSource;
   // The attempt the addon last announced, and why the user's url or
-  // headers function failed it: `{ code, message, cause, thrown }`.
+  // headers function failed it: `{ code, cause, thrown }` (see #refuse).
   #attempt = 0;
   #refusal = null;
   #open = false;
@@ -151,8 +151,12 @@ class NativeTransport {
         } else if (errno !== undefined) {
           const cause = connectError(errno, this.#url);
           events.error(code, `Could not connect to ${this.#url}: ${cause.message}`, { cause });
-        } else if (this.#refusal?.code === code && this.#refusal.message === message) {
+        } else if (this.#refusal !== null && this.#refusal.code === code) {
           // The user's function failed the attempt: its throw is user code.
+          // An attempt waiting for JS's answer has only two Errors: the
+          // refusal, with its code, or ERR_TIMEOUT when the refusal came
+          // too late (the addon ignores it then). #refusal is of this
+          // attempt: 'Connecting' resets it.
           const { cause, thrown } = this.#refusal;
           events.error(code, message, { cause }, thrown);
         } else {
@@ -203,7 +207,7 @@ class NativeTransport {
   #refuse(attempt, code, message, threw) {
     if (attempt !== this.#attempt) return;
     const cause = threw === undefined ? new Error(message) : threw.err;
-    this.#refusal = { code, message, cause, thrown: threw !== undefined };
+    this.#refusal = { code, cause, thrown: threw !== undefined };
     this.#native.refuseAttempt(attempt, code, message);
   }
 }
