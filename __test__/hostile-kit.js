@@ -19,7 +19,9 @@
 //      once for every connection that was added.
 //
 // The control client is a `ws` client for the Server suite and our own
-// Socket for the Socket suite (see `startControl`). Nothing here sleeps for
+// Socket for the Socket suite (see `startControl`). In the Socket suite,
+// each attacked Socket must likewise report every connection's end exactly
+// once (`socketScenario`, `checkCloses`). Nothing here sleeps for
 // correctness: every wait polls a condition against a generous deadline.
 
 const assert = require('node:assert/strict');
@@ -327,23 +329,104 @@ async function scenario(t, options, attack, expect = {}) {
   return target;
 }
 
+// Per test of a running socketScenario: the Sockets attackedSocket made.
+const attackedSockets = new WeakMap();
+
 /**
  * The same for a Socket attacked by a malicious server: a healthy Server
  * of ours and a control Socket exchanging messages with it, started before
- * the baseline. `attack(control)` must close every Socket it made, and
- * every server, before it returns.
+ * the baseline. `attack(control)` must close every Socket it made (with
+ * `attackedSocket`), and every server, before it returns; then each of
+ * those Sockets must have reported the end of each of its connections
+ * exactly once (`checkCloses`), as the Server's 'remove' is checked in
+ * `scenario`.
  */
 async function socketScenario(t, attack) {
   const what = t.name;
   const target = await startTarget(t, {});
   const control = await startControl(t, target.controlUrl, 'socket');
   const baseline = await takeBaseline();
+  const attacked = [];
+  attackedSockets.set(t, attacked);
   control.start();
-  await attack(control);
+  try {
+    await attack(control);
+  } finally {
+    attackedSockets.delete(t);
+  }
   await control.stop(what);
+  assert.ok(attacked.length > 0, `${what}: the attack made a Socket with attackedSocket`);
+  attacked.forEach((socket, i) => checkCloses(t, `${what}, attacked Socket ${i + 1}`, socket));
   assert.equal(target.server.size, 1, `${what}: the control Socket's connection stayed`);
   assert.deepEqual(target.errors.map((err) => err.code), [], `${what}: no 'error' on the healthy server`);
   await checkResources(t, baseline, what);
+}
+
+/**
+ * A Socket to `url` with `options`, made by a `socketScenario`'s attack,
+ * whose events are recorded: `events` in order (`{ name, value, at }`, an
+ * error's value is its code), `of(name)` the values of one event, and
+ * `stopped`, a Promise of its final 'close'. `connections()` is what the
+ * malicious server saw: one `{ upgraded }` per connection it accepted, in
+ * order, `upgraded` when it answered with a proper 101. Closed for good
+ * when the test ends.
+ */
+function attackedSocket(t, url, options, connections) {
+  const attacked = attackedSockets.get(t);
+  assert.ok(attacked !== undefined, 'attackedSocket is for the attack of a socketScenario');
+  const socket = new Socket(url, options);
+  const events = [];
+  for (const name of ['open', 'close', 'error', 'reconnecting']) {
+    socket.on(name, (value) => events.push({ name, value: name === 'error' ? value.code : value, at: performance.now() }));
+  }
+  const stopped = new Promise((resolve) => socket.on('close', (e) => !e.willReconnect && resolve(e)));
+  defer(t, () => socket.close());
+  const record = {
+    socket,
+    events,
+    stopped,
+    connections,
+    of: (name) => events.filter((e) => e.name === name).map((e) => e.value)
+  };
+  attacked.push(record);
+  return record;
+}
+
+/**
+ * That an attacked Socket that has stopped reported each connection's end
+ * exactly once. The README (Socket) has it that a connection that opened
+ * ends with one 'close'; an attempt that fails before opening emits none
+ * (an 'error', then 'reconnecting' or giving up); a connection's 'close'
+ * is the final one (`willReconnect: false`) when no retry follows it
+ * (close(), or maxRetries used up); and a Socket that stops while not
+ * connected (it gave up after a failed attempt) emits one final 'close'
+ * of its own. So, against the connections the malicious server saw (the
+ * attacks here stop a Socket during its last attempt or connection): an
+ * 'open' and a 'close' per connection it upgraded, one more 'close' when
+ * its last connection was not upgraded, and exactly one final 'close',
+ * after which the Socket neither opens nor announces a retry.
+ */
+function checkCloses(t, what, attacked) {
+  const seen = attacked.connections();
+  const upgraded = seen.filter((connection) => connection.upgraded).length;
+  const stoppedOffline = seen.length === 0 || !seen.at(-1).upgraded;
+  const lifecycle = attacked.events.filter(({ name }) => name !== 'error');
+  const closes = attacked.of('close');
+  const summary =
+    `the server saw ${seen.length} connection(s), upgraded ${upgraded}; the Socket's events: ` +
+    lifecycle
+      .map(({ name, value }) => (name === 'close' ? `close(${value.willReconnect ? 'reconnecting' : 'final'})` : name))
+      .join(', ');
+  t.diagnostic(`${what}: ${summary}`);
+  assert.equal(attacked.of('open').length, upgraded, `${what}: one 'open' per upgraded connection; ${summary}`);
+  assert.equal(
+    closes.length,
+    upgraded + (stoppedOffline ? 1 : 0),
+    `${what}: one 'close' per connection that opened${stoppedOffline ? ', and the final one' : ''}; ${summary}`
+  );
+  assert.equal(closes.filter((e) => !e.willReconnect).length, 1, `${what}: one final 'close'; ${summary}`);
+  const last = lifecycle.at(-1);
+  assert.ok(last?.name === 'close' && !last.value.willReconnect, `${what}: the final 'close' comes last; ${summary}`);
 }
 
 // --- Raw TCP peers ----------------------------------------------------------------
@@ -486,6 +569,7 @@ module.exports = {
   startControl,
   scenario,
   socketScenario,
+  attackedSocket,
   rawConnection,
   rawUpgraded,
   requestHead,

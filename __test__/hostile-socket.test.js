@@ -5,8 +5,9 @@
 // 101 without the right accept key, endless headers, frames announcing
 // huge lengths, masked and otherwise malformed server frames. After each
 // attack (./hostile-kit.js, `socketScenario`): the control was served
-// throughout, the open fds are back to the baseline and the RSS after a
-// full GC is within 32 MiB of it.
+// throughout, the attacked Socket reported each connection's end exactly
+// once, the open fds are back to the baseline and the RSS after a full GC
+// is within 32 MiB of it.
 
 const assert = require('node:assert/strict');
 const { createHash, randomBytes } = require('node:crypto');
@@ -16,7 +17,7 @@ const { test } = require('node:test');
 const { Socket } = require('..');
 const { within, until, defer } = require('./helpers');
 const { floodPeer, busyWait, watchMemory, parseFrames } = require('./server-kit');
-const { MiB, socketScenario, flood, floodSettled } = require('./hostile-kit');
+const { MiB, socketScenario, attackedSocket, flood, floodSettled } = require('./hostile-kit');
 
 const TEST = { timeout: 60_000 };
 
@@ -36,10 +37,13 @@ function switching(accept) {
 
 /**
  * A malicious server on a `net` server: it reads each connection's request
- * head and hands it to `onRequest(socket, { key, index, peer })`. `peers[i]`
+ * head and hands it to `onRequest(socket, { key, index, peer, upgrade })`;
+ * `upgrade()` writes a proper 101 (the right accept key). `peers[i]`
  * records the i-th connection: `bytes()` what the client sent after its
- * head, `closed` a Promise resolved when the connection ends. `close()`
- * destroys every connection and closes the server.
+ * head, `closed` a Promise resolved when the connection ends, `upgraded`
+ * whether `upgrade()` answered it (what `attackedSocket` wants to know as
+ * `() => server.peers`). `close()` destroys every connection and closes
+ * the server.
  */
 async function maliciousServer(t, onRequest) {
   const peers = [];
@@ -51,7 +55,8 @@ async function maliciousServer(t, onRequest) {
     const peer = {
       socket,
       bytes: () => Buffer.concat(chunks),
-      closed: new Promise((resolve) => socket.once('close', resolve))
+      closed: new Promise((resolve) => socket.once('close', resolve)),
+      upgraded: false
     };
     const index = peers.push(peer) - 1;
     socket.on('data', (chunk) => {
@@ -65,7 +70,11 @@ async function maliciousServer(t, onRequest) {
       answered = true;
       if (end + 4 < head.length) chunks.push(head.subarray(end + 4));
       const key = /^sec-websocket-key:\s*(\S+)/im.exec(head.toString('latin1'))?.[1] ?? '';
-      onRequest(socket, { key, index, peer });
+      const upgrade = () => {
+        peer.upgraded = true;
+        socket.write(switching(acceptFor(key)));
+      };
+      onRequest(socket, { key, index, peer, upgrade });
     });
   });
   await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
@@ -81,23 +90,6 @@ async function maliciousServer(t, onRequest) {
   };
   defer(t, () => server.close());
   return server;
-}
-
-/**
- * A Socket to `url` whose events are recorded: `events` in order
- * (`{ name, value }`, an error's value is its code), `messages` what it
- * delivered, and `stopped`, a Promise of its final 'close'. Closed for
- * good when the test ends.
- */
-function attackedSocket(t, url, options) {
-  const socket = new Socket(url, options);
-  const events = [];
-  for (const name of ['open', 'close', 'error', 'reconnecting']) {
-    socket.on(name, (value) => events.push({ name, value: name === 'error' ? value.code : value, at: performance.now() }));
-  }
-  const stopped = new Promise((resolve) => socket.on('close', (e) => !e.willReconnect && resolve(e)));
-  defer(t, () => socket.close());
-  return { socket, events, stopped, of: (name) => events.filter((e) => e.name === name).map((e) => e.value) };
 }
 
 /** Close a Socket for good and wait for its final 'close'. */
@@ -132,10 +124,15 @@ test('a server flooding frames as fast as TCP takes: the Socket stops reading pa
     const { port } = await flooder.waitFor('listening');
     const memory = watchMemory(256 * MiB);
     defer(t, () => memory.stop());
-    const attacked = attackedSocket(t, `ws://127.0.0.1:${port}/`, {
-      maxReceiveBuffer: 64 * 1024,
-      maxRetries: 0
-    });
+    // The flooder upgrades one client (it says 'open' then) and refuses
+    // any other; maxRetries 0 makes no other.
+    const upgrades = () => flooder.events.filter((e) => e.type === 'open').map(() => ({ upgraded: true }));
+    const attacked = attackedSocket(
+      t,
+      `ws://127.0.0.1:${port}/`,
+      { maxReceiveBuffer: 64 * 1024, maxRetries: 0 },
+      upgrades
+    );
     let received = 0;
     let disorder = null;
     attacked.socket.messages.forEach((message) => {
@@ -181,8 +178,8 @@ test('a server flooding pings and never reading: the Socket does not pile up pon
     const memory = watchMemory(64 * MiB);
     defer(t, () => memory.stop());
     let flooded = null;
-    const server = await maliciousServer(t, (socket, { key }) => {
-      socket.write(switching(acceptFor(key)));
+    const server = await maliciousServer(t, (socket, { upgrade }) => {
+      upgrade();
       // 512 pings of 125 bytes a write, as long as TCP takes them, up to
       // TOTAL; the Socket's pongs are never read, so it cannot write them.
       const ping = Buffer.concat([Buffer.from([0x89, 125]), Buffer.alloc(125, 0x70)]);
@@ -190,7 +187,7 @@ test('a server flooding pings and never reading: the Socket does not pile up pon
       socket.pause();
       flooded = { socket, state: flood(socket, burst, TOTAL, memory) };
     });
-    const attacked = attackedSocket(t, server.url, { maxRetries: 0 });
+    const attacked = attackedSocket(t, server.url, { maxRetries: 0 }, () => server.peers);
     attacked.socket.messages.forEach(() => {});
     await within(new Promise((resolve) => attacked.socket.once('open', resolve)), 10000, 'the Socket to open');
     // Either the Socket reads every ping, answering (at most) the latest,
@@ -222,11 +219,12 @@ test('a 101 without the right Sec-WebSocket-Accept: every attempt fails, the Soc
     const server = await maliciousServer(t, (socket, { index }) => {
       socket.write(answers[index % answers.length]());
     });
-    const attacked = attackedSocket(t, server.url, {
-      maxRetries: 2,
-      minReconnectionDelay: 20,
-      maxReconnectionDelay: 50
-    });
+    const attacked = attackedSocket(
+      t,
+      server.url,
+      { maxRetries: 2, minReconnectionDelay: 20, maxReconnectionDelay: 50 },
+      () => server.peers
+    );
     const final = await within(attacked.stopped, 10000, 'the Socket to give up');
     assert.equal(final.willReconnect, false);
     assert.equal(attacked.socket.readyState, Socket.CLOSED);
@@ -270,12 +268,12 @@ test('endless headers: the attempt fails within connectionTimeout, without buffe
         socket.once('close', () => clearInterval(timer));
       }
     });
-    const attacked = attackedSocket(t, server.url, {
-      connectionTimeout: TIMEOUT_MS,
-      maxRetries: 1,
-      minReconnectionDelay: 20,
-      maxReconnectionDelay: 50
-    });
+    const attacked = attackedSocket(
+      t,
+      server.url,
+      { connectionTimeout: TIMEOUT_MS, maxRetries: 1, minReconnectionDelay: 20, maxReconnectionDelay: 50 },
+      () => server.peers
+    );
     const startedAt = performance.now();
     await within(attacked.stopped, TIMEOUT_MS * 2 + 5000, 'the Socket to give up');
     const elapsed = performance.now() - startedAt;
@@ -306,16 +304,16 @@ test('endless headers: the attempt fails within connectionTimeout, without buffe
  */
 async function badFrames(t, cases, options = {}) {
   await socketScenario(t, async () => {
-    const server = await maliciousServer(t, (socket, { key, index }) => {
-      socket.write(switching(acceptFor(key)));
+    const server = await maliciousServer(t, (socket, { index, upgrade }) => {
+      upgrade();
       if (index < cases.length) socket.write(cases[index][1]());
     });
-    const attacked = attackedSocket(t, server.url, {
-      maxRetries: cases.length - 1,
-      minReconnectionDelay: 20,
-      maxReconnectionDelay: 50,
-      ...options
-    });
+    const attacked = attackedSocket(
+      t,
+      server.url,
+      { maxRetries: cases.length - 1, minReconnectionDelay: 20, maxReconnectionDelay: 50, ...options },
+      () => server.peers
+    );
     const delivered = [];
     attacked.socket.messages.forEach((message) => delivered.push(message));
     await within(attacked.stopped, 15000, 'the Socket to give up after the last bad server');
