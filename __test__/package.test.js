@@ -1,7 +1,8 @@
 'use strict';
 
 // The entry points, CommonJS and ESM; the packed tarball installed in an
-// empty project; the README's errors table against the typings.
+// empty project, with the relay's command; the README's errors table
+// against the typings.
 
 const assert = require('node:assert/strict');
 const { execFile } = require('node:child_process');
@@ -15,6 +16,14 @@ const run = promisify(execFile);
 
 const ROOT = path.resolve(__dirname, '..');
 const manifest = require('../package.json');
+
+/** The files (not the folders) of `dir`, a folder of the package, as paths from its root. */
+function filesIn(dir) {
+  return fs
+    .readdirSync(path.join(ROOT, dir), { withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => `${dir}/${entry.name}`);
+}
 
 /** A temp directory removed when the test ends. */
 function tempDir(t, prefix) {
@@ -154,7 +163,14 @@ describe('packaging', () => {
       'browser.js',
       'browser-server.js',
       'lib/browser-socket.js',
-      'package.json'
+      'package.json',
+      // The relay (`npx mytosis-websocket`) and its demo page, with the
+      // bundle `prepare` builds (npm run build:page).
+      'bin/mytosis-websocket.js',
+      ...filesIn('bin/relay'),
+      'demo/index.html',
+      ...filesIn('demo'),
+      'demo/dist/mytosis-websocket.js'
     ]) {
       assert.ok(files.includes(file), `the tarball holds ${file}`);
     }
@@ -195,6 +211,13 @@ describe('packaging', () => {
       { cwd: project, timeout: 30000 }
     );
     assert.equal(loaded.trim(), 'function true true');
+
+    // The relay's command as npm linked it; execFile rejects unless it exits 0.
+    const { stdout: usage } = await run(path.join(project, 'node_modules', '.bin', 'mytosis-websocket'), ['--help'], {
+      cwd: project,
+      timeout: 30000
+    });
+    assert.match(usage, /^Usage: mytosis-websocket \[options\]/);
   });
 });
 

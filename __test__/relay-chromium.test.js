@@ -3,14 +3,16 @@
 // The relay's demo page end to end: the relay CLI as a child process, two
 // pages in headless Chromium (Debian's `chromium`, driven by
 // playwright-core), one phone-sized and one desktop-sized. Without
-// /usr/bin/chromium these tests are skipped, saying so.
+// /usr/bin/chromium these tests are skipped, saying so. The screenshots
+// they take are kept, in a temp directory whose path is printed, when a
+// test failed or KEEP_SCREENSHOTS=1 is set; otherwise it is removed.
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const zlib = require('node:zlib');
-const { after, before, describe, test } = require('node:test');
+const { after, afterEach, before, describe, test } = require('node:test');
 
 const { startRelay, until } = require('./relay-kit');
 
@@ -114,9 +116,13 @@ describe('the demo page in headless Chromium', { skip }, () => {
   let relayDown = false;
   const pages = {};
   const consoleErrors = [];
+  // Whether a test (or the setup) failed: the screenshots are kept then.
+  let failed = false;
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mytosis-relay-chromium-'));
+    // Cleared once the setup is done: a setup that threw keeps the directory.
+    failed = true;
     relay = await startRelay();
     const { chromium } = require('playwright-core');
     browser = await chromium.launch({
@@ -134,12 +140,25 @@ describe('the demo page in headless Chromium', { skip }, () => {
       pages[label] = page;
     }
     await Promise.all(Object.values(pages).map((page) => page.goto(`${relay.url}/`)));
+    failed = false;
+  });
+
+  afterEach((t) => {
+    if (t.passed) return;
+    failed = true;
+    t.diagnostic(`the screenshots are kept in ${dir}`);
   });
 
   after(async () => {
     await browser?.close();
     relay?.kill();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    if (!dir) return;
+    if (failed || process.env.KEEP_SCREENSHOTS === '1') {
+      const why = failed ? 'a test failed' : 'KEEP_SCREENSHOTS=1';
+      console.log(`relay-chromium: screenshots kept in ${dir} (${why})`);
+    } else {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   const statusOf = (page) => page.locator('#status').getAttribute('data-state');

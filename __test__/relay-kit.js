@@ -32,9 +32,12 @@ async function until(check, what, ms = 5000) {
   }
 }
 
-/** Run the CLI with `args` to its end: `{ code, signal, stdout, stderr }`. */
-function runCli(args, ms = START_TIMEOUT) {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Run the CLI with `args` to its end: `{ code, signal, stdout, stderr }`.
+ * `bin` runs another copy of bin/mytosis-websocket.js.
+ */
+function runCli(args, ms = START_TIMEOUT, bin = BIN) {
+  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const output = collect(child);
   const ended = new Promise((resolve) =>
     child.on('close', (code, signal) => resolve({ code, signal, ...output() }))

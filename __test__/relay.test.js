@@ -9,7 +9,10 @@
 
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
 const http = require('node:http');
+const os = require('node:os');
+const path = require('node:path');
 const { describe, test } = require('node:test');
 
 const WebSocket = require('ws');
@@ -151,6 +154,39 @@ describe('the command line', () => {
     assert.equal(code, 1);
     assert.equal(stdout, '');
     assert.match(stderr, /EADDRINUSE/);
+  });
+
+  test('the demo page never bundled: a message naming the missing file and `npm run build:page`, exit 1', async (t) => {
+    // The package as `npm install --ignore-scripts` leaves a clone: bin/
+    // and demo/ copied without demo/dist, everything else linked.
+    const ROOT = path.join(__dirname, '..');
+    const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'mytosis-relay-unbuilt-'));
+    t.after(() => fs.rmSync(copy, { recursive: true, force: true }));
+    for (const name of fs.readdirSync(ROOT)) {
+      if (name === 'bin' || name.startsWith('.')) continue;
+      if (name === 'demo') {
+        fs.cpSync(path.join(ROOT, name), path.join(copy, name), {
+          recursive: true,
+          filter: (source) => source !== path.join(ROOT, 'demo', 'dist')
+        });
+      } else {
+        fs.symlinkSync(path.join(ROOT, name), path.join(copy, name));
+      }
+    }
+    fs.cpSync(path.join(ROOT, 'bin'), path.join(copy, 'bin'), { recursive: true });
+    const bundle = path.join(copy, 'demo', 'dist', 'mytosis-websocket.js');
+    assert.ok(!fs.existsSync(bundle));
+
+    const { code, stdout, stderr } = await runCli(
+      ['--port', '0', '--host', '127.0.0.1'],
+      undefined,
+      path.join(copy, 'bin', 'mytosis-websocket.js')
+    );
+    assert.equal(code, 1, stderr);
+    assert.equal(stdout, '');
+    assert.ok(stderr.startsWith(`mytosis-websocket: the demo page's bundle ${bundle} is missing`), stderr);
+    assert.match(stderr, /run `npm run build:page`/);
+    assert.doesNotMatch(stderr, /ENOENT|\n\s+at /, 'no bare system error or stack trace');
   });
 });
 

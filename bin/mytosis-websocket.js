@@ -45,7 +45,8 @@ async function main(args) {
       process.exit(2);
     }
     process.stderr.write(`${NAME}: ${err.message}\n`);
-    // An http server that failed to listen leaves nothing to close.
+    // An http server that failed to listen, or a demo page never bundled
+    // (the message says to run `npm run build:page`), leaves nothing to close.
     process.exit(1);
   }
   if (!options.quiet) {

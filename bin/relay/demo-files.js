@@ -40,8 +40,10 @@ const PAGE_POLICY = [
 
 /**
  * The demo page's files, read once at start: pathname to
- * `{ body, headers }`. Throws when the browser build was never bundled. index.html gets the relay's settings the page needs
- * (the WebSocket path, the largest message) in its `<meta>` tags.
+ * `{ body, headers }`. index.html gets the relay's settings the page
+ * needs (the WebSocket path, the largest message) in its `<meta>` tags.
+ * Throws, saying to run `npm run build:page`, when the browser build was
+ * never bundled.
  *
  * @param {Object} settings `{ path, maxPayload }` of the relay
  * @return {Map<String, Object>} The files
@@ -59,8 +61,24 @@ function demoFiles(settings) {
     }
     files.set(pathname, { body, headers });
   }
-  files.set(BROWSER_SCRIPT_PATH, { body: fs.readFileSync(BROWSER_BUILD, 'utf8'), headers: { 'content-type': JAVASCRIPT } });
+  files.set(BROWSER_SCRIPT_PATH, { body: readBrowserBuild(), headers: { 'content-type': JAVASCRIPT } });
   return files;
+}
+
+/**
+ * The bundled browser build; missing after `npm install --ignore-scripts`
+ * in a clone, which skips `prepare`. Its error says what to run.
+ */
+function readBrowserBuild() {
+  try {
+    return fs.readFileSync(BROWSER_BUILD, 'utf8');
+  } catch (err) {
+    if (err.code !== 'ENOENT') throw err;
+    throw new Error(
+      `the demo page's bundle ${BROWSER_BUILD} is missing: run \`npm run build:page\` in ${path.dirname(DEMO_DIR)} to build it`,
+      { cause: err }
+    );
+  }
 }
 
 function escapeAttribute(text) {

@@ -22,7 +22,12 @@ const STATS_METRICS = [
     'invalid'
   ],
   ['paused_connections', 'gauge', 'Connections open now that are not being read (held back by the receive buffers).', 'paused'],
-  ['deflate_calls_total', 'counter', 'Times a message was deflated to be sent (once per broadcast).', 'deflateCalls']
+  [
+    'deflate_calls_total',
+    'counter',
+    'Messages run through deflate to be sent: a broadcast counts once per window size its receivers agreed on, not once per receiver.',
+    'deflateCalls'
+  ]
 ];
 
 // With --redis only: the cluster's counters of `server.stats()`.

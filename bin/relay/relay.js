@@ -27,6 +27,8 @@ const CLOSE_TIMEOUT = 4000;
  *     closes every client with 1001, then the http server
  */
 async function startRelay({ port, host, path, maxPayload, cluster, onError }) {
+  // First: a demo page never bundled stops the relay before it opens anything.
+  const files = demoFiles({ path, maxPayload });
   const httpServer = http.createServer();
   // Compressed for clients that offer it (browsers do): each relayed
   // message is deflated once for all its receivers.
@@ -37,7 +39,7 @@ async function startRelay({ port, host, path, maxPayload, cluster, onError }) {
 
   const metrics = new Metrics({ cluster: cluster !== undefined });
   if (cluster !== undefined) server.on('cluster', ({ state }) => metrics.setClusterState(state));
-  httpServer.on('request', createRoutes({ server, metrics, files: demoFiles({ path, maxPayload }), onError }));
+  httpServer.on('request', createRoutes({ server, metrics, files, onError }));
   await new Promise((resolve, reject) => {
     httpServer.once('error', reject);
     httpServer.listen(port, host, () => {
