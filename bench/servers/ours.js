@@ -7,7 +7,9 @@
 // broadcast is then compressed once for all). BENCH_CLUSTER_REDIS (a
 // redis:// URL) and BENCH_CLUSTER_CHANNEL: the `cluster` option, so that a
 // broadcast reaches the clients of every node on the channel (the cluster
-// scenario); the listening line waits for the first join.
+// scenario); the listening line waits for the first join. Idle with
+// listeners: 'add' and 'remove' keep every connection in a Map by its id,
+// as a Mytosis group does.
 
 const path = require('node:path');
 const { scenario, deflate, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
@@ -35,6 +37,11 @@ async function main() {
         });
       })
     : null;
+  if (scenario === 'idle-listeners') {
+    const byId = new Map();
+    server.on('add', (connection) => byId.set(connection.id, connection));
+    server.on('remove', (connection) => byId.delete(connection.id));
+  }
   if (scenario === 'fanout') {
     server.messages.forEach((message, connection) => {
       server.send(message, { except: connection });

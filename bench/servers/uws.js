@@ -5,13 +5,16 @@
 // bench/node_modules. JSON echo: JSON.parse of the text, JSON.stringify back;
 // binary echoed as is. Fan-out: every client subscribes to one topic and a
 // message is published with `ws.publish` (the WebSocket's publish, which
-// skips the sender), uWS's natural broadcast.
+// skips the sender), uWS's natural broadcast. Idle with listeners: `open` and
+// `close` keep every connection in a Map by a random UUID, as a Mytosis
+// group would.
 //
 // BENCH_DEFLATE: `shared` is `compression: uWS.SHARED_COMPRESSOR`, `dedicated`
 // `uWS.DEDICATED_COMPRESSOR` (a 256 KB window and state per connection);
 // both inflate with uWS's default, shared decompressor. uWS compresses a
 // message only when `send`/`publish` is asked to (their last argument).
 
+const { randomUUID } = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 const { scenario, deflate, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
@@ -57,6 +60,17 @@ if (scenario === 'fanout') {
   behavior.message = (ws, message) => {
     const obj = JSON.parse(Buffer.from(message).toString());
     ws.publish(TOPIC, JSON.stringify(obj), false, compress);
+  };
+} else if (scenario === 'idle-listeners') {
+  const byId = new Map();
+  behavior.open = (ws) => {
+    connections++;
+    ws.id = randomUUID();
+    byId.set(ws.id, ws);
+  };
+  behavior.close = (ws) => {
+    connections--;
+    byId.delete(ws.id);
   };
 } else {
   behavior.open = () => {

@@ -12,6 +12,9 @@
 // serverNoContextTakeover: true }` (every message compressed on its own, as
 // our broadcasts need), `takeover` is `perMessageDeflate: true` (ws's
 // default, a compression context per connection kept across messages).
+// Idle with listeners: every connection in a Map by a random UUID.
+
+const { randomUUID } = require('node:crypto');
 
 const { scenario, deflate, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
 
@@ -22,7 +25,15 @@ const DEFLATE = { '': false, 'no-takeover': { serverNoContextTakeover: true }, t
 if (!(deflate in DEFLATE)) fail(new Error(`BENCH_DEFLATE=${deflate}: not one of ${Object.keys(DEFLATE)}`));
 const wss = new WebSocketServer({ host, port, perMessageDeflate: DEFLATE[deflate], maxPayload: MAX_PAYLOAD });
 
-if (scenario === 'fanout') {
+if (scenario === 'idle-listeners') {
+  const byId = new Map();
+  wss.on('connection', (ws) => {
+    const id = randomUUID();
+    byId.set(id, ws);
+    ws.on('close', () => byId.delete(id));
+    ws.on('error', () => {});
+  });
+} else if (scenario === 'fanout') {
   wss.on('connection', (ws) => {
     ws.on('message', (data) => {
       const out = Buffer.from(JSON.stringify(JSON.parse(data)));
