@@ -11,6 +11,7 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
 const { Child, canPin } = require('./lib/child');
+const proc = require('./lib/proc');
 const { machineInfo, addonInfo, root } = require('./lib/machine');
 const report = require('./lib/report');
 // A free port and a redis-server's readiness, as the cluster tests find them.
@@ -27,7 +28,9 @@ const NOFILE = 65536;
 
 const FULL = {
   rounds: 3,
-  scenarios: 'echo,fanout,idle,idle-listeners,big,client,echo-deflate,fanout-deflate,idle-deflate,cluster,leak',
+  scenarios:
+    'echo,fanout,idle,idle-listeners,big,client,echo-deflate,fanout-deflate,idle-deflate,' +
+    'wss-echo-ecdsa,wss-echo-rsa,wss-big-ecdsa,wss-big-rsa,connrate,connrate-wss-ecdsa,connrate-wss-rsa,storm,cluster,leak',
   peers: 'ours,ws,ws+bufferutil,uWS.js,rust-echo',
   deflatePeers: 'ours,ws-no-takeover,ws-takeover,uWS.js-shared,uWS.js-dedicated,ours-off,ws-off,uWS.js-off',
   clients: 'ours,ws,ws+bufferutil,undici',
@@ -63,6 +66,22 @@ const FULL = {
   clientInflight: 64,
   clientWarmup: 1,
   clientSeconds: 5,
+  // wss:// 1 MiB echo: two connections with one message in flight each
+  // (uWS.js's SSLApp drops a connection with two of 512 KiB or more in
+  // flight: see bench/README.md).
+  wssBigConnections: 2,
+  wssBigInflight: 1,
+  // Connection rate: workers each connecting, echoing one message and
+  // closing in a loop, from source addresses 127.0.0.2-9.
+  connrateConcurrency: 50,
+  connrateWarmup: 1,
+  connrateSeconds: 10,
+  connrateSources: '127.0.0.2-9',
+  // Reconnect storm: clients (our Socket, default retry policy) in this many
+  // Node processes; a run fails if they are not all back within the timeout.
+  stormClients: 10000,
+  stormProcesses: 2,
+  stormTimeout: 60,
   leakSeconds: 60,
   leakEarly: 10,
   perf: false,
@@ -81,7 +100,9 @@ const FULL = {
 
 const QUICK = {
   rounds: 1,
-  scenarios: 'echo,fanout,idle,idle-listeners,big,client,echo-deflate,fanout-deflate,idle-deflate',
+  scenarios:
+    'echo,fanout,idle,idle-listeners,big,client,echo-deflate,fanout-deflate,idle-deflate,' +
+    'wss-echo-ecdsa,wss-echo-rsa,wss-big-ecdsa,wss-big-rsa,connrate,connrate-wss-ecdsa,connrate-wss-rsa,storm',
   echoWarmup: 0.5,
   echoSeconds: 2,
   fanoutReceivers: 200,
@@ -95,6 +116,9 @@ const QUICK = {
   bigSeconds: 2,
   clientWarmup: 0.5,
   clientSeconds: 2,
+  connrateWarmup: 0.5,
+  connrateSeconds: 2,
+  stormClients: 2000,
   leakSeconds: 20,
   leakEarly: 5,
   output: 'results-quick'
@@ -102,7 +126,7 @@ const QUICK = {
 
 const HELP = `usage: node bench/run.js [options]       (npm run bench -- [options])
 
-  --quick               a smoke run under a minute: 1 round, short scenarios,
+  --quick               a smoke run of a few minutes: 1 round, short scenarios,
                         written to bench/results-quick.{md,svg}
   --leak                only the leak check: JSON echo against our server for
                         --leak-seconds (60), RSS at --leak-early (10) s and at the end
@@ -112,8 +136,11 @@ const HELP = `usage: node bench/run.js [options]       (npm run bench -- [option
                         into results.md
   --rounds N            rounds, interleaved A B A B ... (3)
   --scenarios LIST      echo,fanout,idle,idle-listeners,big,client,echo-deflate,fanout-deflate,
-                        idle-deflate,cluster,leak (cluster needs redis-server,
-                        else only its one-node setup runs; not in --quick)
+                        idle-deflate,wss-echo-ecdsa,wss-echo-rsa,wss-big-ecdsa,wss-big-rsa,
+                        connrate,connrate-wss-ecdsa,connrate-wss-rsa,storm,cluster,leak
+                        (cluster needs redis-server, else only its one-node setup
+                        runs; not in --quick); "wss" stands for the four wss-*,
+                        "connrate-wss" for both connrate-wss-*
   --peers LIST          servers: ours,ws,ws+bufferutil,uWS.js,rust-echo (the last
                         is a reference without JS, in echo and big only)
   --deflate-peers LIST  servers of the *-deflate scenarios: ours,ws-no-takeover,
@@ -133,6 +160,13 @@ const HELP = `usage: node bench/run.js [options]       (npm run bench -- [option
                         second reading, after holding S seconds more)
   --big-seconds S, --big-connections N, --big-inflight K, --big-size BYTES
   --client-seconds S, --client-connections N, --client-inflight K
+  --wss-big-connections N, --wss-big-inflight K   wss-big-*: N (2) connections
+                        with K (1) messages in flight each
+  --connrate-seconds S, --connrate-warmup S, --connrate-concurrency N (10, 1, 50)
+  --connrate-sources A  source addresses of the connection rate's clients, in
+                        turn: 127.0.0.2-9 (a range of the last octet), a list, or none
+  --storm-clients N, --storm-processes P, --storm-timeout S   reconnect storm:
+                        N (10000) Sockets in P (2) Node processes; fail after S (60) s
   --ours-dir DIR        the mytosis-websocket checkout to measure (the package root)
   --output NAME         write bench/NAME.md, NAME.svg, NAME.json (results)
   --no-pin              do not pin processes to cores
@@ -457,7 +491,47 @@ function socketioAvailability(options) {
   return { ok: true, version: r.stdout.trim() };
 }
 
-async function startServer(options, peer, scenario, { gc = false, perfMap = false, deflate = false, spec: given, env = {}, name } = {}) {
+// ---------------------------------------------------------- certificates
+
+// The wss:// scenarios' certificates: self-signed for 127.0.0.1 and
+// localhost (subjectAltName; CA:FALSE, serverAuth: a server certificate,
+// trusted by the load generator as its only root through --ca), made with
+// the openssl CLI once per run into a temporary directory, removed at exit.
+const CERTS = {
+  ecdsa: { label: 'ECDSA P-256', newkey: ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'] },
+  rsa: { label: 'RSA 2048', newkey: ['-newkey', 'rsa:2048'] }
+};
+let certDir = null;
+const certFiles = {};
+
+function certificate(kind) {
+  if (certFiles[kind]) return certFiles[kind];
+  if (!certDir) {
+    certDir = fs.mkdtempSync(path.join(os.tmpdir(), 'mytosis-bench-tls-'));
+    process.on('exit', () => fs.rmSync(certDir, { recursive: true, force: true }));
+  }
+  const cert = path.join(certDir, `${kind}-cert.pem`);
+  const key = path.join(certDir, `${kind}-key.pem`);
+  const r = spawnSync(
+    'openssl',
+    ['req', '-x509', ...CERTS[kind].newkey, '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
+      '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-addext', 'basicConstraints=critical,CA:FALSE',
+      '-addext', 'extendedKeyUsage=serverAuth'],
+    { encoding: 'utf8', timeout: 30000 }
+  );
+  if (r.status !== 0) {
+    throw new Error(`openssl could not make the ${CERTS[kind].label} certificate: ${r.error ? r.error.message : r.stderr.trim().split('\n').pop()}`);
+  }
+  certFiles[kind] = { cert, key };
+  return certFiles[kind];
+}
+
+/** `--ca FILE` for the load generator when the server speaks wss://. */
+function caArgs(server) {
+  return server.tls ? ['--ca', server.tls.cert] : [];
+}
+
+async function startServer(options, peer, scenario, { gc = false, perfMap = false, deflate = false, spec: given, env = {}, name, tls } = {}) {
   const spec = given || (deflate ? DEFLATE_PEERS : SERVER_PEERS)[peer];
   if (spec.rust) {
     const child = new Child(`${peer} server`, [LOADGEN, 'client-echo', '--timeout', '3600'], {
@@ -478,19 +552,24 @@ async function startServer(options, peer, scenario, { gc = false, perfMap = fals
   const nodeArgs = [];
   if (gc) nodeArgs.push('--expose-gc');
   if (perfMap) nodeArgs.push('--perf-basic-prof-only-functions');
+  // wss://: the certificate files of `tls` (a kind of CERTS).
+  const files = tls ? certificate(tls) : null;
+  const tlsEnv = files ? { BENCH_TLS_CERT: files.cert, BENCH_TLS_KEY: files.key } : {};
   const child = new Child(name || `${peer} server`, ['node', ...nodeArgs, path.join(BENCH, 'servers', spec.script)], {
     core: options.pin ? SERVER_CORE : null,
     nofile: NOFILE,
     // V8 may leave logs in the working directory.
     cwd: os.tmpdir(),
-    env: { ...spec.env, ...env, BENCH_SCENARIO: scenario, BENCH_OURS_DIR: options.oursDir },
+    env: { ...spec.env, ...tlsEnv, ...env, BENCH_SCENARIO: scenario, BENCH_OURS_DIR: options.oursDir },
     verbose: options.verbose
   });
   try {
     const info = await child.waitFor('listening', 30000);
     if (spec.check) spec.check(info);
+    if (Boolean(info.tls) !== Boolean(files)) throw new Error(`the server ${files ? 'does not speak' : 'speaks'} wss://`);
     child.info = info;
-    child.url = `ws://127.0.0.1:${info.port}/`;
+    child.tls = files;
+    child.url = `${files ? 'wss' : 'ws'}://127.0.0.1:${info.port}/`;
     return child;
   } catch (err) {
     await child.stop();
@@ -616,6 +695,76 @@ function checkNegotiated(peer, result) {
   return result;
 }
 
+/**
+ * A measured window of `loadgen ARGS` (echo, big) against a fresh server
+ * (over wss:// with `tls`); with `perf`, a profile of the server taken once
+ * the window started.
+ */
+function windowRun(options, peer, serverScenario, { args, seconds, warmup, perf, tls }) {
+  return withServer(
+    options,
+    peer,
+    serverScenario,
+    async (server, track) => {
+      const timeout = seconds + warmup + 120;
+      const lg = track(startLoadgen(options, [...args(server), ...caArgs(server)], timeout));
+      let prof;
+      if (perf) {
+        await lg.waitFor('start', 120000);
+        prof = profile(options, server, options.perfSeconds);
+      }
+      const result = await lg.waitFor('result', timeout * 1000);
+      if (tls && !result.tls) throw new Error('the load generator reports no TLS');
+      return { ...result, profile: prof ? await prof : undefined };
+    },
+    { perfMap: perf, tls }
+  );
+}
+
+/** JSON echo (scenarios echo and wss-echo-*). */
+function echoRun(options, peer, { perf, tls } = {}) {
+  const seconds = perf ? Math.max(options.echoSeconds, options.perfSeconds + 2) : options.echoSeconds;
+  return windowRun(options, peer, 'echo', {
+    seconds,
+    warmup: options.echoWarmup,
+    perf,
+    tls,
+    args: (server) => ['echo', '--url', server.url, '--connections', options.echoConnections, '--inflight', options.echoInflight,
+      '--warmup', options.echoWarmup, '--duration', seconds, '--cpu-pid', server.pid]
+  });
+}
+
+/** 1 MiB binary echo (scenarios big and wss-big-*). */
+function bigRun(options, peer, { perf, tls, connections = options.bigConnections, inflight = options.bigInflight } = {}) {
+  const seconds = perf ? Math.max(options.bigSeconds, options.perfSeconds + 2) : options.bigSeconds;
+  return windowRun(options, peer, 'big', {
+    seconds,
+    warmup: options.bigWarmup,
+    perf,
+    tls,
+    args: (server) => ['big', '--url', server.url, '--connections', connections, '--inflight', inflight,
+      '--size', options.bigSize, '--warmup', options.bigWarmup, '--duration', seconds, '--cpu-pid', server.pid]
+  });
+}
+
+/** Connection rate (scenarios connrate and connrate-wss-*). */
+function connrateRun(options, peer, { tls } = {}) {
+  return windowRun(options, peer, 'echo', {
+    seconds: options.connrateSeconds,
+    warmup: options.connrateWarmup,
+    tls,
+    args: (server) => ['connrate', '--url', server.url, '--concurrency', options.connrateConcurrency,
+      '--warmup', options.connrateWarmup, '--duration', options.connrateSeconds, '--cpu-pid', server.pid,
+      '--sources', options.connrateSources || 'none']
+  }).then((result) => {
+    // A few failures in a storm of connections are reported; more fail the run.
+    if (result.failed > Math.max(10, result.connections / 100)) {
+      throw new Error(`${result.failed} connections failed (${result.connections} completed): ${result.first_error}`);
+    }
+    return result;
+  });
+}
+
 // The idle scenarios' readings.
 const SCENARIOS_IDLE_METRICS = [
   { key: 'bytes_per_conn', label: 'RSS bytes/conn', short: 'bytes/conn', better: 'lower' },
@@ -647,30 +796,7 @@ const SCENARIOS = {
       { key: 'server_us_per_msg', label: 'JSON echo\nCPU per msg', better: 'lower' }
     ],
     async run(options, peer, { perf } = {}) {
-      return withServer(
-        options,
-        peer,
-        'echo',
-        async (server, track) => {
-          const seconds = perf ? Math.max(options.echoSeconds, options.perfSeconds + 2) : options.echoSeconds;
-          const lg = track(
-            startLoadgen(
-              options,
-              ['echo', '--url', server.url, '--connections', options.echoConnections, '--inflight', options.echoInflight,
-                '--warmup', options.echoWarmup, '--duration', seconds, '--cpu-pid', server.pid],
-              seconds + options.echoWarmup + 120
-            )
-          );
-          let prof;
-          if (perf) {
-            await lg.waitFor('start', 120000);
-            prof = profile(options, server, options.perfSeconds);
-          }
-          const result = await lg.waitFor('result', (seconds + options.echoWarmup + 120) * 1000);
-          return { ...result, profile: prof ? await prof : undefined };
-        },
-        { perfMap: perf }
-      );
+      return echoRun(options, peer, { perf });
     }
   },
 
@@ -846,30 +972,7 @@ const SCENARIOS = {
     ratios: ['mb_per_sec'],
     chart: [{ key: 'mb_per_sec', label: '1 MiB echo\nMB/s', better: 'higher' }],
     async run(options, peer, { perf } = {}) {
-      return withServer(
-        options,
-        peer,
-        'big',
-        async (server, track) => {
-          const seconds = perf ? Math.max(options.bigSeconds, options.perfSeconds + 2) : options.bigSeconds;
-          const lg = track(
-            startLoadgen(
-              options,
-              ['big', '--url', server.url, '--connections', options.bigConnections, '--inflight', options.bigInflight,
-                '--size', options.bigSize, '--warmup', options.bigWarmup, '--duration', seconds, '--cpu-pid', server.pid],
-              seconds + options.bigWarmup + 120
-            )
-          );
-          let prof;
-          if (perf) {
-            await lg.waitFor('start', 120000);
-            prof = profile(options, server, options.perfSeconds);
-          }
-          const result = await lg.waitFor('result', (seconds + options.bigWarmup + 120) * 1000);
-          return { ...result, profile: prof ? await prof : undefined };
-        },
-        { perfMap: perf }
-      );
+      return bigRun(options, peer, { perf });
     }
   },
 
@@ -1095,13 +1198,217 @@ const SCENARIOS = {
   }
 };
 
+// The scenarios of wss:// and of connections: on ours, uWS.js and ws
+// (which is ws on https.createServer in the wss:// ones), with ratios to
+// uWS.js (the targets) and to ws.
+const CONN_PEERS = ['ours', 'uWS.js', 'ws'];
+const TLS_NOTE =
+  'over wss:// (TLS 1.3, TLS13_AES_128_GCM_SHA256 and X25519, offered alone by the load generator (rustls with ring) so that every ' +
+  'server runs the same; no session resumption): ours `new Server({ tls: { cert, key } })`, uWS.js `SSLApp`, ws on ' +
+  '`https.createServer`, all with the same certificate';
+
+for (const [kind, cert] of Object.entries(CERTS)) {
+  SCENARIOS[`wss-echo-${kind}`] = {
+    ...SCENARIOS.echo,
+    title: `JSON echo over wss:// (${cert.label})`,
+    peers: CONN_PEERS,
+    baselines: ['uWS.js', 'ws'],
+    describe: (o) => `${SCENARIOS.echo.describe(o).replace(' (rust-echo: echoed as is)', '')}; ${TLS_NOTE}, ${cert.label}`,
+    chart: undefined,
+    async run(options, peer) {
+      return echoRun(options, peer, { tls: kind });
+    }
+  };
+  SCENARIOS[`wss-big-${kind}`] = {
+    ...SCENARIOS.big,
+    title: `1 MiB binary echo over wss:// (${cert.label})`,
+    peers: CONN_PEERS,
+    baselines: ['uWS.js', 'ws'],
+    describe: (o) =>
+      SCENARIOS.big.describe({ ...o, bigConnections: o.wssBigConnections, bigInflight: o.wssBigInflight }) + `; ${TLS_NOTE}, ${cert.label}`,
+    chart: undefined,
+    async run(options, peer) {
+      return bigRun(options, peer, { tls: kind, connections: options.wssBigConnections, inflight: options.wssBigInflight });
+    }
+  };
+}
+
+const CONNRATE = {
+  kind: 'server',
+  peers: CONN_PEERS,
+  baselines: ['uWS.js', 'ws'],
+  metrics: [
+    { key: 'conns_per_sec', label: 'connections/s', short: 'conns/s', better: 'higher' },
+    { key: 'server_us_per_conn', label: 'server CPU us/conn', short: 'CPU/conn', better: 'lower' },
+    { key: 'p50_us', label: 'first echo p50 us', better: 'lower' },
+    { key: 'p99_us', label: 'first echo p99 us', better: 'lower' },
+    { key: 'open_p50_us', label: 'open p50 us', better: 'lower' },
+    { key: 'failed', label: 'failed', digits: 0 },
+    { key: 'server_cpu_pct', label: 'server CPU %', digits: 0 },
+    { key: 'loadgen_cpu_pct', label: 'loadgen CPU %', digits: 0 }
+  ],
+  ratios: ['conns_per_sec', 'server_us_per_conn']
+};
+const connrateDescribe = (o) =>
+  `${o.connrateConcurrency} workers, each in a loop: TCP connect (source addresses ${o.connrateSources || 'not bound'}, in turn), ` +
+  'upgrade, one ~25-byte JSON text and its echo, close handshake, then the server\'s close of TCP awaited; ' +
+  `connections completed per second over ${o.connrateSeconds} s after ${o.connrateWarmup} s of warm-up, server CPU per connection, ` +
+  'time from the start of connect to the first echo ("first echo") and to the open WebSocket ("open")';
+SCENARIOS.connrate = {
+  ...CONNRATE,
+  title: 'Connection rate',
+  describe: (o) => `${connrateDescribe(o)}; ws://`,
+  async run(options, peer) {
+    return connrateRun(options, peer);
+  }
+};
+for (const [kind, cert] of Object.entries(CERTS)) {
+  SCENARIOS[`connrate-wss-${kind}`] = {
+    ...CONNRATE,
+    title: `Connection rate over wss:// (${cert.label})`,
+    describe: (o) => `${connrateDescribe(o)}; ${TLS_NOTE}, ${cert.label}: a full TLS handshake per connection`,
+    async run(options, peer) {
+      return connrateRun(options, peer, { tls: kind });
+    }
+  };
+}
+
+// `--scenarios` shorthands.
+const SCENARIO_GROUPS = {
+  wss: Object.keys(CERTS).flatMap((kind) => [`wss-echo-${kind}`, `wss-big-${kind}`]),
+  'connrate-wss': Object.keys(CERTS).map((kind) => `connrate-wss-${kind}`)
+};
+
+/** Peak and current resident set size of `pid` (VmHWM, VmRSS), in bytes. */
+function memoryPeak(pid) {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (field) => Number(new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(status)?.[1]) * 1024;
+    return { hwm: kb('VmHWM'), rss: kb('VmRSS') };
+  } catch {
+    return { hwm: null, rss: null };
+  }
+}
+
+SCENARIOS.storm = {
+  title: 'Reconnect storm',
+  kind: 'server',
+  peers: CONN_PEERS,
+  baselines: ['ws', 'uWS.js'],
+  describe: (o) =>
+    `${o.stormClients} clients, our Socket with its defaults (retry after a drop: 1,500 ms shortened by up to 25% of jitter, ` +
+    `then x1.3 per retry), in ${o.stormProcesses} Node process(es) on the load generator's core, connected to the server; ` +
+    'then the server process is killed (SIGKILL: the kernel drops every connection at once) and a new one started on the same ' +
+    'port, as in a deploy. "all back": from the kill until the last Socket is open again (p50/p99 over the Sockets); ' +
+    '"last drop seen": from the kill until the last Socket saw its connection drop (the clients\' own pace); ' +
+    '"new server listening": from the kill; "peak RSS": the new server\'s VmHWM once all are back, against its RSS then and ' +
+    'the old server\'s with every client connected; "retries": attempts beyond the first one per Socket (refused or timed out); ' +
+    'server CPU: the new server\'s, from its start until all are back',
+  metrics: [
+    { key: 'all_back_ms', label: 'all back ms', short: 'all back', better: 'lower' },
+    { key: 'back_p50_ms', label: 'back p50 ms', better: 'lower' },
+    { key: 'back_p99_ms', label: 'back p99 ms', better: 'lower' },
+    { key: 'last_drop_seen_ms', label: 'last drop seen ms' },
+    { key: 'listen_ms', label: 'new server listening ms', better: 'lower' },
+    { key: 'peak_rss_mb', label: 'peak RSS MB', short: 'peak RSS', better: 'lower', digits: 1 },
+    { key: 'rss_after_mb', label: 'RSS after MB', digits: 1 },
+    { key: 'rss_steady_mb', label: 'RSS before the kill MB', digits: 1 },
+    { key: 'retries', label: 'retries', digits: 0 },
+    { key: 'server_cpu_ms', label: 'server CPU ms', better: 'lower' }
+  ],
+  ratios: ['all_back_ms', 'peak_rss_mb'],
+  async run(options, peer) {
+    await waitForIdleMachine(options);
+    const children = [];
+    try {
+      // A port of the OS's choosing, given to both processes: the new one
+      // listens where the clients come back to (and uWS.js sets
+      // SO_REUSEADDR only on a given port).
+      const port = await freePort();
+      const first = await startServer(options, peer, 'echo', { env: { BENCH_PORT: port } });
+      children.push(first);
+      const n = options.stormClients;
+      const processes = Math.max(1, Math.min(options.stormProcesses, n));
+      const clients = [];
+      for (let i = 0; i < processes; i++) {
+        const count = Math.floor(n / processes) + (i < n % processes ? 1 : 0);
+        const client = new Child(`storm clients ${i + 1}`, ['node', path.join(BENCH, 'clients', 'storm.js')], {
+          core: options.pin ? LOAD_CORE : null,
+          nofile: NOFILE,
+          cwd: os.tmpdir(),
+          env: { BENCH_URL: first.url, BENCH_CLIENTS: count, BENCH_OURS_DIR: options.oursDir },
+          verbose: options.verbose
+        });
+        children.push(client);
+        clients.push(client);
+      }
+      await Promise.all(clients.map((c) => c.waitFor('open', 300000)));
+      const deadline = Date.now() + 60000;
+      let seen = await stats(first, false);
+      while (seen.connections < n && Date.now() < deadline) {
+        await sleep(250);
+        seen = await stats(first, false);
+      }
+      if (seen.connections < n) throw new Error(`the server counts ${seen.connections} of ${n} connections after 60 s`);
+      await sleep(1000);
+      const steady = memoryPeak(first.pid);
+      const dropAt = Date.now();
+      process.kill(first.pid, 'SIGKILL');
+      await first.exited;
+      const next = await startServer(options, peer, 'echo', { env: { BENCH_PORT: port }, name: `${peer} server (restarted)` });
+      const listenMs = Date.now() - dropAt;
+      children.push(next);
+      const reports = await Promise.all(clients.map((c) => c.waitFor('back', options.stormTimeout * 1000)));
+      const cpu = proc.cpu(next.pid);
+      const mem = memoryPeak(next.pid);
+      const back = reports.flatMap((r) => r.back).map((t) => t - dropAt).sort((a, b) => a - b);
+      const at = (p) => back[Math.min(back.length - 1, Math.ceil((p / 100) * back.length) - 1)];
+      const dropped = reports.flatMap((r) => r.dropped).map((t) => t - dropAt);
+      const after = await stats(next, false);
+      if (after.connections !== null && after.connections < n) {
+        throw new Error(`the restarted server counts ${after.connections} of ${n} connections once every Socket is back`);
+      }
+      return {
+        clients: n,
+        processes,
+        all_back_ms: back[back.length - 1],
+        first_back_ms: back[0],
+        back_p50_ms: at(50),
+        back_p99_ms: at(99),
+        listen_ms: listenMs,
+        last_drop_seen_ms: Math.max(...dropped),
+        peak_rss_mb: mem.hwm / 1e6,
+        rss_after_mb: mem.rss / 1e6,
+        rss_steady_mb: steady.rss / 1e6,
+        // Every Socket's first retry is its return when it succeeds.
+        retries: reports.reduce((sum, r) => sum + r.retries, 0) - n,
+        client_errors: reports.reduce((sum, r) => sum + r.errors, 0),
+        // Its start-up included: the new process began at the kill.
+        server_cpu_ms: cpu ? cpu.ns / 1e6 : null,
+        server_connections: after.connections,
+        serverInfo: next.info
+      };
+    } finally {
+      for (const child of children.reverse()) await child.stop();
+      await sleep(300);
+    }
+  }
+};
+
 // ------------------------------------------------------------------ main
 
 function summarize(scenarioId, result) {
   const f = report.fmt;
-  switch (scenarioId) {
+  // The wss:// scenarios read as their ws:// ones.
+  const id = scenarioId.replace(/^wss-(echo|big)-.*$/, '$1').replace(/^connrate-wss-.*$/, 'connrate');
+  const tls = result.tls ? ` [${result.tls}]` : '';
+  switch (id) {
+    case 'connrate':
+      return `${f(result.conns_per_sec)} connections/s, ${f(result.server_us_per_conn)} us server CPU/conn, first echo p50 ${f(result.p50_us)} us, p99 ${f(result.p99_us)} us, ${result.failed} failed (CPU: server ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)${tls}`;
+    case 'storm':
+      return `all ${f(result.clients)} back after ${f(result.all_back_ms)} ms (p50 ${f(result.back_p50_ms)}, p99 ${f(result.back_p99_ms)}; new server listening at ${f(result.listen_ms)} ms), peak RSS ${f(result.peak_rss_mb, 1)} MB (then ${f(result.rss_after_mb, 1)}; before the kill ${f(result.rss_steady_mb, 1)}), ${f(result.retries)} retries, server CPU ${f(result.server_cpu_ms)} ms`;
     case 'echo':
-      return `${f(result.msgs_per_sec)} msgs/s, ${f(result.server_us_per_msg, 2)} us server CPU/msg, p50 ${f(result.p50_us)} us, p99 ${f(result.p99_us)} us (CPU: server ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)`;
+      return `${f(result.msgs_per_sec)} msgs/s, ${f(result.server_us_per_msg, 2)} us server CPU/msg, p50 ${f(result.p50_us)} us, p99 ${f(result.p99_us)} us (CPU: server ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)${tls}`;
     case 'cluster':
       return `${f(result.delivered_per_sec)} deliveries/s over ${result.nodes} node(s), p50 ${f(result.p50_ms)} ms, p99 ${f(result.p99_ms)} ms, last after ${f(result.last_delivery_ms)} ms (CPU: servers and Redis ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)` +
         (result.paced_p99_ms !== undefined ? `; paced: p50 ${f(result.paced_p50_ms, 2)} ms, p99 ${f(result.paced_p99_ms, 2)} ms` : '');
@@ -1111,7 +1418,7 @@ function summarize(scenarioId, result) {
     case 'idle-listeners':
       return `${f(result.bytes_per_conn)} bytes/conn (RSS ${f(result.rss_before_mb, 1)} -> ${f(result.rss_after_mb, 1)} MiB, opened in ${f(result.open_seconds, 2)} s)`;
     case 'big':
-      return `${f(result.mb_per_sec)} MB/s (CPU: server ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)`;
+      return `${f(result.mb_per_sec)} MB/s (CPU: server ${f(result.server_cpu_pct)}%, loadgen ${f(result.loadgen_cpu_pct)}%)${tls}`;
     case 'client':
       return `${f(result.msgs_per_sec)} msgs/s, ${f(result.client_us_per_msg, 2)} us client CPU/msg (CPU: client ${f(result.client_cpu_pct)}%, echo server ${f(result.echo_cpu_pct)}%)`;
     case 'echo-deflate':
@@ -1148,7 +1455,7 @@ async function main() {
   if (renderAt !== -1) return rerender(process.argv[renderAt + 1]);
   const options = parseOptions(process.argv.slice(2));
   const started = Date.now();
-  const scenarios = options.list('scenarios');
+  const scenarios = options.list('scenarios').flatMap((s) => SCENARIO_GROUPS[s] || [s]);
   for (const s of scenarios) if (!SCENARIOS[s]) throw new Error(`unknown scenario ${s}`);
 
   await ensureLoadgen(options);
@@ -1157,11 +1464,14 @@ async function main() {
     warn('taskset cannot pin to cores 0 and 1 here: processes are not pinned');
   }
 
+  const hard = Number(spawnSync('bash', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).stdout.trim());
   if (scenarios.includes('idle') || scenarios.includes('idle-listeners')) {
-    const hard = Number(spawnSync('bash', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).stdout.trim());
     if (Number.isFinite(hard) && hard < options.idleConnections + 200) {
       warn(`the open-file limit is ${hard}: the idle scenario needs ${options.idleConnections + 200} (fewer with --idle-connections)`);
     }
+  }
+  if (scenarios.includes('storm') && Number.isFinite(hard) && hard < options.stormClients + 200) {
+    warn(`the open-file limit is ${hard}: the storm scenario's server needs ${options.stormClients + 200} (fewer with --storm-clients)`);
   }
   const machine = machineInfo(options.oursDir);
   const addon = addonBuildType(options.oursDir);
@@ -1232,7 +1542,7 @@ async function main() {
           ? ['ours']
           : scenario.deflate
             ? deflatePeers.filter(inScenario(DEFLATE_PEERS))
-            : serverPeers.filter(inScenario(SERVER_PEERS));
+            : serverPeers.filter(inScenario(SERVER_PEERS)).filter((p) => !scenario.peers || scenario.peers.includes(p));
     const rounds = scenario.kind === 'leak' ? 1 : options.rounds;
     const data = (results[id] = { peers, runs: {}, errors: {} });
     log(`\n== ${scenario.title}${scenario.describe ? `: ${scenario.describe(options)}` : ''}`);
@@ -1413,6 +1723,48 @@ const TARGETS = [
       };
     }
   },
+  ...Object.entries(CERTS).flatMap(([kind, cert]) => [
+    {
+      what: `wss:// JSON echo (${cert.label}): server CPU per message at most 1.0x uWebSockets.js SSLApp`,
+      need: [`wss-echo-${kind}`, 'ours', 'uWS.js'],
+      eval: (m) => {
+        const e = m[`wss-echo-${kind}`];
+        const r = e.ours.server_us_per_msg / e['uWS.js'].server_us_per_msg;
+        return {
+          measured: `${e.ours.server_us_per_msg.toFixed(2)} us vs ${e['uWS.js'].server_us_per_msg.toFixed(2)} us: ${r.toFixed(2)}x`,
+          ok: r <= 1,
+          by: `${r.toFixed(2)}x the CPU of uWS.js`
+        };
+      }
+    },
+    {
+      what: `wss:// 1 MiB echo (${cert.label}): at least 1.0x uWebSockets.js SSLApp MB/s`,
+      need: [`wss-big-${kind}`, 'ours', 'uWS.js'],
+      eval: (m) => {
+        const b = m[`wss-big-${kind}`];
+        const r = b.ours.mb_per_sec / b['uWS.js'].mb_per_sec;
+        return {
+          measured: `${report.fmt(b.ours.mb_per_sec)} vs ${report.fmt(b['uWS.js'].mb_per_sec)} MB/s: ${r.toFixed(2)}x`,
+          ok: r >= 1,
+          by: `${(1 / r).toFixed(2)}x short`
+        };
+      }
+    }
+  ]),
+  ...['connrate', ...Object.keys(CERTS).map((kind) => `connrate-wss-${kind}`)].map((id) => ({
+    what: `${SCENARIOS[id].title}: connections/s at least uWebSockets.js's`,
+    need: [id, 'ours', 'uWS.js'],
+    eval: (m) => {
+      const c = m[id];
+      const r = c.ours.conns_per_sec / c['uWS.js'].conns_per_sec;
+      const p99 = `first echo p99 ${report.fmt(c.ours.p99_us / 1000, 1)} vs ${report.fmt(c['uWS.js'].p99_us / 1000, 1)} ms`;
+      return {
+        measured: `${report.fmt(c.ours.conns_per_sec)} vs ${report.fmt(c['uWS.js'].conns_per_sec)}/s: ${r.toFixed(2)}x (${p99})`,
+        ok: r >= 1,
+        by: `${(1 / r).toFixed(2)}x short`
+      };
+    }
+  })),
   {
     what: 'no leak: RSS after 60 s of JSON echo within 10% of RSS at 10 s',
     need: ['leak', 'ours'],
@@ -1505,9 +1857,12 @@ function render(options, machine, uws, addon, results, profiles, elapsed, oursLa
       }
     }
     if (noisy.length) md.push(`- rounds disagree by over 15% of the median: ${noisy.join('; ')}`);
+    // What the wss:// runs negotiated.
+    const tlsSeen = [...new Set(Object.values(data.runs).flat().map((r) => r.tls).filter(Boolean))];
+    if (tlsSeen.length) md.push(`- TLS negotiated: ${tlsSeen.join('; ')}`);
     const added = id === 'idle-deflate' ? compressionCost(t.med) : [];
     if (added.length) md.push(`- what compression adds per connection (RSS bytes/conn minus the same server's "-off" row): ${added.join('; ')}`);
-    if (errs.length || loaded.length || noisy.length || added.length) md.push('');
+    if (errs.length || loaded.length || noisy.length || added.length || tlsSeen.length) md.push('');
     if (scenario.chart && data.peers.includes('ws') && t.med.ws) {
       for (const c of scenario.chart) {
         const base = t.med.ws[c.key];
@@ -1580,9 +1935,10 @@ function render(options, machine, uws, addon, results, profiles, elapsed, oursLa
 
   md.push('## How to run', '');
   md.push('```sh');
-  md.push('npm run bench                 # full run (builds bench/loadgen first if needed), ~20 min');
+  md.push('npm run bench                 # full run (builds bench/loadgen first if needed), ~35 min');
   md.push('npm run bench -- --scenarios cluster --output results-cluster   # only the cluster fan-out');
-  md.push('npm run bench -- --quick      # smoke run, under a minute, writes bench/results-quick.md');
+  md.push('npm run bench -- --scenarios wss,connrate,connrate-wss,storm --output results-conn   # wss://, connection rate, reconnect storm');
+  md.push('npm run bench -- --quick      # smoke run, a few minutes, writes bench/results-quick.md');
   md.push('npm run bench -- --leak       # only the 60 s leak check');
   md.push('npm run bench -- --perf       # also profile our server with perf');
   md.push('node bench/run.js --help      # every option');

@@ -5,7 +5,9 @@
 // one JSON line on stdout when listening, and a tiny stdin protocol for the
 // runner: `stats` answers `{"event":"stats","rss":...,"connections":...}`,
 // `stats gc` does so after a full GC (when run with --expose-gc); the end of
-// stdin ends the process.
+// stdin ends the process. BENCH_TLS_CERT and BENCH_TLS_KEY (PEM files): serve
+// wss:// with that certificate (each script in its own way: see ours.js,
+// ws.js, uws.js).
 
 const readline = require('node:readline');
 const v8 = require('node:v8');
@@ -15,6 +17,10 @@ const scenario = process.env.BENCH_SCENARIO || 'echo';
 const deflate = process.env.BENCH_DEFLATE || '';
 const host = process.env.BENCH_HOST || '127.0.0.1';
 const port = Number(process.env.BENCH_PORT || 0);
+// wss://: the PEM files of the certificate and its key, else null.
+const tls = process.env.BENCH_TLS_CERT
+  ? { certFile: process.env.BENCH_TLS_CERT, keyFile: process.env.BENCH_TLS_KEY }
+  : null;
 // Largest message any server accepts: ours' default.
 const MAX_PAYLOAD = 16 * 1024 * 1024;
 
@@ -23,7 +29,7 @@ function emit(obj) {
 }
 
 function listening(port, info = {}) {
-  emit({ event: 'listening', port, pid: process.pid, scenario, node: process.version, ...info });
+  emit({ event: 'listening', port, pid: process.pid, scenario, node: process.version, tls: Boolean(tls), ...info });
 }
 
 // The scripts set this to a function returning their connection count.
@@ -75,4 +81,4 @@ function fail(err) {
 process.on('uncaughtException', fail);
 process.on('unhandledRejection', fail);
 
-module.exports = { scenario, deflate, host, port, MAX_PAYLOAD, emit, listening, serve, fail };
+module.exports = { scenario, deflate, host, port, tls, MAX_PAYLOAD, emit, listening, serve, fail };

@@ -9,10 +9,11 @@
 // broadcast reaches the clients of every node on the channel (the cluster
 // scenario); the listening line waits for the first join. Idle with
 // listeners: 'add' and 'remove' keep every connection in a Map by its id,
-// as a Mytosis group does.
+// as a Mytosis group does. BENCH_TLS_CERT/KEY: `tls: { cert, key }` (PEM).
 
+const fs = require('node:fs');
 const path = require('node:path');
-const { scenario, deflate, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
+const { scenario, deflate, host, port, tls, MAX_PAYLOAD, listening, serve, fail } = require('./common');
 
 const { Server } = require(process.env.BENCH_OURS_DIR || path.join(__dirname, '..', '..'));
 
@@ -25,6 +26,7 @@ async function main() {
     json: true,
     maxPayload: MAX_PAYLOAD,
     perMessageDeflate: deflate === 'on',
+    ...(tls ? { tls: { cert: fs.readFileSync(tls.certFile, 'utf8'), key: fs.readFileSync(tls.keyFile, 'utf8') } } : {}),
     ...(cluster ? { cluster } : {})
   });
   server.on('error', (err) => {

@@ -13,11 +13,17 @@
 // `uWS.DEDICATED_COMPRESSOR` (a 256 KB window and state per connection);
 // both inflate with uWS's default, shared decompressor. uWS compresses a
 // message only when `send`/`publish` is asked to (their last argument).
+//
+// BENCH_TLS_CERT/KEY: `uWS.SSLApp({ cert_file_name, key_file_name })`.
+// uSockets sets SO_REUSEADDR and SO_REUSEPORT on its listening socket only
+// for a given port (BENCH_PORT), not for port 0: only then can a new
+// process listen on the port while the old one's connections are in
+// TIME_WAIT (the storm scenario gives the port).
 
 const { randomUUID } = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
-const { scenario, deflate, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
+const { scenario, deflate, host, port, tls, MAX_PAYLOAD, listening, serve, fail } = require('./common');
 
 const pkgDir = path.dirname(require.resolve('uwebsockets/package.json'));
 const uWS = require('uwebsockets');
@@ -87,8 +93,7 @@ if (scenario === 'fanout') {
 }
 
 let listenSocket = null;
-uWS
-  .App()
+(tls ? uWS.SSLApp({ cert_file_name: tls.certFile, key_file_name: tls.keyFile }) : uWS.App())
   .ws('/*', behavior)
   .listen(host, port, (token) => {
     if (!token) fail(new Error(`uWS could not listen on ${host}:${port}`));

@@ -13,17 +13,27 @@
 // our broadcasts need), `takeover` is `perMessageDeflate: true` (ws's
 // default, a compression context per connection kept across messages).
 // Idle with listeners: every connection in a Map by a random UUID.
+// BENCH_TLS_CERT/KEY: on an `https.createServer({ cert, key })` (wss://).
 
 const { randomUUID } = require('node:crypto');
+const fs = require('node:fs');
+const https = require('node:https');
 
-const { scenario, deflate, host, port, MAX_PAYLOAD, listening, serve, fail } = require('./common');
+const { scenario, deflate, host, port, tls, MAX_PAYLOAD, listening, serve, fail } = require('./common');
 
 const { wsInfo, wsDir } = require('../lib/ws-info');
 const { WebSocketServer, WebSocket } = require(wsDir);
 
 const DEFLATE = { '': false, 'no-takeover': { serverNoContextTakeover: true }, takeover: true };
 if (!(deflate in DEFLATE)) fail(new Error(`BENCH_DEFLATE=${deflate}: not one of ${Object.keys(DEFLATE)}`));
-const wss = new WebSocketServer({ host, port, perMessageDeflate: DEFLATE[deflate], maxPayload: MAX_PAYLOAD });
+const httpsServer = tls
+  ? https.createServer({ cert: fs.readFileSync(tls.certFile), key: fs.readFileSync(tls.keyFile) })
+  : null;
+const wss = new WebSocketServer({
+  ...(httpsServer ? { server: httpsServer } : { host, port }),
+  perMessageDeflate: DEFLATE[deflate],
+  maxPayload: MAX_PAYLOAD
+});
 
 if (scenario === 'idle-listeners') {
   const byId = new Map();
@@ -59,10 +69,18 @@ if (scenario === 'idle-listeners') {
 }
 
 wss.on('error', fail);
+// With `server`, ws re-emits the https server's 'listening'.
 wss.on('listening', () => {
   serve(
-    () => new Promise((resolve) => wss.close(resolve)),
+    () => new Promise((resolve) => {
+      wss.close(resolve);
+      if (httpsServer) httpsServer.close();
+    }),
     () => wss.clients.size
   );
   listening(wss.address().port, { peer: 'ws', ...wsInfo() });
 });
+if (httpsServer) {
+  httpsServer.on('error', fail);
+  httpsServer.listen(port, host);
+}

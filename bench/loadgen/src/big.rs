@@ -109,6 +109,7 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
     .float("mb_per_sec", bytes as f64 / 1e6 / elapsed)
     .float("msgs_per_sec", messages as f64 / elapsed)
     .float("server_us_per_mb", server_cpu.ns as f64 / 1000.0 / (bytes as f64 / 1e6).max(1e-9))
+    .tls()
     .cpu_use(&cpu, &server_cpu, &own_cpu, elapsed)
     .emit();
   Ok(())

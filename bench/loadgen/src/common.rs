@@ -1,18 +1,24 @@
-//! What every subcommand shares: options, connecting, JSON lines on stdout,
-//! CPU snapshots of a process from /proc, and a latency histogram.
+//! What every subcommand shares: options, connecting (ws:// and wss://),
+//! JSON lines on stdout, CPU snapshots of a process from /proc, and a
+//! latency histogram.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, Write};
-use std::sync::Arc;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
+use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{client_async_with_config, WebSocketStream};
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Stream>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// `--name value` options; every subcommand reads the ones it knows.
@@ -93,6 +99,13 @@ impl JsonObj {
   pub fn str(mut self, key: &str, value: &str) -> JsonObj {
     let _ = write!(self.0, ",\"{key}\":\"{value}\"");
     self
+  }
+  /// `"tls"`: what TLS negotiated, when a connection was wss://.
+  pub fn tls(self) -> JsonObj {
+    match tls_negotiated() {
+      Some(tls) => self.str("tls", &tls),
+      None => self,
+    }
   }
   /// The CPU use of a measured window of `secs` seconds: the server's, the
   /// load generator's and other processes' (what the runner checks to
@@ -226,14 +239,211 @@ impl CpuWindow {
   }
 }
 
-/// Connects one WebSocket client to `url` (`ws://host:port/path`).
-pub async fn connect(url: &str, config: WebSocketConfig) -> Result<Ws, BoxError> {
-  let rest = url.strip_prefix("ws://").ok_or("only ws:// URLs")?;
+/// A client's transport: plain TCP (`ws://`) or TLS over it (`wss://`).
+pub enum Stream {
+  Plain(TcpStream),
+  Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+  fn poll_read(
+    self: Pin<&mut Self>,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+  ) -> Poll<std::io::Result<()>> {
+    match self.get_mut() {
+      Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+      Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+    }
+  }
+}
+
+impl AsyncWrite for Stream {
+  fn poll_write(
+    self: Pin<&mut Self>,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+  ) -> Poll<std::io::Result<usize>> {
+    match self.get_mut() {
+      Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+      Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+    }
+  }
+  fn poll_write_vectored(
+    self: Pin<&mut Self>,
+    cx: &mut Context<'_>,
+    bufs: &[std::io::IoSlice<'_>],
+  ) -> Poll<std::io::Result<usize>> {
+    match self.get_mut() {
+      Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+      Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+    }
+  }
+  fn is_write_vectored(&self) -> bool {
+    match self {
+      Stream::Plain(s) => s.is_write_vectored(),
+      Stream::Tls(s) => s.is_write_vectored(),
+    }
+  }
+  fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    match self.get_mut() {
+      Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+      Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+    }
+  }
+  fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    match self.get_mut() {
+      Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+      Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+    }
+  }
+}
+
+/// The client TLS settings of `--ca FILE` (set once, by `init_tls`).
+static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+/// What the first TLS connection negotiated: "TLSv1_3 TLS13_AES_128_GCM_SHA256 X25519".
+static NEGOTIATED: Mutex<Option<String>> = Mutex::new(None);
+
+/// `--ca FILE` (PEM: the certificate(s) to trust, the only roots),
+/// `--tls-cipher NAME` (the one cipher suite offered, rustls's name;
+/// TLS13_AES_128_GCM_SHA256 by default, what browsers prefer with AES in
+/// hardware) and `--tls-group NAME` (the one key exchange offered: X25519 by
+/// default, as browsers; rustls 0.23.48's ring provider puts secp384r1
+/// first), so that every server runs the same; `any`: rustls's defaults.
+/// Sessions are never resumed: every connection makes a full handshake.
+pub fn init_tls(opts: &Opts) -> Result<(), BoxError> {
+  use rustls::pki_types::pem::PemObject;
+  use rustls::pki_types::CertificateDer;
+  let Some(ca) = opts.values.get("ca") else { return Ok(()) };
+  let mut roots = rustls::RootCertStore::empty();
+  for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("--ca {ca}: {e}"))? {
+    roots.add(cert.map_err(|e| format!("--ca {ca}: {e}"))?)?;
+  }
+  if roots.is_empty() {
+    return Err(format!("--ca {ca}: no certificate").into());
+  }
+  // ring, as the main crate's Server (without its post-quantum key
+  // exchange: X25519 first, as there).
+  #[allow(deprecated)]
+  let mut provider = rustls::crypto::ring::default_provider();
+  let cipher = opts.str("tls-cipher", "TLS13_AES_128_GCM_SHA256");
+  if cipher != "any" {
+    provider.cipher_suites.retain(|s| format!("{:?}", s.suite()) == cipher);
+    if provider.cipher_suites.is_empty() {
+      return Err(format!("--tls-cipher {cipher}: not a cipher suite of rustls (ring)").into());
+    }
+  }
+  let group = opts.str("tls-group", "X25519");
+  if group != "any" {
+    provider.kx_groups.retain(|g| format!("{:?}", g.name()) == group);
+    if provider.kx_groups.is_empty() {
+      return Err(format!("--tls-group {group}: not a key exchange group of rustls (ring)").into());
+    }
+  }
+  let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+  config.resumption = rustls::client::Resumption::disabled();
+  let _ = TLS.set(Arc::new(config));
+  Ok(())
+}
+
+/// What TLS negotiated, once a wss:// connection was made.
+pub fn tls_negotiated() -> Option<String> {
+  NEGOTIATED.lock().unwrap().clone()
+}
+
+/// The parts of `ws://host:port/path` or `wss://...` that connecting needs.
+struct Target<'a> {
+  tls: bool,
+  host: &'a str,
+  host_port: &'a str,
+}
+
+fn target(url: &str) -> Result<Target<'_>, BoxError> {
+  let (tls, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+    (Some(rest), _) => (false, rest),
+    (_, Some(rest)) => (true, rest),
+    _ => return Err(format!("not a ws:// or wss:// URL: {url}").into()),
+  };
   let host_port = rest.split('/').next().unwrap_or(rest);
-  let tcp = TcpStream::connect(host_port).await?;
+  let host = match host_port.strip_prefix('[') {
+    Some(v6) => v6.split(']').next().unwrap_or(v6),
+    None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
+  };
+  Ok(Target { tls, host, host_port })
+}
+
+/// Connects one WebSocket client to `url` (`ws://host:port/path` or
+/// `wss://...`, which needs `--ca`).
+pub async fn connect(url: &str, config: WebSocketConfig) -> Result<Ws, BoxError> {
+  connect_from(url, config, None).await
+}
+
+/// As `connect`, from the source address `source` when given (its port
+/// chosen at connect time, IP_BIND_ADDRESS_NO_PORT, so that a port is
+/// unique per destination rather than per source address).
+pub async fn connect_from(
+  url: &str,
+  config: WebSocketConfig,
+  source: Option<Ipv4Addr>,
+) -> Result<Ws, BoxError> {
+  let target = target(url)?;
+  let tcp = match source {
+    None => TcpStream::connect(target.host_port).await?,
+    Some(ip) => {
+      let addr: SocketAddr = tokio::net::lookup_host(target.host_port)
+        .await?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| format!("{}: no IPv4 address", target.host_port))?;
+      let socket = TcpSocket::new_v4()?;
+      bind_address_no_port(&socket)?;
+      socket.bind(SocketAddr::new(ip.into(), 0)).map_err(|e| format!("bind {ip}: {e}"))?;
+      socket.connect(addr).await?
+    }
+  };
   tcp.set_nodelay(true)?;
-  let (ws, _response) = client_async_with_config(url, tcp, Some(config)).await?;
+  let stream = if target.tls {
+    let config = TLS.get().ok_or("a wss:// URL needs --ca FILE (the certificate to trust)")?;
+    let name = rustls::pki_types::ServerName::try_from(target.host.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await?;
+    let mut negotiated = NEGOTIATED.lock().unwrap();
+    if negotiated.is_none() {
+      let (_, conn) = tls.get_ref();
+      *negotiated = Some(format!(
+        "{:?} {:?} {:?}",
+        conn.protocol_version().ok_or("no TLS version")?,
+        conn.negotiated_cipher_suite().ok_or("no cipher suite")?.suite(),
+        conn.negotiated_key_exchange_group().ok_or("no key exchange")?.name()
+      ));
+    }
+    Stream::Tls(Box::new(tls))
+  } else {
+    Stream::Plain(tcp)
+  };
+  let (ws, _response) = client_async_with_config(url, stream, Some(config)).await?;
   Ok(ws)
+}
+
+fn bind_address_no_port(socket: &TcpSocket) -> std::io::Result<()> {
+  use std::os::fd::AsRawFd;
+  let one: libc::c_int = 1;
+  // SAFETY: a valid socket fd and a c_int option of the right size.
+  let rc = unsafe {
+    libc::setsockopt(
+      socket.as_raw_fd(),
+      libc::IPPROTO_IP,
+      libc::IP_BIND_ADDRESS_NO_PORT,
+      (&one as *const libc::c_int).cast(),
+      std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+    )
+  };
+  if rc == 0 {
+    Ok(())
+  } else {
+    Err(std::io::Error::last_os_error())
+  }
 }
 
 /// Small buffers for many connections with small messages: tungstenite
@@ -255,7 +465,11 @@ pub async fn connect_many(
 
 /// `count` results of `open`, at most `parallel` pending at a time, in
 /// order. Fails on the first error.
-pub async fn open_many<T, F, Fut>(count: usize, parallel: usize, open: F) -> Result<Vec<T>, BoxError>
+pub async fn open_many<T, F, Fut>(
+  count: usize,
+  parallel: usize,
+  open: F,
+) -> Result<Vec<T>, BoxError>
 where
   F: Fn() -> Fut,
   Fut: std::future::Future<Output = Result<T, BoxError>>,
@@ -418,6 +632,18 @@ mod tests {
       let err = (mid as f64 - v as f64).abs() / (v.max(1) as f64);
       assert!(err < 0.01, "{v} -> {mid}");
     }
+  }
+
+  #[test]
+  fn parses_urls() {
+    let t = target("wss://127.0.0.1:8443/x").unwrap();
+    assert!(t.tls);
+    assert_eq!((t.host, t.host_port), ("127.0.0.1", "127.0.0.1:8443"));
+    let t = target("ws://localhost:80").unwrap();
+    assert!(!t.tls);
+    assert_eq!((t.host, t.host_port), ("localhost", "localhost:80"));
+    assert_eq!(target("wss://[::1]:9/").unwrap().host, "::1");
+    assert!(target("http://x").is_err());
   }
 
   #[test]

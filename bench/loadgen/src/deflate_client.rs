@@ -219,13 +219,20 @@ impl DeflateWs {
     Ok(None)
   }
 
-  fn finish(&mut self, text: bool, compressed: bool, data: Vec<u8>, wire_bytes: usize) -> Result<Message, BoxError> {
-    let takeover = !self.deflate.map_or(true, |n| n.server_no_context_takeover);
+  fn finish(
+    &mut self,
+    text: bool,
+    compressed: bool,
+    data: Vec<u8>,
+    wire_bytes: usize,
+  ) -> Result<Message, BoxError> {
+    let takeover = !self.deflate.is_none_or(|n| n.server_no_context_takeover);
     if !compressed || (self.skip_inflate && !takeover) {
       return Ok(Message { text, data, compressed, wire_bytes });
     }
     let data = if takeover {
-      let inflater = self.inflater.get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, 15)));
+      let inflater =
+        self.inflater.get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, 15)));
       inflate(inflater, &data)?
     } else {
       SHARED_INFLATER.with(|cell| {
@@ -288,7 +295,11 @@ impl DeflateWs {
 }
 
 /// Connects `count` clients, at most `parallel` handshakes at a time.
-pub async fn connect_many(url: &str, count: usize, parallel: usize) -> Result<Vec<DeflateWs>, BoxError> {
+pub async fn connect_many(
+  url: &str,
+  count: usize,
+  parallel: usize,
+) -> Result<Vec<DeflateWs>, BoxError> {
   crate::common::open_many(count, parallel, || DeflateWs::connect(url)).await
 }
 
@@ -320,7 +331,8 @@ fn parse_answer(value: &str) -> Result<Option<Negotiated>, BoxError> {
       ("client_no_context_takeover", None) => {}
       ("server_max_window_bits", Some(_)) => {}
       ("client_max_window_bits", Some(bits)) => {
-        n.client_max_window_bits = bits.parse().map_err(|_| format!("client_max_window_bits={bits}"))?;
+        n.client_max_window_bits =
+          bits.parse().map_err(|_| format!("client_max_window_bits={bits}"))?;
       }
       _ => return Err(format!("unexpected extension parameter {param:?} in {value:?}").into()),
     }
@@ -401,9 +413,10 @@ mod tests {
 
   #[test]
   fn parses_answers() {
-    let n = parse_answer("permessage-deflate; server_no_context_takeover; client_max_window_bits=12")
-      .unwrap()
-      .unwrap();
+    let n =
+      parse_answer("permessage-deflate; server_no_context_takeover; client_max_window_bits=12")
+        .unwrap()
+        .unwrap();
     assert!(n.server_no_context_takeover);
     assert_eq!(n.client_max_window_bits, 12);
     let n = parse_answer("permessage-deflate; client_no_context_takeover").unwrap().unwrap();

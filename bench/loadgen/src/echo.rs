@@ -103,6 +103,7 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
     .num("max_us", total.hist.max())
     .num("samples", total.hist.count())
     .float("server_us_per_msg", server_us_per_msg)
+    .tls()
     .cpu_use(&cpu, &server_cpu, &own_cpu, elapsed)
     .emit();
   Ok(())

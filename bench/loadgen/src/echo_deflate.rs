@@ -44,7 +44,9 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
 
   let sockets = connect_many(&url, connections, 100).await?;
   let negotiated = describe(sockets[0].deflate);
-  emit(&format!("{{\"event\":\"ready\",\"connections\":{connections},\"deflate\":\"{negotiated}\"}}"));
+  emit(&format!(
+    "{{\"event\":\"ready\",\"connections\":{connections},\"deflate\":\"{negotiated}\"}}"
+  ));
 
   let phase = Arc::new(AtomicU8::new(WARMUP));
   let mut tasks = Vec::with_capacity(connections);
@@ -114,7 +116,12 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
   Ok(())
 }
 
-async fn drive(mut ws: DeflateWs, inflight: usize, mut seq: u64, phase: Arc<AtomicU8>) -> Result<ConnStats, BoxError> {
+async fn drive(
+  mut ws: DeflateWs,
+  inflight: usize,
+  mut seq: u64,
+  phase: Arc<AtomicU8>,
+) -> Result<ConnStats, BoxError> {
   let mut stats = ConnStats { replies: 0, hist: Histogram::new(), wire: Wire::default() };
   let mut outstanding: VecDeque<(String, Instant)> = VecDeque::with_capacity(inflight);
 
@@ -135,7 +142,13 @@ async fn drive(mut ws: DeflateWs, inflight: usize, mut seq: u64, phase: Arc<Atom
       if message.data != sent.as_bytes() {
         let got = json_number(&message.data, b"\"seq\":");
         let want = json_number(sent.as_bytes(), b"\"seq\":");
-        return Err(format!("expected the echo of seq {want:?}, got seq {got:?} ({} bytes)", message.data.len()).into());
+        return Err(
+          format!(
+            "expected the echo of seq {want:?}, got seq {got:?} ({} bytes)",
+            message.data.len()
+          )
+          .into(),
+        );
       }
       stats.wire.received += 1;
       stats.wire.received_bytes += message.wire_bytes as u64;

@@ -297,7 +297,7 @@ async fn receive(
       let now = Instant::now();
       {
         let mut last = shared.last_delivery.lock().unwrap();
-        if last.map_or(true, |l| now > l) {
+        if last.is_none_or(|l| now > l) {
           *last = Some(now);
         }
       }

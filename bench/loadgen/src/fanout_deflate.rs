@@ -72,7 +72,9 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
   while shared.synced.load(Ordering::SeqCst) < receivers {
     if Instant::now() > sync_deadline {
       let synced = shared.synced.load(Ordering::SeqCst);
-      return Err(format!("only {synced} of {receivers} receivers got a broadcast within 30 s").into());
+      return Err(
+        format!("only {synced} of {receivers} receivers got a broadcast within 30 s").into(),
+      );
     }
     sender.queue(SYNC, true)?;
     sender.flush().await?;
@@ -104,7 +106,12 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
     let limit = Duration::from_secs(opts.num("deliver-timeout", 60.0f64)? as u64);
     if tokio::time::timeout(limit, notified).await.is_err() {
       let finished = shared.finished.load(Ordering::SeqCst);
-      return Err(format!("only {finished} of {receivers} receivers got all {messages} updates within {limit:?}").into());
+      return Err(
+        format!(
+          "only {finished} of {receivers} receivers got all {messages} updates within {limit:?}"
+        )
+        .into(),
+      );
     }
   }
   let (server_cpu, own_cpu) = cpu.stop();
@@ -139,7 +146,7 @@ async fn receive(mut ws: DeflateWs, messages: u64, shared: Arc<Shared>) -> Resul
   loop {
     // A sync that came late would be counted as an update: the next
     // update checked would then not be the one due.
-    ws.skip_inflate = shared.burst.load(Ordering::Relaxed) && got % CHECK_EVERY != 0;
+    ws.skip_inflate = shared.burst.load(Ordering::Relaxed) && !got.is_multiple_of(CHECK_EVERY);
     let message = ws.next().await?;
     if !message.compressed && message.data == SYNC {
       if !synced {
@@ -157,7 +164,7 @@ async fn receive(mut ws: DeflateWs, messages: u64, shared: Arc<Shared>) -> Resul
       let now = Instant::now();
       {
         let mut last = shared.last_delivery.lock().unwrap();
-        if last.map_or(true, |l| now > l) {
+        if last.is_none_or(|l| now > l) {
           *last = Some(now);
         }
       }

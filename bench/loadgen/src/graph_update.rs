@@ -38,7 +38,10 @@ fn mix(mut z: u64) -> u64 {
 /// JSON.stringify(JSON.parse(text)) gives the same text back.
 pub fn graph_update(seq: u64) -> String {
   let mut out = String::with_capacity(2200);
-  let _ = write!(out, "{{\"type\":\"update\",\"seq\":{seq},\"graph\":\"g-3e8a41c07d2b9f65\",\"changes\":[");
+  let _ = write!(
+    out,
+    "{{\"type\":\"update\",\"seq\":{seq},\"graph\":\"g-3e8a41c07d2b9f65\",\"changes\":["
+  );
   let mut state = mix(seq ^ 0x6d79_746f_7369_7321);
   for i in 0..CHANGES {
     state = mix(state);

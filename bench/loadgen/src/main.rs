@@ -10,6 +10,7 @@
 mod big;
 mod client_echo;
 mod common;
+mod connrate;
 mod deflate_client;
 mod echo;
 mod echo_deflate;
@@ -32,7 +33,14 @@ usage: loadgen <subcommand> [--option value ...]
   big          --url U --connections 1 --inflight 2 --size 1048576 --warmup 1 --duration 5 [--cpu-pid P]
   echo-deflate, fanout-deflate, idle-deflate: echo, fanout and idle with
                permessage-deflate and ~2 KB JSON graph updates, same options
+  connrate     --url U --concurrency 50 --warmup 1 --duration 10 [--cpu-pid P]
+               [--sources 127.0.0.2-9 | A,B,... | none] [--conn-timeout 10]
+               (connect, upgrade, one JSON echo, close; connections/s)
   client-echo  [--port 0] [--host 127.0.0.1]                    (an echo server; ends on stdin EOF)
+
+wss:// URLs: --ca FILE (PEM, the certificate to trust) [--tls-cipher NAME
+  (TLS13_AES_128_GCM_SHA256)] [--tls-group NAME (X25519)] (`any`: rustls's
+  defaults); no session resumption: a full handshake per connection.
 
 Common: --timeout SECONDS (default 120): give up and exit 2.";
 
@@ -66,12 +74,14 @@ fn main() {
   let runtime =
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
   let result: Result<(), BoxError> = runtime.block_on(async {
+    common::init_tls(&opts)?;
     match cmd.as_str() {
       "echo" => echo::run(&opts).await,
       "fanout" => fanout::run(&opts).await,
       "idle" => idle::run(&opts).await,
       "big" => big::run(&opts).await,
       "client-echo" => client_echo::run(&opts).await,
+      "connrate" => connrate::run(&opts).await,
       "echo-deflate" => echo_deflate::run(&opts).await,
       "fanout-deflate" => fanout_deflate::run(&opts).await,
       "idle-deflate" => idle_deflate::run(&opts).await,
