@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::Semaphore;
@@ -12,10 +12,6 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use crate::common::*;
-
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const DONE: u8 = 2;
 
 pub async fn run(opts: &Opts) -> Result<(), BoxError> {
   let url = opts.str("url", "ws://127.0.0.1:8080/");
@@ -85,16 +81,8 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
     });
   }
 
-  tokio::time::sleep(warmup).await;
-  let cpu = CpuWindow::start(cpu_pid);
-  phase.store(MEASURE, Ordering::SeqCst);
-  let started = Instant::now();
-  emit_event("start");
-  tokio::time::sleep(duration).await;
-  phase.store(DONE, Ordering::SeqCst);
-  let (server_cpu, own_cpu) = cpu.stop();
-  let elapsed = started.elapsed().as_secs_f64();
-  emit_event("stop");
+  let Measured { cpu, server_cpu, own_cpu, elapsed } =
+    measure_window(&phase, warmup, duration, cpu_pid).await;
   tokio::time::sleep(Duration::from_millis(1)).await;
 
   if let Some(e) = errors.lock().unwrap().first() {

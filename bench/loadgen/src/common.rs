@@ -7,9 +7,10 @@ use std::fmt::Write as _;
 use std::io::{BufRead, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
@@ -201,6 +202,42 @@ pub fn machine_busy_ms() -> u64 {
   let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
   let get = |i: usize| f.get(i).copied().unwrap_or(0);
   (get(0) + get(1) + get(2) + get(5) + get(6) + get(7)) * MS_PER_TICK
+}
+
+/// The phases of a measured run, which its tasks read so as to count only
+/// inside the window.
+pub const WARMUP: u8 = 0;
+pub const MEASURE: u8 = 1;
+pub const DONE: u8 = 2;
+
+/// A measured window: the CPU taken in it and how long it lasted.
+pub struct Measured {
+  pub cpu: CpuWindow,
+  pub server_cpu: CpuDelta,
+  pub own_cpu: CpuDelta,
+  pub elapsed: f64,
+}
+
+/// Lets the run warm up for `warmup`, then measures it for `duration`:
+/// `phase` is MEASURE inside the window (announced by the "start" and
+/// "stop" events) and DONE after it.
+pub async fn measure_window(
+  phase: &AtomicU8,
+  warmup: Duration,
+  duration: Duration,
+  cpu_pid: Option<u32>,
+) -> Measured {
+  tokio::time::sleep(warmup).await;
+  let cpu = CpuWindow::start(cpu_pid);
+  phase.store(MEASURE, Ordering::SeqCst);
+  let started = Instant::now();
+  emit_event("start");
+  tokio::time::sleep_until((started + duration).into()).await;
+  phase.store(DONE, Ordering::SeqCst);
+  let (server_cpu, own_cpu) = cpu.stop();
+  let elapsed = started.elapsed().as_secs_f64();
+  emit_event("stop");
+  Measured { cpu, server_cpu, own_cpu, elapsed }
 }
 
 /// CPU of the server (`--cpu-pid`, if given) and of this process together.

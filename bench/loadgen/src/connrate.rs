@@ -20,10 +20,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
 
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const DONE: u8 = 2;
-
 #[derive(Default)]
 struct Tally {
   completed: u64,
@@ -124,16 +120,8 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
     }));
   }
 
-  tokio::time::sleep(warmup).await;
-  let cpu = CpuWindow::start(cpu_pid);
-  phase.store(MEASURE, Ordering::SeqCst);
-  let started = Instant::now();
-  emit_event("start");
-  tokio::time::sleep(duration).await;
-  phase.store(DONE, Ordering::SeqCst);
-  let (server_cpu, own_cpu) = cpu.stop();
-  let elapsed = started.elapsed().as_secs_f64();
-  emit_event("stop");
+  let Measured { cpu, server_cpu, own_cpu, elapsed } =
+    measure_window(&phase, warmup, duration, cpu_pid).await;
 
   let mut tally = Tally::default();
   let mut echo = Histogram::new();

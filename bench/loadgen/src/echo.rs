@@ -13,10 +13,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
 
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const DONE: u8 = 2;
-
 struct ConnStats {
   replies: u64,
   hist: Histogram,

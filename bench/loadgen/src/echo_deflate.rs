@@ -13,10 +13,6 @@ use crate::common::*;
 use crate::deflate_client::{connect_many, describe, DeflateWs};
 use crate::graph_update::graph_update;
 
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const DONE: u8 = 2;
-
 #[derive(Default)]
 struct Wire {
   sent: u64,
@@ -56,16 +52,8 @@ pub async fn run(opts: &Opts) -> Result<(), BoxError> {
     tasks.push(tokio::spawn(drive(ws, inflight, first_seq, phase.clone())));
   }
 
-  tokio::time::sleep(warmup).await;
-  let cpu = CpuWindow::start(cpu_pid);
-  phase.store(MEASURE, Ordering::SeqCst);
-  let started = Instant::now();
-  emit_event("start");
-  tokio::time::sleep_until((started + duration).into()).await;
-  phase.store(DONE, Ordering::SeqCst);
-  let (server_cpu, own_cpu) = cpu.stop();
-  let elapsed = started.elapsed().as_secs_f64();
-  emit_event("stop");
+  let Measured { cpu, server_cpu, own_cpu, elapsed } =
+    measure_window(&phase, warmup, duration, cpu_pid).await;
 
   let mut replies = 0;
   let mut hist = Histogram::new();
