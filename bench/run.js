@@ -339,35 +339,32 @@ async function ensureLoadgen(options) {
   }
 }
 
-/** The optional uWebSockets.js package: installed into bench/node_modules. */
-function uwsAvailability(options) {
-  const probe = () =>
-    spawnSync(
-      process.execPath,
-      ['-e', "require('uwebsockets'); console.log(require('uwebsockets/package.json').version)"],
-      { cwd: BENCH, encoding: 'utf8', timeout: 20000 }
-    );
+/**
+ * Whether optional packages load from bench/: `modules` are required and
+ * the first one's version is read. With `options.install`, a missing one
+ * is installed there first (`npm install` in bench/, announced as `what`).
+ */
+function optionalPackages(options, modules, what) {
+  const code = `${modules.map((m) => `require('${m}');`).join(' ')} console.log(require('${modules[0]}/package.json').version)`;
+  const probe = () => spawnSync(process.execPath, ['-e', code], { cwd: BENCH, encoding: 'utf8', timeout: 20000 });
   let r = probe();
-  if (r.status !== 0 && options.install) {
-    const missing = /Cannot find module 'uwebsockets/.test(r.stderr);
-    if (missing) {
-      log('Installing the optional uWebSockets.js package into bench/node_modules (npm install in bench/)...');
-      const npm = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--no-save'], {
-        cwd: BENCH,
-        encoding: 'utf8',
-        timeout: 180000
-      });
-      if (npm.status !== 0) {
-        return { ok: false, reason: `npm install in bench/ failed: ${(npm.stderr || '').trim().split('\n').slice(-3).join(' ')}` };
-      }
-      r = probe();
+  if (r.status !== 0 && options.install && /Cannot find module/.test(r.stderr)) {
+    log(`Installing ${what} into bench/node_modules (npm install in bench/)...`);
+    const npm = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--no-save'], { cwd: BENCH, encoding: 'utf8', timeout: 180000 });
+    if (npm.status !== 0) {
+      return { ok: false, reason: `npm install in bench/ failed: ${(npm.stderr || '').trim().split('\n').slice(-3).join(' ')}` };
     }
+    r = probe();
   }
   if (r.status !== 0) {
-    const reason = (r.stderr || '').trim().split('\n').find((l) => /Error/.test(l)) || `exit ${r.status}`;
-    return { ok: false, reason };
+    return { ok: false, reason: (r.stderr || '').trim().split('\n').find((l) => /Error/.test(l)) || `exit ${r.status}` };
   }
-  return { ok: true };
+  return { ok: true, version: r.stdout.trim() };
+}
+
+/** The optional uWebSockets.js package (bench/package.json). */
+function uwsAvailability(options) {
+  return optionalPackages(options, ['uwebsockets'], 'the optional uWebSockets.js package');
 }
 
 /** Whether the addon is a debug build: debug assertions leave their names. */
@@ -468,27 +465,9 @@ async function startRedis(options) {
   return child;
 }
 
-/** Whether the optional socket.io packages load from bench/ (installed there if not). */
+/** The optional socket.io packages of the cluster scenario (bench/package.json). */
 function socketioAvailability(options) {
-  const probe = () =>
-    spawnSync(
-      process.execPath,
-      ['-e', "require('socket.io'); require('@socket.io/redis-adapter'); require('redis'); console.log(require('socket.io/package.json').version)"],
-      { cwd: BENCH, encoding: 'utf8', timeout: 20000 }
-    );
-  let r = probe();
-  if (r.status !== 0 && options.install && /Cannot find module/.test(r.stderr)) {
-    log('Installing socket.io, @socket.io/redis-adapter and redis into bench/node_modules (npm install in bench/)...');
-    const npm = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--no-save'], { cwd: BENCH, encoding: 'utf8', timeout: 180000 });
-    if (npm.status !== 0) {
-      return { ok: false, reason: `npm install in bench/ failed: ${(npm.stderr || '').trim().split('\n').slice(-3).join(' ')}` };
-    }
-    r = probe();
-  }
-  if (r.status !== 0) {
-    return { ok: false, reason: (r.stderr || '').trim().split('\n').find((l) => /Error/.test(l)) || `exit ${r.status}` };
-  }
-  return { ok: true, version: r.stdout.trim() };
+  return optionalPackages(options, ['socket.io', '@socket.io/redis-adapter', 'redis'], 'socket.io, @socket.io/redis-adapter and redis');
 }
 
 // ---------------------------------------------------------- certificates
