@@ -11,10 +11,10 @@ const ServerConnections = require('../lib/server-connections');
 const { kClosing, kHandle } = require('../lib/symbols');
 
 class FakeConnection {
-  constructor(handle, remoteAddress, remotePort, protocol, context) {
+  constructor(handle, context) {
     this[kHandle] = handle;
     this.id = `connection-${handle}`;
-    Object.assign(this, { remoteAddress, remotePort, protocol, context, closing: false });
+    Object.assign(this, { context, closing: false });
   }
 
   [kClosing]() {
@@ -22,7 +22,7 @@ class FakeConnection {
   }
 }
 
-/** A registry over a fake addon that holds `unmet` connections JS has not met. */
+/** A registry over a fake addon where `unmet` are the handles of connections JS has not met. */
 function registry({ unmet = [], contexts = new Map(), closing = false } = {}) {
   const calls = [];
   const native = {
@@ -45,17 +45,13 @@ function registry({ unmet = [], contexts = new Map(), closing = false } = {}) {
   return { connections, members, calls, contexts };
 }
 
-const found = (handle) => ({ handle, remoteAddress: '127.0.0.1', remotePort: 4000 + handle, protocol: 'chat' });
-
 describe('ServerConnections', () => {
   test('meet makes the object with its context and registers it, without making it a member', () => {
     const { connections, members, contexts } = registry({ contexts: new Map([[7, { user: 'ada' }]]) });
-    const connection = connections.meet(7, found(7));
+    const connection = connections.meet(7);
     assert.ok(connection instanceof FakeConnection);
-    assert.deepEqual(
-      [connection.remoteAddress, connection.remotePort, connection.protocol, connection.context],
-      ['127.0.0.1', 4007, 'chat', { user: 'ada' }]
-    );
+    assert.equal(connection[kHandle], 7);
+    assert.deepEqual(connection.context, { user: 'ada' });
     assert.equal(contexts.size, 0, 'the context is taken');
     assert.equal(connections.get(7), connection);
     assert.ok(connections.owns(connection));
@@ -66,12 +62,12 @@ describe('ServerConnections', () => {
 
   test('a connection met while the server closes is closing at once', () => {
     const { connections } = registry({ closing: true });
-    assert.equal(connections.meet(1, found(1)).closing, true);
+    assert.equal(connections.meet(1).closing, true);
   });
 
   test('owns only the registered object of a handle; delete forgets it', () => {
     const { connections } = registry();
-    const connection = connections.meet(1, found(1));
+    const connection = connections.meet(1);
     assert.equal(connections.owns(new FakeConnection(1)), false);
     assert.equal(connections.owns({ [kHandle]: 1 }), false);
     assert.equal(connections.owns(null), false);
@@ -81,12 +77,12 @@ describe('ServerConnections', () => {
   });
 
   test('unmetCount is what the addon has not announced', () => {
-    const { connections } = registry({ unmet: [found(1), found(2)] });
+    const { connections } = registry({ unmet: [1, 2] });
     assert.equal(connections.unmetCount, 2);
   });
 
   test('joinAll: the unmet connections join the members, and are registered', () => {
-    const { connections, members, calls } = registry({ unmet: [found(1), found(2)] });
+    const { connections, members, calls } = registry({ unmet: [1, 2] });
     connections.joinAll();
     assert.deepEqual(calls, ['announceAll']);
     assert.deepEqual([...members.keys()], ['connection-1', 'connection-2']);
@@ -96,7 +92,7 @@ describe('ServerConnections', () => {
 
   test("startAnnouncing: only the first 'add' or 'remove' listener asks the addon, and gets those that joined", () => {
     for (const event of ['add', 'remove']) {
-      const { connections, members, calls } = registry({ unmet: [found(1)] });
+      const { connections, members, calls } = registry({ unmet: [1] });
       assert.deepEqual(connections.startAnnouncing('message'), []);
       assert.deepEqual(connections.startAnnouncing('close'), []);
       assert.deepEqual(calls, [], 'other events leave the addon alone');

@@ -186,6 +186,39 @@ test("'add' gives a connection with a UUID v4 id, type, address, port and header
   assert.deepEqual(headers['set-cookie'], ['a=1', 'b=2']);
 });
 
+test('address, port, protocol and headers read the same after the end, read first then or before', async (t) => {
+  const server = await startServer(t, { handleProtocols: (protocols) => protocols.at(-1) });
+  const ended = [];
+  server.on('remove', (connection) => ended.push(connection));
+  const opened = [];
+  for (let i = 0; i < 3; i++) {
+    const added = once(server, 'add');
+    const client = new WebSocket(urlOf(server), ['json', 'chat'], { headers: { 'X-Index': String(i) } });
+    t.after(() => client.terminate());
+    await once(client, 'open');
+    const [connection] = await added;
+    opened.push({ connection, port: client._socket.localPort, client });
+  }
+  const [first, second, third] = opened;
+  // Read while open, and kept from then on.
+  assert.equal(first.connection.remotePort, first.port);
+  first.client.close();
+  second.client.close();
+  await until(() => ended.length === 2, "two 'remove' events");
+  server.remove(third.connection);
+
+  // The second and third are read for the first time after their end.
+  for (const [i, { connection, port }] of opened.entries()) {
+    assert.equal(connection.offline, true);
+    assert.equal(connection.remoteAddress, '127.0.0.1', `connection ${i}`);
+    assert.equal(connection.remotePort, port, `connection ${i}`);
+    assert.equal(connection.protocol, 'chat', `connection ${i}`);
+    assert.equal(connection.headers['x-index'], String(i), `connection ${i}`);
+    assert.equal(connection.context, undefined);
+  }
+  assert.deepEqual(Object.keys(first.connection), ['id']);
+});
+
 test('two connections get different ids', async (t) => {
   const server = await startServer(t);
   const { connection: a } = await connect(t, server);

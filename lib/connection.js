@@ -11,10 +11,14 @@ const {
   kClosing,
   kComplete,
   kDeliver,
+  kDescribe,
   kEnd,
   kHandle,
   kNativeOwner
 } = require('./symbols');
+
+// What a connection reports of itself when the addon no longer knows it.
+const GONE = Object.freeze({ remoteAddress: '', remotePort: 0, protocol: '' });
 
 // A connection's life: `offline` from CLOSING on.
 const OPEN = 0;
@@ -25,13 +29,18 @@ const ENDED = 2;
 
 /**
  * What few connections use, made on first need so that an idle connection
- * does not carry it: its own `messages`, its parsed headers, how it ended,
- * and the emitter of its events.
+ * does not carry it: its own `messages`, its parsed headers, where it
+ * comes from, its `context`, how it ended, and the emitter of its events.
  *
  * @private
  */
 class Extras {
   events = null;
+  // What `verifyClient` accepted the connection with.
+  context = undefined;
+  // `{ remoteAddress, remotePort, protocol }`, from the addon on first read
+  // or at the end.
+  description = null;
   // While paused: the messages that reached JS after `pause()`, in order.
   held = null;
   messages = null;
@@ -75,24 +84,52 @@ class Connection {
 
   /**
    * @param {Number} handle The connection's handle in the addon
-   * @param {String} remoteAddress The client's address
-   * @param {Number} remotePort The client's port
-   * @param {String} protocol The subprotocol chosen, or `''`
    * @param {*} context What `verifyClient` accepted the client with
    * @private
    */
-  constructor(handle, remoteAddress, remotePort, protocol, context) {
+  constructor(handle, context) {
     this[kHandle] = handle;
     /** @type {String} A random UUID v4. */
     this.id = flatUUID();
-    /** @type {String} The client's address, as Node would report it. */
-    this.remoteAddress = remoteAddress;
-    /** @type {Number} */
-    this.remotePort = remotePort;
-    /** @type {String} The subprotocol chosen in the handshake, or `''`. */
-    this.protocol = protocol;
-    /** @type {*} What `verifyClient` accepted the client with. */
-    this.context = context;
+    if (context !== undefined) this.context = context;
+  }
+
+  /**
+   * The client's address, as Node would report it.
+   *
+   * @type {String}
+   */
+  get remoteAddress() {
+    return this[kDescribe]().remoteAddress;
+  }
+
+  /**
+   * @type {Number}
+   */
+  get remotePort() {
+    return this[kDescribe]().remotePort;
+  }
+
+  /**
+   * The subprotocol chosen in the handshake, or `''`.
+   *
+   * @type {String}
+   */
+  get protocol() {
+    return this[kDescribe]().protocol;
+  }
+
+  /**
+   * What `verifyClient` accepted the client with (settable).
+   *
+   * @type {*}
+   */
+  get context() {
+    return this.#extras?.context;
+  }
+
+  set context(value) {
+    (this.#extras ??= new Extras()).context = value;
   }
 
   /**
@@ -378,6 +415,20 @@ class Connection {
   }
 
   /**
+   * Where the connection comes from and the subprotocol it speaks, asked of
+   * the addon on first need and kept.
+   *
+   * @return {Object} `{ remoteAddress, remotePort, protocol }` (empty once
+   *     the connection is gone without the addon having told them)
+   * @private
+   */
+  [kDescribe]() {
+    const extras = (this.#extras ??= new Extras());
+    extras.description ??= this[kNativeOwner].native.describe(this[kHandle]);
+    return extras.description ?? GONE;
+  }
+
+  /**
    * The peer's close frame arrived: no more sends.
    *
    * @private
@@ -399,6 +450,14 @@ class Connection {
       extras.closeCode = detail.code;
       extras.closeReason = detail.reason;
       if (extras.headers === null) extras.rawHeaders = detail.rawHeaders ?? '';
+      extras.description ??= detail.description ?? null;
+    } else if (this.#state !== ENDED) {
+      // Removed while open: keep what the addon drops once it has closed.
+      this[kDescribe]();
+      const extras = this.#extras;
+      if (extras.headers === null) {
+        extras.rawHeaders ??= this[kNativeOwner].native.rawHeaders(this[kHandle]);
+      }
     }
     if (this.#state === ENDED) return;
     this.#state = ENDED;

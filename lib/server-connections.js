@@ -8,12 +8,12 @@ const { kClosing, kHandle } = require('./symbols');
  *
  * A server nobody listens to for 'add' or 'remove' needs no object for a
  * connection until it has something to say: the addon tells JS of a
- * connection (an `Open`, and so an 'add') only at its first message that JS
+ * connection (an `Accepted`, and so an 'add') only at its first message that JS
  * observes or its peer's close frame, and lists it when JS iterates. Idle
  * connections then cost JS nothing. From the first 'add' or 'remove'
  * listener on, every connection is told of as it opens (`startAnnouncing`).
  *
- * A connection the addon told of in an `Open` is `meet`-ed, and the Server
+ * A connection the addon told of in an `Accepted` event is `meet`-ed, and the Server
  * adds it (an 'add'). One JS meets by asking the addon (iterating, or the
  * first 'add' or 'remove' listener) `join`s the members at once, without an
  * 'add': the caller emits one when it should.
@@ -26,18 +26,13 @@ class ServerConnections {
   #isClosing;
   #byHandle = new Map();
   #announcing = false;
-  // The strings of the last connection met. The next one shares them when
-  // they are equal (behind a proxy every address is, and most servers speak
-  // one subprotocol) rather than keeping its own copies.
-  #lastAddress = '';
-  #lastProtocol = '';
 
   /**
    * @param {Object} parts
    * @param {Object} parts.native The addon's server: `announceOpens()`,
    *     `announceAll()` and `unannouncedCount()`
    * @param {Function} parts.Connection The class of the connections, made
-   *     as `new Connection(handle, address, port, protocol, context)`
+   *     as `new Connection(handle, context)`
    * @param {Map} parts.members The group's members, by id
    * @param {Function} parts.takeContext `(handle)`: what `verifyClient`
    *     accepted the connection with
@@ -81,20 +76,10 @@ class ServerConnections {
    * once the caller adds it.
    *
    * @param {Number} handle The connection's handle
-   * @param {Object} detail `{ remoteAddress, remotePort, protocol }`
    * @return {Connection} The connection
    */
-  meet(handle, detail) {
-    const context = this.#takeContext(handle);
-    if (detail.remoteAddress !== this.#lastAddress) this.#lastAddress = detail.remoteAddress;
-    if (detail.protocol !== this.#lastProtocol) this.#lastProtocol = detail.protocol;
-    const connection = new this.#Connection(
-      handle,
-      this.#lastAddress,
-      detail.remotePort,
-      this.#lastProtocol,
-      context
-    );
+  meet(handle) {
+    const connection = new this.#Connection(handle, this.#takeContext(handle));
     this.#byHandle.set(handle, connection);
     // It was open when close() was called.
     if (this.#isClosing()) connection[kClosing]();
@@ -103,7 +88,7 @@ class ServerConnections {
 
   /** Meet every open connection JS has not met yet: they join, unannounced. */
   joinAll() {
-    for (const found of this.#native.announceAll()) this.#join(found);
+    for (const handle of this.#native.announceAll()) this.#join(handle);
   }
 
   /**
@@ -118,18 +103,18 @@ class ServerConnections {
   startAnnouncing(event) {
     if ((event !== 'add' && event !== 'remove') || this.#announcing) return [];
     this.#announcing = true;
-    return this.#native.announceOpens().map((found) => this.#join(found));
+    return this.#native.announceOpens().map((handle) => this.#join(handle));
   }
 
   /**
-   * A connection JS has just met outside an `Open` event joins without an
+   * A connection JS has just met outside an `Accepted` event joins without an
    * 'add'.
    *
-   * @param {Object} found `{ handle, remoteAddress, remotePort, protocol }`
+   * @param {Number} handle The connection's handle
    * @return {Connection} The connection
    */
-  #join(found) {
-    const connection = this.meet(found.handle, found);
+  #join(handle) {
+    const connection = this.meet(handle);
     this.#members.set(connection.id, connection);
     return connection;
   }

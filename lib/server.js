@@ -491,8 +491,8 @@ class Server extends ConnectionGroup {
       case 'Verify':
         this.#upgrades.verify(handle, detail);
         break;
-      case 'Open':
-        this.add(this.#connections.meet(handle, detail));
+      case 'Accepted':
+        this.add(this.#connections.meet(handle));
         break;
       case 'Abandoned':
         this.#upgrades.forget(handle);

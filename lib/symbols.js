@@ -18,6 +18,9 @@ module.exports = {
   kHandle: Symbol('kHandle'),
   // `connection[kDeliver](message)`: push a message to its `messages`.
   kDeliver: Symbol('kDeliver'),
+  // `connection[kDescribe]()`: a server-side connection's remote address
+  // and port and subprotocol, asked of the addon on first need.
+  kDescribe: Symbol('kDescribe'),
   // `connection[kClosing]()`: the peer's close frame arrived.
   kClosing: Symbol('kClosing'),
   // `connection[kEnd](detail)`: the connection has ended; complete it.

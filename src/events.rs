@@ -41,6 +41,15 @@ const LARGE_BINARY: usize = 64 * 1024;
 /// The most a batch reserves for message bytes ahead of them.
 const MAX_BATCH_RESERVE: usize = 4 * 1024 * 1024;
 
+/// Where a server's connection comes from and the subprotocol it speaks,
+/// as JS reads them on first need.
+#[napi(object)]
+pub struct Description {
+  pub remote_address: String,
+  pub remote_port: u32,
+  pub protocol: String,
+}
+
 /// An event that is rare next to messages, delivered as a JS object whose
 /// `type` names the variant.
 #[napi(discriminant = "type")]
@@ -54,9 +63,11 @@ pub enum EventDetail {
     remote_port: u32,
     protocols: Vec<String>,
   },
-  /// A connection opened (server: a client was accepted, or one accepted
-  /// earlier that JS had not heard of; socket: connected).
+  /// A socket connected.
   Open { remote_address: String, remote_port: u32, protocol: String },
+  /// A server accepted a client, or JS hears of one accepted earlier. JS
+  /// asks for its `Description` when it first needs it.
+  Accepted {},
   /// An upgrade JS accepted (`verifyClient`, or the user's http server)
   /// that never opened: it timed out or the client left. JS drops what it
   /// kept for it.
@@ -64,13 +75,15 @@ pub enum EventDetail {
   /// A server connection received its peer's close frame: it is offline.
   Closing {},
   /// A connection ended. A socket says whether it will try again; a server
-  /// hands back the request headers, which JS may still read afterwards.
+  /// hands back the request headers and the connection's `Description`,
+  /// which JS may still read afterwards.
   Close {
     code: u32,
     reason: String,
     was_clean: bool,
     will_reconnect: bool,
     raw_headers: Option<String>,
+    description: Option<Description>,
   },
   /// A binary message too large to copy into the packed batch, handed over
   /// without a copy.

@@ -523,6 +523,7 @@ impl Task {
         was_clean: ended.was_clean,
         will_reconnect: !stopping && (reconnecting || self.will_retry()),
         raw_headers: None,
+        description: None,
       },
     );
     if stopping || reconnecting {

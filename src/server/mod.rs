@@ -63,7 +63,7 @@ use crate::deflate::{Settings, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
 #[cfg(dormancy)]
 use crate::dormancy::DormantSet;
 use crate::error::NativeError;
-use crate::events::{EventCallback, EventQueue};
+use crate::events::{Description, EventCallback, EventQueue};
 use crate::flow::Flow;
 use crate::handshake::{self, Refusal};
 use crate::link::{close_frame, Limits, Paused};
@@ -196,15 +196,6 @@ pub struct AdoptedRequest {
   pub protocol: String,
   pub remote_address: String,
   pub remote_port: u32,
-}
-
-/// A connection JS has not heard of yet, as `announceAll` hands it over.
-#[napi(object)]
-pub struct Unannounced {
-  pub handle: u32,
-  pub remote_address: String,
-  pub remote_port: u32,
-  pub protocol: String,
 }
 
 /// The server's state, shared by `NativeServer` and every task it starts.
@@ -521,6 +512,13 @@ impl NativeServer {
     self.shared.connection(handle).map(|connection| connection.raw_headers.to_string())
   }
 
+  /// A connection's remote address and port and its subprotocol, while it
+  /// is open.
+  #[napi]
+  pub fn describe(&self, handle: u32) -> Option<Description> {
+    self.shared.connection(handle).map(|connection| connection.describe())
+  }
+
   /// Stops or resumes reading one connection (`connection.pause()`).
   #[napi]
   pub fn pause(&self, handle: u32, paused: bool) {
@@ -543,9 +541,10 @@ impl NativeServer {
 
   /// From now on, tells JS of every connection as it opens, and of the end
   /// of every connection it has not heard of (JS listens for 'add' or
-  /// 'remove'). Returns the connections JS has not heard of so far.
+  /// 'remove'). Returns the handles of the connections JS has not heard
+  /// of so far.
   #[napi]
-  pub fn announce_opens(&self) -> Vec<Unannounced> {
+  pub fn announce_opens(&self) -> Vec<u32> {
     // Under the lock that `registry::register` reads the flag under: every
     // connection is either in this list or announced as it opens.
     let connections = self.shared.connections();
@@ -566,9 +565,10 @@ impl NativeServer {
     self.shared.unannounced.load(Ordering::Relaxed) as u32
   }
 
-  /// The open connections JS has not heard of (see `take_unannounced`).
+  /// The handles of the open connections JS has not heard of (see
+  /// `take_unannounced`).
   #[napi]
-  pub fn announce_all(&self) -> Vec<Unannounced> {
+  pub fn announce_all(&self) -> Vec<u32> {
     self.shared.take_unannounced(&self.shared.connections())
   }
 

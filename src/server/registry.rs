@@ -2,7 +2,7 @@
 //! small numeric handle JS addresses them with, and whether JS has heard of
 //! each one yet.
 //!
-//! The announce rule: a connection is announced (an `Open` event) as it
+//! The announce rule: a connection is announced (an `Accepted` event) as it
 //! opens only when JS asked for that (`announceOpens`: it listens for 'add'
 //! or 'remove') or decided the upgrade itself. Otherwise it stays
 //! unannounced until its first event JS must see (a message JS observes, a
@@ -18,11 +18,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
 use super::served::{MayGoDormant, ServedConnection};
-use super::{lock, Shared, Unannounced};
+use super::{lock, Shared};
 use crate::connection_loop::Ended;
 use crate::connection_task::ConnectionTask;
 use crate::deflate::Agreement;
-use crate::events::{EventDetail, Receiver};
+use crate::events::{Description, EventDetail, Receiver};
 use crate::link::Link;
 use crate::server_stream::ServerStream;
 
@@ -63,14 +63,14 @@ impl Connection {
     }
   }
 
-  /// `(remoteAddress, remotePort, protocol)`: what JS makes its object of.
-  pub(super) fn describe(&self) -> (String, u32, String) {
-    (self.remote.address(), self.remote.port.into(), self.protocol.to_string())
-  }
-
-  pub(super) fn open_event(&self) -> EventDetail {
-    let (remote_address, remote_port, protocol) = self.describe();
-    EventDetail::Open { remote_address, remote_port, protocol }
+  /// What JS reads of the connection on first need (its object does not
+  /// keep these from the start: most servers never read them).
+  pub(super) fn describe(&self) -> Description {
+    Description {
+      remote_address: self.remote.address(),
+      remote_port: self.remote.port.into(),
+      protocol: self.protocol.to_string(),
+    }
   }
 }
 
@@ -109,16 +109,13 @@ impl Shared {
   pub(super) fn announce(&self, handle: u32, connection: &Connection) {
     if !connection.announced.swap(true, Ordering::AcqRel) {
       self.unannounced.fetch_sub(1, Ordering::Relaxed);
-      self.events.detail(handle, connection.open_event());
+      self.events.detail(handle, EventDetail::Accepted {});
     }
   }
 
-  /// The open connections JS has not heard of, in the order they were
-  /// accepted; JS has heard of them once it has this list.
-  pub(super) fn take_unannounced(
-    &self,
-    connections: &HashMap<u32, Arc<Connection>>,
-  ) -> Vec<Unannounced> {
+  /// The handles of the open connections JS has not heard of, in the order
+  /// they were accepted; JS has heard of them once it has this list.
+  pub(super) fn take_unannounced(&self, connections: &HashMap<u32, Arc<Connection>>) -> Vec<u32> {
     let found = collect_unannounced(connections);
     self.unannounced.fetch_sub(found.len(), Ordering::Relaxed);
     found
@@ -201,7 +198,7 @@ fn register(
   drop(connections);
   shared.counters.accepted();
   if announce {
-    shared.events.detail(handle, connection.open_event());
+    shared.events.detail(handle, EventDetail::Accepted {});
   }
   if shared.shutdown.is_cancelled() {
     if let Some(closing) = lock(&shared.closing_frame).clone() {
@@ -225,19 +222,18 @@ pub(super) fn end_is_reported(announced: bool, announce_opens: bool) -> bool {
   announced || announce_opens
 }
 
-/// The connections of `connections` JS has not heard of, marked as heard of,
-/// in the order they were accepted.
-fn collect_unannounced(connections: &HashMap<u32, Arc<Connection>>) -> Vec<Unannounced> {
+/// The handles of the connections of `connections` JS has not heard of,
+/// marked as heard of, in the order they were accepted.
+fn collect_unannounced(connections: &HashMap<u32, Arc<Connection>>) -> Vec<u32> {
   let mut found = Vec::new();
   for (&handle, connection) in connections {
     if !connection.announced.swap(true, Ordering::AcqRel) {
-      let (remote_address, remote_port, protocol) = connection.describe();
-      found.push(Unannounced { handle, remote_address, remote_port, protocol });
+      found.push(handle);
     }
   }
   // Handles count up as connections are accepted; they wrap only after
   // four billion.
-  found.sort_unstable_by_key(|connection| connection.handle);
+  found.sort_unstable();
   found
 }
 
@@ -276,11 +272,10 @@ mod tests {
       (9, connection(false)),
     ]
     .into();
-    let found = collect_unannounced(&connections);
-    let handles: Vec<u32> = found.iter().map(|connection| connection.handle).collect();
-    assert_eq!(handles, [3, 7, 9]);
-    assert_eq!(found[0].remote_address, "127.0.0.1");
-    assert_eq!((found[0].remote_port, found[0].protocol.as_str()), (4000, "chat"));
+    assert_eq!(collect_unannounced(&connections), [3, 7, 9]);
+    let description = connections[&3].describe();
+    assert_eq!(description.remote_address, "127.0.0.1");
+    assert_eq!((description.remote_port, description.protocol.as_str()), (4000, "chat"));
     assert!(connections.values().all(|connection| connection.announced.load(Ordering::Relaxed)));
     assert!(collect_unannounced(&connections).is_empty());
   }

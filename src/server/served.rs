@@ -106,6 +106,7 @@ impl ServedConnection {
       was_clean: ended.was_clean,
       will_reconnect: false,
       raw_headers: Some(self.connection.raw_headers.to_string()),
+      description: Some(self.connection.describe()),
     };
     self.shared.events.detail(self.handle, detail);
   }
