@@ -461,6 +461,9 @@ class Connection {
     }
     if (this.#state === ENDED) return;
     this.#state = ENDED;
+    // The addon may give the handle to another connection once the Server
+    // has released it: from now on this object's calls reach nothing.
+    this[kHandle] = 0;
     // Its last messages are delivered before it ends, paused or not.
     const extras = this.#extras;
     const held = extras?.held ?? [];

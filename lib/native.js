@@ -121,6 +121,8 @@ module.exports = {
   NativeSocket: binding === null ? MissingNativeSocket : binding.NativeSocket,
   // Only an attached Server calls it, and there is none without the addon.
   refusalResponse: binding?.refusalResponse,
+  // How many low bits of a server connection's handle name its slot.
+  HANDLE_SLOT_BITS: binding?.HANDLE_SLOT_BITS,
   // The loader's error, or null when the addon loaded.
   loadError,
   addonFileName,

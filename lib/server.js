@@ -486,6 +486,21 @@ class Server extends ConnectionGroup {
     else process.emitWarning(err);
   }
 
+  /**
+   * A connection ended: unless `remove()` took it out already, it leaves
+   * the members with its close code. Either way, JS lets go of its handle.
+   */
+  #onClose(handle, detail) {
+    const connection = this.#connections.get(handle);
+    if (connection !== undefined) {
+      this.#connections.delete(handle);
+      connection[kEnd](detail);
+      const { code, reason, wasClean } = detail;
+      super.remove(connection, { code, reason, wasClean });
+    }
+    this.#core.native.release(handle);
+  }
+
   #onDetail(handle, detail) {
     switch (detail.type) {
       case 'Verify':
@@ -496,6 +511,7 @@ class Server extends ConnectionGroup {
         break;
       case 'Abandoned':
         this.#upgrades.forget(handle);
+        this.#core.native.release(handle);
         break;
       case 'Closing':
         this.#connections.get(handle)?.[kClosing]();
@@ -511,15 +527,9 @@ class Server extends ConnectionGroup {
         // this node's broadcasts that reached no other node meanwhile.
         this.emit('cluster', { state: detail.state, lost: detail.lost });
         break;
-      case 'Close': {
-        const connection = this.#connections.get(handle);
-        if (connection === undefined) break;
-        this.#connections.delete(handle);
-        connection[kEnd](detail);
-        const { code, reason, wasClean } = detail;
-        super.remove(connection, { code, reason, wasClean });
+      case 'Close':
+        this.#onClose(handle, detail);
         break;
-      }
       case 'Stopped':
         this.#upgrades.forgetAll();
         this.#keepAlive.release();

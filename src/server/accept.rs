@@ -104,18 +104,19 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
 fn spawn_upgrade(shared: &Arc<Shared>, stream: TcpStream, remote: Remote) {
   // Best effort: without it small frames may wait for Nagle's timer.
   let _ = stream.set_nodelay(true);
-  let handle = shared.new_handle();
+  // Every handle taken (slots.rs): the stream is dropped, closing it.
+  let Some(reservation) = shared.reserve() else { return };
   let shared = Arc::clone(shared);
   if let Some(acceptor) = shared.tls.clone() {
     let tracked = shared.tasks.clone();
     tracked.spawn(async move {
       let deadline = shared.handshake_timeout;
       if let Ok(Ok(stream)) = timeout(deadline, acceptor.accept(stream)).await {
-        serve(shared, ServerStream::new(stream), remote, handle).await;
+        serve(shared, ServerStream::new(stream), remote, reservation).await;
       }
     });
   } else {
-    shared.tasks.clone().spawn(serve(shared, ServerStream::new(stream), remote, handle));
+    shared.tasks.clone().spawn(serve(shared, ServerStream::new(stream), remote, reservation));
   }
 }
 

@@ -2,6 +2,7 @@
 //! to: adopting the socket's fd, or relaying through a socket pair when Node
 //! must keep handling the socket's bytes (TLS of an `https.Server`).
 
+use std::io;
 use std::os::fd::{BorrowedFd, IntoRawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_tungstenite::tungstenite::handshake::server::Request;
 
-use super::registry::{open_connection, Connection, Opening, Remote};
+use super::registry::{open_connection, Connection, Opening, Remote, Reservation};
 use super::served::MayGoDormant;
 use super::{AdoptedRequest, Relay, Shared};
 use crate::deflate::Agreement;
@@ -30,6 +31,7 @@ pub(super) fn adopt(
     return Err(NativeError::invalid_arg("fd must be a file descriptor (>= 0)"));
   }
   let answer = adopted_response(shared, &request)?;
+  let reservation = reserve(shared)?;
   // SAFETY: `borrow_raw` needs `fd` open, and not closed by anyone else,
   // for as long as the borrow lives; here, one `fcntl(F_DUPFD_CLOEXEC)`.
   // The sign is checked above. The rest is lib/attach.js's contract: it
@@ -43,7 +45,7 @@ pub(super) fn adopt(
   let stream =
     napi::bindgen_prelude::within_runtime_if_available(|| TcpStream::from_std(std_stream))?;
   let _ = stream.set_nodelay(true);
-  Ok(serve_adopted(shared, ServerStream::new(stream), head, answer, request))
+  Ok(serve_adopted(shared, ServerStream::new(stream), head, answer, request, reservation))
 }
 
 /// Answers 101 on one end of a new socket pair and serves it; JS pipes the
@@ -54,11 +56,18 @@ pub(super) fn adopt_relay(
   request: AdoptedRequest,
 ) -> Result<Relay, NativeError> {
   let answer = adopted_response(shared, &request)?;
+  let reservation = reserve(shared)?;
   let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
   ours.set_nonblocking(true)?;
   let stream = napi::bindgen_prelude::within_runtime_if_available(|| UnixStream::from_std(ours))?;
-  let handle = serve_adopted(shared, ServerStream::new(stream), head, answer, request);
+  let handle = serve_adopted(shared, ServerStream::new(stream), head, answer, request, reservation);
   Ok(Relay { handle, fd: theirs.into_raw_fd() })
+}
+
+/// A handle for an adopted socket, or an error when every one is taken.
+fn reserve(shared: &Arc<Shared>) -> Result<Reservation, NativeError> {
+  let full = || io::Error::new(io::ErrorKind::OutOfMemory, "every connection handle is taken");
+  Ok(shared.reserve().ok_or_else(full)?)
 }
 
 /// The 101 answer to a request Node has parsed, with what it agreed on and
@@ -88,11 +97,12 @@ fn serve_adopted<S>(
   head: Buffer,
   answer: Answer,
   request: AdoptedRequest,
+  reservation: Reservation,
 ) -> u32
 where
   S: AsyncRead + AsyncWrite + MayGoDormant + Unpin + Send + 'static,
 {
-  let handle = shared.new_handle();
+  let handle = reservation.handle();
   // JS admitted it (see `admitted`).
   shared.admitted.fetch_add(1, Ordering::AcqRel);
   let tasks = shared.tasks.clone();
@@ -108,7 +118,7 @@ where
     let connection =
       Connection::new(answer.raw_headers, request.protocol, remote, answer.agreement);
     let opening = Opening { response: answer.response, leftover: head };
-    open_connection(&shared, stream, handle, connection, true, opening).await;
+    open_connection(&shared, stream, reservation, connection, true, opening).await;
   };
   napi::bindgen_prelude::spawn(tasks.track_future(serving));
   handle

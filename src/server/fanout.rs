@@ -60,7 +60,7 @@ impl Shared {
   pub(super) fn send_batch(&self, handles: Uint32Array, payloads: Vec<Payload>) {
     let connections = self.connections();
     let sends = handles.iter().zip(payloads).filter_map(|(handle, payload)| {
-      connections.get(handle).map(|connection| (connection, to_message(payload)))
+      connections.get(*handle).map(|connection| (connection, to_message(payload)))
     });
     self.send_each(sends);
   }
@@ -72,7 +72,7 @@ impl Shared {
     let sends = handles
       .iter()
       .zip(json_lines(joined))
-      .filter_map(|(handle, message)| connections.get(handle).map(|c| (c, message)));
+      .filter_map(|(handle, message)| connections.get(*handle).map(|c| (c, message)));
     self.send_each(sends);
   }
 
@@ -86,7 +86,7 @@ impl Shared {
   /// how many connections took it.
   pub(super) fn send_many(&self, handles: Uint32Array, payload: Payload, compress: bool) -> u32 {
     let connections = self.connections();
-    let receivers = handles.iter().filter_map(|handle| connections.get(handle));
+    let receivers = handles.iter().filter_map(|handle| connections.get(*handle));
     self.send_to_all(receivers, Prepared::new(to_message(payload), self.sending(compress)))
   }
 

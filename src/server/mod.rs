@@ -8,7 +8,8 @@
 //! - accept.rs: the listener, the accept loop, TLS accept;
 //! - upgrade.rs: reading the request, admission, JS's decision, the 101;
 //! - adopt.rs: sockets JS upgraded on its own `http.Server`;
-//! - registry.rs: the handle -> connection map and the announce rule;
+//! - registry.rs: the connections by handle and the announce rule;
+//! - slots.rs: the table of handles, each naming a slot JS indexes by;
 //! - served.rs: a connection's own task, from open to its end;
 //! - fanout.rs: sends to many connections at once;
 //! - topics.rs: the connections each topic reaches;
@@ -30,12 +31,13 @@ mod fanout;
 mod registry;
 mod served;
 mod shutdown;
+mod slots;
 mod stats;
 mod topics;
 mod upgrade;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 #[cfg(dormancy)]
 use std::sync::OnceLock;
 use std::sync::{Arc, Mutex, Weak};
@@ -52,9 +54,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::cluster::Cluster;
-use self::registry::Connection;
 #[cfg(dormancy)]
 use self::served::ServedConnection;
+use self::slots::Slots;
 use self::stats::{Counters, ServerStats};
 use self::topics::Topics;
 use crate::buffers::Payload;
@@ -201,13 +203,12 @@ pub struct AdoptedRequest {
 /// The server's state, shared by `NativeServer` and every task it starts.
 /// Each part adds its own methods in its file (`impl Shared` blocks).
 struct Shared {
-  /// The open connections by handle (registry.rs).
-  connections: Mutex<HashMap<u32, Arc<Connection>>>,
+  /// The open connections by handle (registry.rs, slots.rs).
+  connections: Mutex<Slots>,
   /// The listening socket, so that `close()` can stop it at once.
   listener: Mutex<Option<Arc<TcpListener>>>,
   /// The close frame of `close()`, for connections that open after it.
   closing_frame: Mutex<Option<CloseFrame>>,
-  next_handle: AtomicU32,
   /// Upgrades waiting for JS's verdict, by connection handle.
   verdicts: Mutex<HashMap<u32, oneshot::Sender<Verdict>>>,
   events: Arc<EventQueue>,
@@ -322,10 +323,9 @@ impl NativeServer {
       None => (None, None),
     };
     let shared = Shared {
-      connections: Mutex::new(HashMap::new()),
+      connections: Mutex::new(Slots::new()),
       listener: Mutex::new(None),
       closing_frame: Mutex::new(None),
-      next_handle: AtomicU32::new(1),
       verdicts: Mutex::new(HashMap::new()),
       events: EventQueue::start(on_events, flow)?,
       observe_all: AtomicBool::new(false),
@@ -517,6 +517,13 @@ impl NativeServer {
   #[napi]
   pub fn describe(&self, handle: u32) -> Option<Description> {
     self.shared.connection(handle).map(|connection| connection.describe())
+  }
+
+  /// JS has let go of `handle`, after its `Close` or `Abandoned` event:
+  /// its slot may serve another connection (slots.rs).
+  #[napi]
+  pub fn release(&self, handle: u32) {
+    self.shared.connections().release(handle);
   }
 
   /// Stops or resumes reading one connection (`connection.pause()`).

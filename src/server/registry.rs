@@ -9,7 +9,7 @@
 //! closing handshake, an internal error, or its end while JS listens for
 //! 'remove'), or until JS takes the list of unannounced connections.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, MutexGuard};
@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
 use super::served::{MayGoDormant, ServedConnection};
+use super::slots::Slots;
 use super::{lock, Shared};
 use crate::connection_loop::Ended;
 use crate::connection_task::ConnectionTask;
@@ -96,12 +97,12 @@ impl From<SocketAddr> for Remote {
 }
 
 impl Shared {
-  pub(super) fn connections(&self) -> MutexGuard<'_, HashMap<u32, Arc<Connection>>> {
+  pub(super) fn connections(&self) -> MutexGuard<'_, Slots> {
     lock(&self.connections)
   }
 
   pub(super) fn connection(&self, handle: u32) -> Option<Arc<Connection>> {
-    self.connections().get(&handle).cloned()
+    self.connections().get(handle).cloned()
   }
 
   /// Tells JS of a connection it has not heard of yet, before any other
@@ -114,22 +115,46 @@ impl Shared {
   }
 
   /// The handles of the open connections JS has not heard of, in the order
-  /// they were accepted; JS has heard of them once it has this list.
-  pub(super) fn take_unannounced(&self, connections: &HashMap<u32, Arc<Connection>>) -> Vec<u32> {
+  /// they opened; JS has heard of them once it has this list.
+  pub(super) fn take_unannounced(&self, connections: &Slots) -> Vec<u32> {
     let found = collect_unannounced(connections);
     self.unannounced.fetch_sub(found.len(), Ordering::Relaxed);
     found
   }
 
-  /// A handle for a new connection. Handle 0 means the server itself in
-  /// events; live handles are skipped when the counter wraps.
-  pub(super) fn new_handle(&self) -> u32 {
-    let connections = self.connections();
-    loop {
-      let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-      if handle != 0 && !connections.contains_key(&handle) {
-        return handle;
-      }
+  /// A handle for a connection about to upgrade; `None` when the server
+  /// holds as many as it can address (slots.rs).
+  pub(super) fn reserve(self: &Arc<Self>) -> Option<Reservation> {
+    let handle = self.connections().reserve()?;
+    Some(Reservation { shared: Arc::clone(self), handle, free_on_drop: true })
+  }
+}
+
+/// A handle reserved for a connection being upgraded. Dropped before the
+/// connection opens, it frees its slot, unless JS has heard of the handle.
+pub(super) struct Reservation {
+  shared: Arc<Shared>,
+  handle: u32,
+  free_on_drop: bool,
+}
+
+impl Reservation {
+  pub(super) fn handle(&self) -> u32 {
+    self.handle
+  }
+
+  /// The slot's fate is decided elsewhere from now on: its connection
+  /// opens, or JS has heard of the handle and releases it (`Abandoned`).
+  pub(super) fn settle(mut self) -> u32 {
+    self.free_on_drop = false;
+    self.handle
+  }
+}
+
+impl Drop for Reservation {
+  fn drop(&mut self) {
+    if self.free_on_drop {
+      self.shared.connections().release(self.handle);
     }
   }
 }
@@ -149,14 +174,14 @@ impl Shared {
 pub(super) async fn open_connection<S>(
   shared: &Arc<Shared>,
   mut stream: ServerStream<S>,
-  handle: u32,
+  reservation: Reservation,
   connection: Connection,
   decided_in_js: bool,
   opening: Opening,
 ) where
   S: AsyncRead + AsyncWrite + MayGoDormant + Unpin + Send + 'static,
 {
-  let served = register(shared, handle, connection, decided_in_js);
+  let served = register(shared, reservation.settle(), connection, decided_in_js);
   let answered = async {
     stream.write_all(&opening.response).await?;
     stream.flush().await
@@ -194,7 +219,7 @@ fn register(
     connection.announced.store(false, Ordering::Relaxed);
     shared.unannounced.fetch_add(1, Ordering::Relaxed);
   }
-  connections.insert(handle, Arc::clone(&connection));
+  connections.open(handle, Arc::clone(&connection));
   drop(connections);
   shared.counters.accepted();
   if announce {
@@ -223,17 +248,15 @@ pub(super) fn end_is_reported(announced: bool, announce_opens: bool) -> bool {
 }
 
 /// The handles of the connections of `connections` JS has not heard of,
-/// marked as heard of, in the order they were accepted.
-fn collect_unannounced(connections: &HashMap<u32, Arc<Connection>>) -> Vec<u32> {
+/// marked as heard of, in the order they opened.
+fn collect_unannounced(connections: &Slots) -> Vec<u32> {
   let mut found = Vec::new();
-  for (&handle, connection) in connections {
+  for (&handle, connection) in connections.iter() {
     if !connection.announced.swap(true, Ordering::AcqRel) {
       found.push(handle);
     }
   }
-  // Handles count up as connections are accepted; they wrap only after
-  // four billion.
-  found.sort_unstable();
+  found.sort_unstable_by_key(|&handle| Reverse(connections.age(handle)));
   found
 }
 
@@ -264,16 +287,15 @@ mod tests {
   }
 
   #[test]
-  fn unannounced_connections_are_listed_once_in_accept_order() {
-    let connections: HashMap<u32, Arc<Connection>> = [
-      (7, connection(false)),
-      (3, connection(false)),
-      (5, connection(true)),
-      (9, connection(false)),
-    ]
-    .into();
-    assert_eq!(collect_unannounced(&connections), [3, 7, 9]);
-    let description = connections[&3].describe();
+  fn unannounced_connections_are_listed_once_in_the_order_they_opened() {
+    let mut connections = Slots::new();
+    let handles: Vec<u32> = (0..4).map(|_| connections.reserve().unwrap()).collect();
+    // Opened out of slot order; the third was announced.
+    for (&i, announced) in [1, 0, 2, 3].iter().zip([false, false, true, false]) {
+      connections.open(handles[i], connection(announced));
+    }
+    assert_eq!(collect_unannounced(&connections), [handles[1], handles[0], handles[3]]);
+    let description = connections.get(handles[0]).unwrap().describe();
     assert_eq!(description.remote_address, "127.0.0.1");
     assert_eq!((description.remote_port, description.protocol.as_str()), (4000, "chat"));
     assert!(connections.values().all(|connection| connection.announced.load(Ordering::Relaxed)));

@@ -83,7 +83,7 @@ where
 impl ServedConnection {
   pub(super) fn report_end(&self, ended: Ended) {
     let shared = &self.shared;
-    shared.connections().remove(&self.handle);
+    shared.connections().close(self.handle);
     shared.leave_topics(self.handle);
     shared.discharge();
     shared.counters.ended(ended.code, ended.invalid_input);
@@ -97,6 +97,8 @@ impl ServedConnection {
     let announced = self.connection.announced.load(Ordering::Acquire);
     if !end_is_reported(announced, shared.announce_opens.load(Ordering::Acquire)) {
       shared.unannounced.fetch_sub(1, Ordering::Relaxed);
+      // JS never had the handle: nothing to release.
+      shared.connections().release(self.handle);
       return;
     }
     shared.announce(self.handle, &self.connection);

@@ -35,7 +35,7 @@ impl Shared {
   /// or gone or closing.
   pub(super) fn subscribe(&self, handle: u32, topic: &str) -> bool {
     let connections = self.connections();
-    let Some(connection) = connections.get(&handle).filter(|c| !c.link.is_closing()) else {
+    let Some(connection) = connections.get(handle).filter(|c| !c.link.is_closing()) else {
       return false;
     };
     let mut topics = self.topics();

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::server::Request;
 
-use super::registry::{open_connection, Connection, Opening, Remote};
+use super::registry::{open_connection, Connection, Opening, Remote, Reservation};
 use super::served::MayGoDormant;
 use super::{lock, Shared, Verdict};
 use crate::deflate::Agreement;
@@ -71,10 +71,11 @@ pub(super) async fn serve<S>(
   shared: Arc<Shared>,
   stream: ServerStream<S>,
   remote: Remote,
-  handle: u32,
+  reservation: Reservation,
 ) where
   S: AsyncRead + AsyncWrite + MayGoDormant + Unpin + Send + 'static,
 {
+  let handle = reservation.handle();
   // Boxed: the handshake's buffers would otherwise stay part of this
   // task's size for the connection's whole life.
   let upgrading =
@@ -87,12 +88,13 @@ pub(super) async fn serve<S>(
     // Too slow, refused or gone: nothing was reported as a connection yet.
     shared.verdicts().remove(&handle);
     if shared.verify {
-      shared.events.detail(handle, EventDetail::Abandoned {});
+      // JS may have heard of the handle: it releases it.
+      shared.events.detail(reservation.settle(), EventDetail::Abandoned {});
     }
     return;
   };
   let connection = Connection::new(raw_headers, protocol, remote, agreement);
-  open_connection(&shared, stream, handle, connection, shared.verify, opening).await;
+  open_connection(&shared, stream, reservation, connection, shared.verify, opening).await;
 }
 
 /// The opening handshake on an accepted stream: read and check the
