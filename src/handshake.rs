@@ -68,20 +68,6 @@ pub async fn read_request<S: AsyncRead + Unpin>(
   }
 }
 
-/// The request headers kept for `connection.headers`: names and values,
-/// each followed by a NUL, in arrival order. One small allocation per
-/// connection instead of a header map; JS builds the object only when read.
-pub fn raw_headers(request: &Request) -> Box<str> {
-  let mut raw = String::new();
-  for (name, value) in request.headers() {
-    raw.push_str(name.as_str());
-    raw.push('\0');
-    raw.push_str(&String::from_utf8_lossy(value.as_bytes()));
-    raw.push('\0');
-  }
-  raw.into_boxed_str()
-}
-
 /// The subprotocols a client offers, in order, across repeated headers.
 pub fn offered_protocols(request: &Request) -> Vec<String> {
   request

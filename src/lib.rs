@@ -17,6 +17,7 @@ mod events;
 mod flow;
 mod frame_boundaries;
 mod handshake;
+mod header_block;
 mod heartbeat;
 mod link;
 mod server;

@@ -18,6 +18,7 @@ use super::{AdoptedRequest, Relay, Shared};
 use crate::deflate::Agreement;
 use crate::error::NativeError;
 use crate::handshake;
+use crate::header_block::HeaderBlock;
 use crate::server_stream::ServerStream;
 
 /// Answers 101 on a duplicate of JS's socket `fd` and serves it.
@@ -75,7 +76,7 @@ fn reserve(shared: &Arc<Shared>) -> Result<Reservation, NativeError> {
 struct Answer {
   response: Vec<u8>,
   agreement: Option<Agreement>,
-  raw_headers: Box<str>,
+  headers: HeaderBlock,
 }
 
 fn adopted_response(shared: &Shared, request: &AdoptedRequest) -> Result<Answer, NativeError> {
@@ -87,7 +88,7 @@ fn adopted_response(shared: &Shared, request: &AdoptedRequest) -> Result<Answer,
   let deflate = shared.deflate.map(|deflate| deflate.negotiation);
   let (response, agreement) = handshake::accept_response(&parsed, &request.protocol, deflate)
     .map_err(|refusal| NativeError::invalid_arg(refusal.body))?;
-  Ok(Answer { response, agreement, raw_headers: handshake::raw_headers(&parsed) })
+  Ok(Answer { response, agreement, headers: HeaderBlock::of_request(&parsed) })
 }
 
 /// Answers 101 and serves the connection; returns its handle.
@@ -115,8 +116,7 @@ where
     port: u16::try_from(request.remote_port).unwrap_or(0),
   };
   let serving = async move {
-    let connection =
-      Connection::new(answer.raw_headers, request.protocol, remote, answer.agreement);
+    let connection = Connection::new(answer.headers, request.protocol, remote, answer.agreement);
     let opening = Opening { response: answer.response, leftover: head };
     open_connection(&shared, stream, reservation, connection, true, opening).await;
   };

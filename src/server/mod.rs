@@ -509,7 +509,7 @@ impl NativeServer {
   /// by a NUL.
   #[napi]
   pub fn raw_headers(&self, handle: u32) -> Option<String> {
-    self.shared.connection(handle).map(|connection| connection.raw_headers.to_string())
+    self.shared.connection(handle).map(|connection| connection.headers.unpacked())
   }
 
   /// A connection's remote address and port and its subprotocol, while it

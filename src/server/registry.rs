@@ -24,13 +24,16 @@ use crate::connection_loop::Ended;
 use crate::connection_task::ConnectionTask;
 use crate::deflate::Agreement;
 use crate::events::{Description, EventDetail, Receiver};
+use crate::header_block::HeaderBlock;
 use crate::link::Link;
 use crate::server_stream::ServerStream;
 
 /// A connection JS may address by its handle.
 pub(super) struct Connection {
   pub(super) link: Link,
-  pub(super) raw_headers: Box<str>,
+  /// For `connection.headers`: one small allocation instead of a header
+  /// map; JS builds the object only when read.
+  pub(super) headers: HeaderBlock,
   remote: Remote,
   protocol: Box<str>,
   /// Whether JS has heard of the connection (see `Shared::announce`).
@@ -49,14 +52,14 @@ impl Connection {
   /// A connection just upgraded, announced until `register` says
   /// otherwise.
   pub(super) fn new(
-    raw_headers: Box<str>,
+    headers: HeaderBlock,
     protocol: String,
     remote: Remote,
     deflate: Option<Agreement>,
   ) -> Connection {
     Connection {
       link: Link::new(),
-      raw_headers,
+      headers,
       remote,
       protocol: protocol.into_boxed_str(),
       announced: AtomicBool::new(true),
@@ -266,7 +269,8 @@ mod tests {
 
   fn connection(announced: bool) -> Arc<Connection> {
     let remote = Remote { ip: Some([127, 0, 0, 1].into()), port: 4000 };
-    let connection = Connection::new("".into(), "chat".into(), remote, None);
+    let connection =
+      Connection::new(HeaderBlock::pack(std::iter::empty()), "chat".into(), remote, None);
     connection.announced.store(announced, Ordering::Relaxed);
     Arc::new(connection)
   }

@@ -107,7 +107,7 @@ impl ServedConnection {
       reason: ended.reason,
       was_clean: ended.was_clean,
       will_reconnect: false,
-      raw_headers: Some(self.connection.raw_headers.to_string()),
+      raw_headers: Some(self.connection.headers.unpacked()),
       description: Some(self.connection.describe()),
     };
     self.shared.events.detail(self.handle, detail);

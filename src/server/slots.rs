@@ -128,11 +128,12 @@ impl Slots {
 #[cfg(test)]
 mod tests {
   use super::*;
+  use crate::header_block::HeaderBlock;
   use crate::server::registry::Remote;
 
   fn connection() -> Arc<Connection> {
     let remote = Remote { ip: None, port: 0 };
-    Arc::new(Connection::new("".into(), String::new(), remote, None))
+    Arc::new(Connection::new(HeaderBlock::pack(std::iter::empty()), String::new(), remote, None))
   }
 
   #[test]

@@ -17,6 +17,7 @@ use super::{lock, Shared, Verdict};
 use crate::deflate::Agreement;
 use crate::events::EventDetail;
 use crate::handshake::{self, Refusal, Upgrade};
+use crate::header_block::HeaderBlock;
 use crate::server_stream::ServerStream;
 
 /// What an upgrade past `maxConnections` is told: come back in this many
@@ -84,7 +85,7 @@ pub(super) async fn serve<S>(
     _ = shared.shutdown.cancelled() => None,
     upgraded = upgrading => upgraded.ok().flatten(),
   };
-  let Some(Upgraded { stream, opening, raw_headers, protocol, agreement }) = upgraded else {
+  let Some(Upgraded { stream, opening, headers, protocol, agreement }) = upgraded else {
     // Too slow, refused or gone: nothing was reported as a connection yet.
     shared.verdicts().remove(&handle);
     if shared.verify {
@@ -93,7 +94,7 @@ pub(super) async fn serve<S>(
     }
     return;
   };
-  let connection = Connection::new(raw_headers, protocol, remote, agreement);
+  let connection = Connection::new(headers, protocol, remote, agreement);
   open_connection(&shared, stream, reservation, connection, shared.verify, opening).await;
 }
 
@@ -120,10 +121,10 @@ where
     return None;
   };
 
-  let raw_headers = handshake::raw_headers(&request);
+  let headers = HeaderBlock::of_request(&request);
   let offered = handshake::offered_protocols(&request);
   let protocol = if shared.verify {
-    let verdict = ask_js(shared, &request, &raw_headers, offered, remote, handle).await?;
+    let verdict = ask_js(shared, &request, headers.unpacked(), offered, remote, handle).await?;
     if !verdict.accept {
       let _ = handshake::refuse(&mut stream, &refusal_of(verdict)).await;
       return None;
@@ -143,14 +144,14 @@ where
     };
   admission.keep();
   let opening = Opening { response, leftover };
-  Some(Upgraded { stream, opening, raw_headers, protocol, agreement })
+  Some(Upgraded { stream, opening, headers, protocol, agreement })
 }
 
 /// A connection accepted, its 101 answer not yet written.
 struct Upgraded<S> {
   stream: ServerStream<S>,
   opening: Opening,
-  raw_headers: Box<str>,
+  headers: HeaderBlock,
   protocol: String,
   agreement: Option<Agreement>,
 }
@@ -189,7 +190,7 @@ where
 async fn ask_js(
   shared: &Shared,
   request: &Request,
-  raw_headers: &str,
+  raw_headers: String,
   offered: Vec<String>,
   remote: &Remote,
   handle: u32,
@@ -200,7 +201,7 @@ async fn ask_js(
     handle,
     EventDetail::Verify {
       url: request.uri().to_string(),
-      raw_headers: raw_headers.to_string(),
+      raw_headers,
       remote_address: remote.address(),
       remote_port: remote.port.into(),
       protocols: offered,
