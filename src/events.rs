@@ -1,8 +1,9 @@
 //! Events from Rust to JS, delivered in batches.
 //!
 //! Every native Server or Socket owns one `EventQueue`. IO tasks append to it;
-//! one dispatcher task hands everything queued since the last call to JS in a
-//! single call of one weak threadsafe function. Messages, the hot path, are
+//! one dispatcher task hands everything queued since the last call to JS over
+//! and wakes the JS thread (js_wake.rs), which passes it to the JS dispatcher
+//! in a single call. Messages, the hot path, are
 //! packed: `records` holds `[tag, connection, byteLength]` triples and `bytes`
 //! the payloads back to back, so a batch of a thousand messages costs three
 //! JS values. Rare events (open, close, errors, large binaries) travel as
@@ -12,22 +13,23 @@
 //! moment it is queued until the JS call of its batch has returned, that
 //! is, until every callback has seen it.
 
+use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use napi::bindgen_prelude::{Buffer, FnArgs, Function, Uint32Array, Uint8Array};
-use napi::threadsafe_function::{
-  ThreadsafeCallContext, ThreadsafeFunction, ThreadsafeFunctionCallMode,
+use napi::bindgen_prelude::{
+  Buffer, FnArgs, Function, JsValue, ToNapiValue, Uint32Array, Uint8Array,
 };
-use napi::Status;
+use napi::{sys, JsError};
 use napi_derive::napi;
+use tokio::sync::Notify;
 
 use crate::buffers::to_js_array;
 use crate::flow::Flow;
+use crate::js_wake::JsWaker;
 use crate::link::Link;
 use crate::sync::lock;
-use tokio::sync::Notify;
 
 /// Record tags; lib/batch.js uses the same numbers.
 const TAG_TEXT: u32 = 1;
@@ -115,11 +117,6 @@ pub type EventArgs = FnArgs<(Uint32Array, Buffer, Vec<EventDetail>)>;
 /// The JS dispatcher as it arrives in a native constructor.
 pub type EventCallback<'scope> = Function<'scope, EventArgs, ()>;
 
-/// The one threadsafe function per native object: weak (it never keeps the
-/// process alive; the JS facade holds a handle while that is wanted), not
-/// error-first, unbounded (the dispatcher keeps at most two batches queued).
-type EventSink = ThreadsafeFunction<Events, (), EventArgs, Status, false, true, 0>;
-
 /// What holds a connection's `Link`: a server's connection, or a socket's
 /// peer itself.
 pub trait Receiver: Send + Sync {
@@ -166,7 +163,9 @@ pub struct EventQueue {
   pending: Mutex<Batch>,
   /// Signalled when `pending` gains an event.
   queued: Notify,
-  /// Signalled on the JS thread when a batch has been taken.
+  /// A batch on its way to the JS thread.
+  handoff: Mutex<Handoff>,
+  /// Signalled on the JS thread when the handoff has been taken.
   taken: Notify,
   /// Set by `finish`: deliver what is pending, then release the callback.
   finished: AtomicBool,
@@ -178,28 +177,31 @@ pub struct EventQueue {
   pub flow: Flow,
 }
 
+/// What the dispatcher task hands to the JS thread.
+#[derive(Default)]
+struct Handoff {
+  batch: Option<Batch>,
+  /// Nothing follows: the JS thread lets go of the callback.
+  last: bool,
+}
+
 impl EventQueue {
-  /// Creates the queue and the task that delivers it to `callback`.
+  /// Creates the queue and the task that delivers it to `callback`. Call it
+  /// on the JS thread.
   pub fn start(callback: EventCallback, flow: Flow) -> napi::Result<Arc<EventQueue>> {
     let queue = Arc::new(EventQueue {
       pending: Mutex::default(),
       queued: Notify::new(),
+      handoff: Mutex::default(),
       taken: Notify::new(),
       finished: AtomicBool::new(false),
       last_batch_bytes: AtomicUsize::new(0),
       flow,
     });
-    let on_js_thread = Arc::clone(&queue);
-    let sink: EventSink = callback
-      .build_threadsafe_function::<Events>()
-      .weak::<true>()
-      .callee_handled::<false>()
-      .build_callback(move |ctx: ThreadsafeCallContext<Events>| {
-        on_js_thread.taken.notify_one();
-        let Events { records, bytes, details } = ctx.value;
-        Ok(FnArgs::from((Uint32Array::new(records), Buffer::from(bytes), details)))
-      })?;
-    napi::bindgen_prelude::spawn(deliver(Arc::clone(&queue), sink));
+    let callback = callback.value();
+    let mut dispatcher = Dispatcher::new(callback.env, callback.value, Arc::clone(&queue))?;
+    let waker = JsWaker::start(callback.env, Box::new(move |env| dispatcher.dispatch(env)))?;
+    napi::bindgen_prelude::spawn(deliver(Arc::clone(&queue), waker));
     Ok(queue)
   }
 
@@ -243,7 +245,7 @@ impl EventQueue {
   }
 
   /// Ends delivery once everything queued so far has reached JS; the
-  /// threadsafe function is released then.
+  /// callback is released then.
   pub fn finish(&self) {
     self.finished.store(true, Ordering::Release);
     self.queued.notify_one();
@@ -260,41 +262,147 @@ impl EventQueue {
 
 /// Hands batches to JS, one in flight at a time, so that under load batches
 /// grow instead of piling up as separate calls; ends after `finish`.
-async fn deliver(queue: Arc<EventQueue>, sink: EventSink) {
+async fn deliver(queue: Arc<EventQueue>, waker: JsWaker) {
   loop {
     queue.queued.notified().await;
     // Let the other ready tasks run first: when many connections each have
     // a little to say (a storm of short connections), their events join
-    // this batch instead of each taking a call into JS of its own. Each
-    // call wakes the JS thread while it holds the threadsafe function's
-    // lock, three context switches on a shared core; this took the
-    // connection rate from 10,300 to 12,900 a second, JSON echo unchanged.
+    // this batch instead of each waking the JS thread for its own; on a
+    // shared core each wake is a context switch. This took the connection
+    // rate from 10,300 to 12,900 a second, JSON echo unchanged.
     tokio::task::yield_now().await;
     // Read before taking, so that events queued before `finish` are sent.
     let finished = queue.finished.load(Ordering::Acquire);
     let batch = queue.take();
-    if !batch.is_empty() {
-      let Batch { events, held } = batch;
-      queue.last_batch_bytes.store(events.bytes.len(), Ordering::Relaxed);
-      let on_return = Arc::clone(&queue);
-      // Runs on the JS thread once the dispatcher has returned; a throw
-      // from it is reported as before (an uncaught exception).
-      let released = move |returned: napi::Result<()>, _| {
-        for (receiver, len) in held {
-          on_return.flow.release(receiver.link(), len);
-        }
-        returned
-      };
-      let mode = ThreadsafeFunctionCallMode::NonBlocking;
-      if sink.call_with_return_value(events, mode, released) != Status::Ok {
-        return;
-      }
-      if !finished {
-        queue.taken.notified().await;
-      }
+    if batch.is_empty() && !finished {
+      continue;
     }
-    if finished {
+    queue.last_batch_bytes.store(batch.events.bytes.len(), Ordering::Relaxed);
+    let batch = (!batch.is_empty()).then_some(batch);
+    *lock(&queue.handoff) = Handoff { batch, last: finished };
+    if !waker.wake() || finished {
       return;
     }
+    queue.taken.notified().await;
+  }
+}
+
+/// The JS dispatcher, called on the JS thread with what the dispatcher task
+/// handed over. Dropped there, when the last batch is delivered or the
+/// environment tears down.
+struct Dispatcher {
+  env: sys::napi_env,
+  function: sys::napi_ref,
+  /// Calls go through `napi_make_callback` in this async context, so that
+  /// the microtasks and `process.nextTick` callbacks JS queued run after.
+  context: sys::napi_async_context,
+  queue: Arc<EventQueue>,
+}
+
+impl Dispatcher {
+  fn new(
+    env: sys::napi_env,
+    function: sys::napi_value,
+    queue: Arc<EventQueue>,
+  ) -> napi::Result<Dispatcher> {
+    let name = "mytosis-websocket events";
+    let mut reference = ptr::null_mut();
+    let mut resource_name = ptr::null_mut();
+    let mut context = ptr::null_mut();
+    // SAFETY: on the JS thread with its env; `function` is a live value of
+    // the current scope.
+    let created = unsafe {
+      sys::napi_create_reference(env, function, 1, &mut reference) == sys::Status::napi_ok
+        && sys::napi_create_string_utf8(
+          env,
+          name.as_ptr().cast(),
+          name.len() as isize,
+          &mut resource_name,
+        ) == sys::Status::napi_ok
+        && sys::napi_async_init(env, ptr::null_mut(), resource_name, &mut context)
+          == sys::Status::napi_ok
+    };
+    let dispatcher = Dispatcher { env, function: reference, context, queue };
+    if !created {
+      return Err(napi::Error::from_reason("cannot keep the events callback"));
+    }
+    Ok(dispatcher)
+  }
+
+  /// Delivers the handoff, if any; false once the last one is delivered.
+  fn dispatch(&mut self, env: sys::napi_env) -> bool {
+    let Handoff { batch, last } = std::mem::take(&mut *lock(&self.queue.handoff));
+    if let Some(Batch { events, held }) = batch {
+      self.queue.taken.notify_one();
+      self.call(env, events);
+      for (receiver, len) in held {
+        self.queue.flow.release(receiver.link(), len);
+      }
+    }
+    !last
+  }
+
+  /// Calls the JS dispatcher with `(records, bytes, details)`; a throw from
+  /// it is reported as an uncaught exception, after which delivery goes on.
+  fn call(&self, env: sys::napi_env, events: Events) {
+    let Events { records, bytes, details } = events;
+    // SAFETY: on the JS thread, inside the handle scope js_wake.rs opens.
+    unsafe {
+      let args = [
+        ToNapiValue::to_napi_value(env, Uint32Array::new(records)),
+        ToNapiValue::to_napi_value(env, Buffer::from(bytes)),
+        ToNapiValue::to_napi_value(env, details),
+      ];
+      let mut argv = [ptr::null_mut(); 3];
+      for (slot, arg) in argv.iter_mut().zip(args) {
+        match arg {
+          Ok(value) => *slot = value,
+          Err(error) => {
+            sys::napi_fatal_exception(env, JsError::from(error).into_value(env));
+            return;
+          }
+        }
+      }
+      let mut function = ptr::null_mut();
+      let mut receiver = ptr::null_mut();
+      let mut result = ptr::null_mut();
+      sys::napi_get_reference_value(env, self.function, &mut function);
+      // `napi_make_callback` wants an object as `this`; the dispatcher
+      // does not use it.
+      sys::napi_get_global(env, &mut receiver);
+      let status = sys::napi_make_callback(
+        env,
+        self.context,
+        receiver,
+        function,
+        argv.len(),
+        argv.as_ptr(),
+        &mut result,
+      );
+      if status != sys::Status::napi_ok {
+        let mut error = ptr::null_mut();
+        if sys::napi_get_and_clear_last_exception(env, &mut error) == sys::Status::napi_ok
+          && !error.is_null()
+        {
+          sys::napi_fatal_exception(env, error);
+        }
+      }
+    }
+  }
+}
+
+impl Drop for Dispatcher {
+  fn drop(&mut self) {
+    // SAFETY: dropped on the JS thread while its environment stands.
+    unsafe {
+      if !self.function.is_null() {
+        sys::napi_delete_reference(self.env, self.function);
+      }
+      if !self.context.is_null() {
+        sys::napi_async_destroy(self.env, self.context);
+      }
+    }
+    // Whatever the dispatcher task waits for will not come.
+    self.queue.taken.notify_one();
   }
 }

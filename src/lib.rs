@@ -19,6 +19,7 @@ mod frame_boundaries;
 mod handshake;
 mod header_block;
 mod heartbeat;
+mod js_wake;
 mod link;
 mod server;
 mod server_stream;
