@@ -21,7 +21,7 @@ use bytes::Bytes;
 use napi::bindgen_prelude::{
   Buffer, FnArgs, Function, JsValue, ToNapiValue, Uint32Array, Uint8Array,
 };
-use napi::{sys, JsError};
+use napi::{check_status, sys, JsError};
 use napi_derive::napi;
 use tokio::sync::Notify;
 
@@ -349,8 +349,8 @@ impl Dispatcher {
     // SAFETY: on the JS thread, inside the handle scope js_wake.rs opens.
     unsafe {
       let args = [
-        ToNapiValue::to_napi_value(env, Uint32Array::new(records)),
-        ToNapiValue::to_napi_value(env, Buffer::from(bytes)),
+        records_to_js(env, records),
+        bytes_to_js(env, bytes),
         ToNapiValue::to_napi_value(env, details),
       ];
       let mut argv = [ptr::null_mut(); 3];
@@ -389,6 +389,53 @@ impl Dispatcher {
       }
     }
   }
+}
+
+/// Batches this large or smaller are copied into memory V8 allocates; larger
+/// ones are handed over as they are. Memory handed over costs V8 a finalizer
+/// and a weak callback each, more than copying a few KiB (a storm of short
+/// connections makes many small batches).
+const COPY_MAX: usize = 16 * 1024;
+
+/// The records as a `Uint32Array`.
+///
+/// # Safety
+/// On the JS thread, inside a handle scope.
+unsafe fn records_to_js(env: sys::napi_env, records: Vec<u32>) -> napi::Result<sys::napi_value> {
+  let byte_length = size_of_val(records.as_slice());
+  if byte_length > COPY_MAX {
+    // SAFETY: as this function's.
+    return unsafe { ToNapiValue::to_napi_value(env, Uint32Array::new(records)) };
+  }
+  let mut data = ptr::null_mut();
+  let mut buffer = ptr::null_mut();
+  let mut array = ptr::null_mut();
+  // SAFETY: `data` is a fresh allocation of `byte_length` bytes.
+  unsafe {
+    check_status!(sys::napi_create_arraybuffer(env, byte_length, &mut data, &mut buffer))?;
+    ptr::copy_nonoverlapping(records.as_ptr().cast::<u8>(), data.cast::<u8>(), byte_length);
+    let kind = sys::TypedarrayType::uint32_array;
+    check_status!(sys::napi_create_typedarray(env, kind, records.len(), buffer, 0, &mut array))?;
+  }
+  Ok(array)
+}
+
+/// The message bytes as a `Buffer`.
+///
+/// # Safety
+/// On the JS thread, inside a handle scope.
+unsafe fn bytes_to_js(env: sys::napi_env, bytes: Vec<u8>) -> napi::Result<sys::napi_value> {
+  if bytes.len() > COPY_MAX {
+    // SAFETY: as this function's.
+    return unsafe { ToNapiValue::to_napi_value(env, Buffer::from(bytes)) };
+  }
+  let mut data = ptr::null_mut();
+  let mut buffer = ptr::null_mut();
+  // SAFETY: `bytes` is readable for its length.
+  check_status!(unsafe {
+    sys::napi_create_buffer_copy(env, bytes.len(), bytes.as_ptr().cast(), &mut data, &mut buffer)
+  })?;
+  Ok(buffer)
 }
 
 impl Drop for Dispatcher {
