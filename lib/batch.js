@@ -4,6 +4,14 @@
 const TEXT = 1;
 const BINARY = 2;
 const DETAIL = 3;
+// Details without fields come as tags of their own (4 and up), each read as
+// one shared, frozen detail object.
+const FIELDLESS = {
+  4: Object.freeze({ type: 'Accepted' }),
+  5: Object.freeze({ type: 'Abandoned' }),
+  6: Object.freeze({ type: 'Closing' }),
+  7: Object.freeze({ type: 'Drain' })
+};
 
 /**
  * Walk one batch of events from the addon (format in src/events.rs) and
@@ -37,6 +45,11 @@ function readBatch(records, bytes, details, handlers) {
         } else {
           handlers.detail(connection, detail);
         }
+        continue;
+      }
+      const fieldless = FIELDLESS[tag];
+      if (fieldless !== undefined) {
+        handlers.detail(connection, fieldless);
         continue;
       }
       const start = offset;

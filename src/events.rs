@@ -35,6 +35,13 @@ use crate::sync::lock;
 const TAG_TEXT: u32 = 1;
 const TAG_BINARY: u32 = 2;
 const TAG_DETAIL: u32 = 3;
+/// Details without fields travel as tags of their own, which JS reads as one
+/// shared object each: no JS object is made per event (a connection storm
+/// has one `Accepted` per connection).
+const TAG_ACCEPTED: u32 = 4;
+const TAG_ABANDONED: u32 = 5;
+const TAG_CLOSING: u32 = 6;
+const TAG_DRAIN: u32 = 7;
 
 /// Binary messages at least this large go to JS as their own external Buffer
 /// instead of being copied into the packed batch.
@@ -238,8 +245,21 @@ impl EventQueue {
   /// Queues a rare event about connection `conn` (0 for the owner itself).
   pub fn detail(&self, conn: u32, detail: EventDetail) {
     let mut batch = self.lock();
-    batch.events.records.extend_from_slice(&[TAG_DETAIL, conn, 0]);
-    batch.events.details.push(detail);
+    let events = &mut batch.events;
+    let fieldless = match detail {
+      EventDetail::Accepted {} => Some(TAG_ACCEPTED),
+      EventDetail::Abandoned {} => Some(TAG_ABANDONED),
+      EventDetail::Closing {} => Some(TAG_CLOSING),
+      EventDetail::Drain {} => Some(TAG_DRAIN),
+      _ => None,
+    };
+    match fieldless {
+      Some(tag) => events.records.extend_from_slice(&[tag, conn, 0]),
+      None => {
+        events.records.extend_from_slice(&[TAG_DETAIL, conn, 0]);
+        events.details.push(detail);
+      }
+    }
     drop(batch);
     self.queued.notify_one();
   }
