@@ -327,7 +327,7 @@ impl NativeSocket {
 
 impl Drop for NativeSocket {
   /// The JS object is gone: nothing can observe events any more, so let the
-  /// dispatcher release its threadsafe function and stop the heartbeat.
+  /// dispatcher release the JS callback and stop the heartbeat.
   /// Dropping `commands` ends the connection task once it next waits.
   fn drop(&mut self) {
     self.heartbeat.cancel();
