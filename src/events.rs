@@ -368,21 +368,17 @@ impl Dispatcher {
     let Events { records, bytes, details } = events;
     // SAFETY: on the JS thread, inside the handle scope js_wake.rs opens.
     unsafe {
-      let args = [
-        records_to_js(env, records),
-        bytes_to_js(env, bytes),
-        ToNapiValue::to_napi_value(env, details),
-      ];
-      let mut argv = [ptr::null_mut(); 3];
-      for (slot, arg) in argv.iter_mut().zip(args) {
-        match arg {
-          Ok(value) => *slot = value,
-          Err(error) => {
-            sys::napi_fatal_exception(env, JsError::from(error).into_value(env));
-            return;
-          }
+      let args = records_to_js(env, records).and_then(|records| {
+        let bytes = bytes_to_js(env, bytes)?;
+        Ok([records, bytes, ToNapiValue::to_napi_value(env, details)?])
+      });
+      let argv = match args {
+        Ok(argv) => argv,
+        Err(error) => {
+          sys::napi_fatal_exception(env, JsError::from(error).into_value(env));
+          return;
         }
-      }
+      };
       let mut function = ptr::null_mut();
       let mut receiver = ptr::null_mut();
       let mut result = ptr::null_mut();
@@ -399,11 +395,11 @@ impl Dispatcher {
         argv.as_ptr(),
         &mut result,
       );
-      if status != sys::Status::napi_ok {
+      // Any other failure means JS can no longer run (the environment is
+      // stopping): there is nobody to tell.
+      if status == sys::Status::napi_pending_exception {
         let mut error = ptr::null_mut();
-        if sys::napi_get_and_clear_last_exception(env, &mut error) == sys::Status::napi_ok
-          && !error.is_null()
-        {
+        if sys::napi_get_and_clear_last_exception(env, &mut error) == sys::Status::napi_ok {
           sys::napi_fatal_exception(env, error);
         }
       }
@@ -423,7 +419,7 @@ const COPY_MAX: usize = 16 * 1024;
 /// On the JS thread, inside a handle scope.
 unsafe fn records_to_js(env: sys::napi_env, records: Vec<u32>) -> napi::Result<sys::napi_value> {
   let byte_length = size_of_val(records.as_slice());
-  if byte_length > COPY_MAX {
+  if byte_length == 0 || byte_length > COPY_MAX {
     // SAFETY: as this function's.
     return unsafe { ToNapiValue::to_napi_value(env, Uint32Array::new(records)) };
   }

@@ -5,9 +5,10 @@
 //! preempts the signalling thread and at once blocks on that lock: three
 //! context switches and two futex calls for one handoff, the largest cost
 //! left per connection in a connection storm. `uv_async_send` is an atomic
-//! exchange and, unless a wake is already pending, one eventfd write, with no
-//! lock held; the JS thread runs `on_wake` once for any number of wakes
-//! before it. What to deliver is handed over by the caller (events.rs).
+//! exchange and, unless a wake is already pending, one eventfd write; the
+//! only lock it takes here is one the JS thread takes only to close. The JS
+//! thread runs `on_wake` once for any number of wakes before it. What to
+//! deliver is handed over by the caller (events.rs).
 
 use std::ffi::{c_int, c_void};
 use std::ptr;
@@ -71,6 +72,7 @@ impl JsWaker {
       handle: vec![0; words].into_boxed_slice(),
       gate: Arc::clone(&gate),
       on_wake: Some(on_wake),
+      missed: false,
       closed: false,
     }));
     // SAFETY: `listener` stays allocated until libuv has closed its handle
@@ -84,7 +86,14 @@ impl JsWaker {
       // `data`, the first field of every libuv handle, is the user's.
       handle.cast::<*mut Listener>().write(listener);
       uv_unref(handle);
-      sys::napi_add_env_cleanup_hook(env, Some(on_teardown), listener.cast());
+      // Without the hook, the handle would outlive a worker thread's loop,
+      // which Node refuses (it aborts): close it now instead.
+      if sys::napi_add_env_cleanup_hook(env, Some(on_teardown), listener.cast())
+        != sys::Status::napi_ok
+      {
+        close(listener);
+        return Err(napi::Error::from_reason("cannot watch the JS thread's teardown"));
+      }
       *lock(&gate) = Some(HandleAddress(handle));
     }
     Ok(JsWaker { gate })
@@ -108,6 +117,8 @@ struct Listener {
   gate: Gate,
   /// Taken out while it runs.
   on_wake: Option<OnWake>,
+  /// A wake came while `on_wake` ran (JS spun the event loop inside it).
+  missed: bool,
   closed: bool,
 }
 
@@ -117,19 +128,30 @@ unsafe extern "C" fn wake_on_js_thread(handle: *mut c_void) {
   unsafe {
     let listener = handle.cast::<*mut Listener>().read();
     let env = (*listener).env;
-    let Some(mut on_wake) = (*listener).on_wake.take() else { return };
+    let Some(mut on_wake) = (*listener).on_wake.take() else {
+      // libuv cleared its pending flag before calling: run again after.
+      (*listener).missed = true;
+      return;
+    };
     let mut scope = ptr::null_mut();
-    sys::napi_open_handle_scope(env, &mut scope);
+    if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {
+      (*listener).on_wake = Some(on_wake);
+      return;
+    }
     let stay_open = on_wake(env);
     sys::napi_close_handle_scope(env, scope);
-    // The environment may have torn down while JS ran.
     if (*listener).closed {
+      // The environment tore down while JS ran (Node 20 never does this
+      // synchronously): what `on_wake` holds may no longer be released.
+      std::mem::forget(on_wake);
       return;
     }
     (*listener).on_wake = Some(on_wake);
     if !stay_open {
       sys::napi_remove_env_cleanup_hook(env, Some(on_teardown), listener.cast());
       close(listener);
+    } else if std::mem::take(&mut (*listener).missed) {
+      uv_async_send(handle);
     }
   }
 }
