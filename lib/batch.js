@@ -1,6 +1,6 @@
 'use strict';
 
-// Record tags of src/events.rs.
+// Record tags of src/events/mod.rs.
 const TEXT = 1;
 const BINARY = 2;
 const DETAIL = 3;
@@ -14,7 +14,7 @@ const FIELDLESS = {
 };
 
 /**
- * Walk one batch of events from the addon (format in src/events.rs) and
+ * Walk one batch of events from the addon (format in src/events/mod.rs) and
  * hand each to the owner, in order. A throw from a handler is passed to
  * `onThrow` and the walk goes on: one bad listener never costs the other
  * connections their events.

@@ -58,7 +58,7 @@ pub fn to_js_array(bytes: Bytes) -> Uint8Array {
   // (a Buffer is writable) although `Bytes` promises immutable memory:
   // that is harmless because nothing in Rust reads this region after this
   // call. `bytes` is moved into the finalizer, which only drops it, and the
-  // caller hands over the one `Bytes` of a received frame (events.rs keeps
+  // caller hands over the one `Bytes` of a received frame (the event queue keeps
   // no other). Every frame is a region of its own, so V8 is never given one
   // pointer twice (it aborts on that, nodejs/node#32463).
   unsafe { Uint8Array::with_external_data(data, length, move |_, _| drop(bytes)) }

@@ -1,7 +1,7 @@
 //! Flow control: how much a peer may make us hold, and when a connection
 //! stops reading.
 //!
-//! A received message waits in the event queue (events.rs) until JS has
+//! A received message waits in the event queue (events/mod.rs) until JS has
 //! run the callbacks of its batch. A peer that sends faster than JS handles
 //! its messages would grow that queue without bound, so every message JS
 //! will see is counted until then: per connection (`Link::undelivered`),

@@ -8,7 +8,7 @@
 //! exchange and, unless a wake is already pending, one eventfd write; the
 //! only lock it takes here is one the JS thread takes only to close. The JS
 //! thread runs `on_wake` once for any number of wakes before it. What to
-//! deliver is handed over by the caller (events.rs).
+//! deliver is handed over by the caller (events/mod.rs).
 
 use std::ffi::{c_int, c_void};
 use std::ptr;

@@ -291,7 +291,7 @@ impl ObjectFinalize for NativeServer {
 
 #[napi]
 impl NativeServer {
-  /// Creates a server that reports to `onEvents` (see events.rs); it does
+  /// Creates a server that reports to `onEvents` (see events/mod.rs); it does
   /// not listen until `listen`.
   #[napi(constructor)]
   pub fn new(env: &Env, options: NativeServerOptions, on_events: EventCallback) -> Result<Self> {
