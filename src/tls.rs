@@ -1,4 +1,5 @@
-//! TLS for `wss://`, on rustls with the ring provider.
+//! TLS for `wss://`, on rustls with the aws-lc-rs provider (README, design
+//! notes, "TLS").
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use rustls::{
 };
 
 fn provider() -> Arc<CryptoProvider> {
-  Arc::new(rustls::crypto::ring::default_provider())
+  Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// The client TLS settings of a Socket: the system's roots, the file named
