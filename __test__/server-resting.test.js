@@ -1,7 +1,7 @@
 'use strict';
 
 // A quiet server connection drops its protocol state and makes it again when
-// bytes arrive (src/resting.rs). These tests pause a client in the places
+// bytes arrive (src/connection_task.rs). These tests pause a client in the places
 // where dropping the state would lose something: inside a frame's header,
 // inside its payload, and between the fragments of one message.
 
@@ -94,7 +94,8 @@ test('a connection quiet for a while still reads, answers pings and sends', asyn
 });
 
 // A connection that rested through a whole dormancy tick (src/dormancy.rs,
-// one second) leaves tokio; new connections do so as soon as they rest.
+// one second) leaves tokio; a new connection does so after 20 ms of quiet,
+// as in the test above, whose pauses are longer.
 const DORMANT = 2500;
 
 test('a connection dormant after being active still reads, answers pings, gets sends, and notices its client leave', async (t) => {

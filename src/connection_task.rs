@@ -7,7 +7,8 @@
 //! the connection is quiet again with nothing half done.
 //!
 //! A connection that stays quiet leaves even this task behind and goes
-//! dormant (dormancy.rs); a new one does so as soon as it is quiet.
+//! dormant (dormancy.rs); a new one does so once it has been quiet for
+//! `NEW_CONNECTION_GRACE`.
 //!
 //! The task is a hand-written future rather than an `async fn`: an async
 //! function keeps room for its arguments and every nested future's for its
@@ -18,8 +19,10 @@ use std::future::Future;
 use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
 use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
@@ -28,6 +31,16 @@ use crate::deflate::Agreement;
 use crate::flow::Flow;
 use crate::link::Link;
 use crate::server_stream::{ServerStream, READ_AHEAD};
+
+/// How long a new connection that may go dormant waits, quiet, before it
+/// does. Clients mostly speak first (a subscription, a login) right after
+/// the upgrade: going dormant before that message and waking for it costs
+/// half of a connection's `epoll_ctl` calls and a second task, about a
+/// tenth of the CPU of a connection that sends one message and leaves. The
+/// grace is short because what the waiting tasks hold is freed only as
+/// they go: the last `NEW_CONNECTION_GRACE` of a burst of connections
+/// leaves that much freed memory behind, which later connections reuse.
+const NEW_CONNECTION_GRACE: Duration = Duration::from_millis(20);
 
 /// An active period of a connection: it gives the stream back when the
 /// connection rests.
@@ -46,6 +59,11 @@ pub trait Owner<S> {
   }
   /// The connection has ended.
   fn ended(&mut self, ended: Ended);
+  /// Whether `go_dormant` can take the connection (bytes of a frame in
+  /// hand aside).
+  fn may_go_dormant(&self) -> bool {
+    false
+  }
 }
 
 enum Phase<S> {
@@ -59,6 +77,9 @@ pub struct ConnectionTask<S, O: Owner<S>> {
   phase: Phase<S>,
   owner: O,
   generation: u32,
+  /// A new connection's `NEW_CONNECTION_GRACE`, until it ends or the
+  /// connection first becomes active.
+  grace: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S, O: Owner<S>> Drop for ConnectionTask<S, O> {
@@ -75,20 +96,24 @@ impl<S, O: Owner<S>> Drop for ConnectionTask<S, O> {
 }
 
 impl<S, O: Owner<S>> ConnectionTask<S, O> {
-  /// A new connection goes dormant as soon as it has nothing to do: most
-  /// connections of a server are idle, and what its task and tokio's
-  /// registration of its socket free is reused by the next connection.
+  /// A new connection goes dormant after `NEW_CONNECTION_GRACE` of having
+  /// nothing to do, not a whole dormancy tick: most connections of a
+  /// server are idle, and what its task and tokio's registration of its
+  /// socket free is reused by the next connection.
   pub fn new(stream: ServerStream<S>, owner: O) -> ConnectionTask<S, O> {
     let generation = owner.link().open_connection();
-    owner.link().allow_dormancy();
-    ConnectionTask { phase: Phase::Resting(stream), owner, generation }
+    let grace = owner.may_go_dormant().then(|| Box::pin(tokio::time::sleep(NEW_CONNECTION_GRACE)));
+    if grace.is_none() {
+      owner.link().allow_dormancy();
+    }
+    ConnectionTask { phase: Phase::Resting(stream), owner, generation, grace }
   }
 
   /// Connection `generation` again, back from dormancy.
   #[cfg(dormancy)]
   pub fn resume(stream: ServerStream<S>, owner: O, generation: u32) -> ConnectionTask<S, O> {
     owner.link().rest();
-    ConnectionTask { phase: Phase::Resting(stream), owner, generation }
+    ConnectionTask { phase: Phase::Resting(stream), owner, generation, grace: None }
   }
 }
 
@@ -107,6 +132,13 @@ where
           // Both register for a wake before they report nothing to do.
           let link = this.owner.link();
           if link.poll_work(cx).is_pending() && stream.poll_arrival(cx).is_pending() {
+            if let Some(grace) = &mut this.grace {
+              if grace.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+              }
+              this.grace = None;
+              link.allow_dormancy();
+            }
             if !link.dormancy_due() {
               return Poll::Pending;
             }
@@ -118,6 +150,7 @@ where
             }
             return Poll::Pending;
           }
+          this.grace = None;
           this.owner.link().mark_active();
           if let Phase::Resting(stream) = mem::replace(&mut this.phase, Phase::Ended) {
             this.phase = Phase::Active(this.owner.activate(stream, this.generation));

@@ -78,6 +78,10 @@ where
   fn ended(&mut self, ended: Ended) {
     self.report_end(ended);
   }
+
+  fn may_go_dormant(&self) -> bool {
+    cfg!(dormancy) && S::MAY_GO_DORMANT
+  }
 }
 
 impl ServedConnection {
