@@ -7,7 +7,9 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
-use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_response, Request};
+use tokio_tungstenite::tungstenite::handshake::server::{
+  create_response, write_response, Request, Response,
+};
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::deflate::negotiation::{self, ServerSettings};
@@ -90,9 +92,24 @@ pub fn accept_response(
   protocol: &str,
   deflate: Option<ServerSettings>,
 ) -> Result<(Vec<u8>, Option<Agreement>), Refusal> {
+  answer(valid_upgrade(request)?, request, protocol, deflate)
+}
+
+/// Checks that `request` is a valid WebSocket upgrade, and makes the 101
+/// answer to it without a subprotocol or extensions, which `answer` adds
+/// once they are chosen.
+pub fn valid_upgrade(request: &Request) -> Result<Response, Refusal> {
   check_request(request)?;
-  let mut response =
-    create_response(request).map_err(|error| Refusal::bad_request(error.to_string()))?;
+  create_response(request).map_err(|error| Refusal::bad_request(error.to_string()))
+}
+
+/// `accept_response`, from the answer `valid_upgrade` made for `request`.
+pub fn answer(
+  mut response: Response,
+  request: &Request,
+  protocol: &str,
+  deflate: Option<ServerSettings>,
+) -> Result<(Vec<u8>, Option<Agreement>), Refusal> {
   if !protocol.is_empty() {
     let value =
       HeaderValue::from_str(protocol).map_err(|error| Refusal::bad_request(error.to_string()))?;

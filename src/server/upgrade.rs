@@ -9,7 +9,7 @@ use std::sync::{Arc, MutexGuard};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::handshake::server::Request;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 use super::registry::{open_connection, Connection, Opening, Remote, Reservation};
 use super::served::MayGoDormant;
@@ -110,7 +110,7 @@ async fn upgrade<S>(
 where
   S: AsyncRead + AsyncWrite + Unpin,
 {
-  let Upgrade { request, leftover } = read_valid_request(shared, &mut stream).await?;
+  let (Upgrade { request, leftover }, response) = read_valid_request(shared, &mut stream).await?;
   let Some(admission) = shared.admit() else {
     let full = Refusal {
       status: 503,
@@ -134,14 +134,14 @@ where
     offered.into_iter().next().unwrap_or_default()
   };
 
-  let (response, agreement) =
-    match handshake::accept_response(&request, &protocol, shared.deflate.map(|d| d.negotiation)) {
-      Ok(answer) => answer,
-      Err(refusal) => {
-        let _ = handshake::refuse(&mut stream, &refusal).await;
-        return None;
-      }
-    };
+  let deflate = shared.deflate.map(|d| d.negotiation);
+  let (response, agreement) = match handshake::answer(response, &request, &protocol, deflate) {
+    Ok(answer) => answer,
+    Err(refusal) => {
+      let _ = handshake::refuse(&mut stream, &refusal).await;
+      return None;
+    }
+  };
   admission.keep();
   let opening = Opening { response, leftover };
   Some(Upgraded { stream, opening, headers, protocol, agreement })
@@ -156,9 +156,13 @@ struct Upgraded<S> {
   agreement: Option<Agreement>,
 }
 
-/// Reads the request and checks it is a valid upgrade at the served path;
+/// Reads the request and checks it is a valid upgrade at the served path,
+/// with the 101 answer to it made so far (`handshake::valid_upgrade`);
 /// refuses it (when there is anyone to tell) otherwise.
-async fn read_valid_request<S>(shared: &Shared, stream: &mut ServerStream<S>) -> Option<Upgrade>
+async fn read_valid_request<S>(
+  shared: &Shared,
+  stream: &mut ServerStream<S>,
+) -> Option<(Upgrade, Response)>
 where
   S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -176,13 +180,15 @@ where
   let checked = if wrong_path {
     Err(Refusal::bad_request("No WebSocket endpoint at this path"))
   } else {
-    handshake::accept_response(request, "", None).map(|_| ())
+    handshake::valid_upgrade(request)
   };
-  if let Err(refusal) = checked {
-    let _ = handshake::refuse(stream, &refusal).await;
-    return None;
+  match checked {
+    Ok(response) => Some((upgrade, response)),
+    Err(refusal) => {
+      let _ = handshake::refuse(stream, &refusal).await;
+      None
+    }
   }
-  Some(upgrade)
 }
 
 /// Hands the upgrade to JS (a `Verify` event) and waits for its verdict;
