@@ -16,8 +16,8 @@ use crate::link::Link;
 use crate::server_stream::ServerStream;
 
 impl Shared {
-  /// Made on first need; `None` if its epoll set could not be made (the
-  /// connections then stay tasks).
+  /// Made as the server starts (`start_clock`); `None` if its epoll set
+  /// could not be made (the connections then stay tasks).
   fn dormant_set(&self) -> Option<&DormantSet<ServedConnection>> {
     self.dormant_set.get_or_init(|| DormantSet::start(self.shutdown.clone()).ok()).as_ref()
   }
@@ -59,11 +59,18 @@ impl DormantOwner for ServedConnection {
   }
 }
 
-/// Every DORMANCY_TICK, tells each connection's task whether it has rested
-/// long enough to go dormant.
+/// Makes the dormant set, then every DORMANCY_TICK tells each connection's
+/// task whether it has rested long enough to go dormant.
 pub(super) fn start_clock(shared: &Arc<Shared>) {
   let shared = Arc::clone(shared);
   napi::bindgen_prelude::spawn(async move {
+    // Now rather than when a first connection goes dormant, so that the
+    // server's descriptors (its epoll set, twice) are all there from the
+    // start instead of appearing once its first connection has been quiet
+    // for a while.
+    if shared.tls.is_none() {
+      shared.dormant_set();
+    }
     let mut ticks = tokio::time::interval(DORMANCY_TICK);
     loop {
       tokio::select! {

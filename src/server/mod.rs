@@ -236,8 +236,8 @@ struct Shared {
   cluster: Option<Cluster>,
   /// Who is subscribed to what (topics.rs); locked after `connections`.
   topics: Mutex<Topics>,
-  /// Connections quiet for a while (dormancy.rs); made on first need, and
-  /// `None` if its epoll set could not be made.
+  /// Connections quiet for a while (dormancy.rs); made as the server
+  /// starts, and `None` if its epoll set could not be made.
   #[cfg(dormancy)]
   dormant_set: OnceLock<Option<DormantSet<ServedConnection>>>,
   counters: Counters,
