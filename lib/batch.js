@@ -12,6 +12,8 @@ const FIELDLESS = {
   6: Object.freeze({ type: 'Closing' }),
   7: Object.freeze({ type: 'Drain' })
 };
+// The end of a server connection, packed in `bytes` (`ServerClose`).
+const SERVER_CLOSE = 8;
 
 /**
  * Walk one batch of events from the addon (format in src/events/mod.rs) and
@@ -58,10 +60,57 @@ function readBatch(records, bytes, details, handlers) {
         handlers.message(connection, bytes.toString('utf8', start, offset), false);
       } else if (tag === BINARY) {
         handlers.message(connection, Buffer.from(bytes.subarray(start, offset)), true);
+      } else if (tag === SERVER_CLOSE) {
+        handlers.detail(connection, readServerClose(bytes, start));
       }
     } catch (err) {
       handlers.onThrow(err);
     }
+  }
+}
+
+/**
+ * The `Close` detail of a server connection, from its packed form (see
+ * `ServerClose::pack` in src/events/mod.rs) at `start` of `bytes`.
+ *
+ * @param {Buffer} bytes The batch's bytes
+ * @param {Number} start Where the record's bytes begin
+ * @return {Object} The detail, as a `Close` detail object would be
+ */
+function readServerClose(bytes, start) {
+  const code = bytes.readUInt16LE(start);
+  const remotePort = bytes.readUInt16LE(start + 2);
+  const wasClean = bytes[start + 4] === 1;
+  const texts = new TextFields(bytes, start + 5);
+  const reason = texts.next();
+  const remoteAddress = texts.next();
+  const protocol = texts.next();
+  const rawHeaders = texts.next();
+  return {
+    type: 'Close',
+    code,
+    reason,
+    wasClean,
+    willReconnect: false,
+    rawHeaders,
+    description: { remoteAddress, remotePort, protocol }
+  };
+}
+
+/** Texts one after another, each its byte length (u32 LE) and UTF-8. */
+class TextFields {
+  #bytes;
+  #at;
+
+  constructor(bytes, at) {
+    this.#bytes = bytes;
+    this.#at = at;
+  }
+
+  next() {
+    const start = this.#at + 4;
+    this.#at = start + this.#bytes.readUInt32LE(this.#at);
+    return this.#bytes.toString('utf8', start, this.#at);
   }
 }
 

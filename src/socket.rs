@@ -522,8 +522,6 @@ impl Task {
         reason: ended.reason,
         was_clean: ended.was_clean,
         will_reconnect: !stopping && (reconnecting || self.will_retry()),
-        raw_headers: None,
-        description: None,
       },
     );
     if stopping || reconnecting {

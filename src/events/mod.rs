@@ -7,7 +7,9 @@
 //! packed: `records` holds `[tag, connection, byteLength]` triples and `bytes`
 //! the payloads back to back, so a batch of a thousand messages costs three
 //! JS values. Rare events (open, close, errors, large binaries) travel as
-//! `EventDetail` objects. `lib/batch.js` reads this format.
+//! `EventDetail` objects, except for the commonest of them, which are
+//! records too: those without fields, and the end of a server connection.
+//! `lib/batch.js` reads this format.
 //!
 //! A message counts against its owner's receive buffers (flow.rs) from the
 //! moment it is queued until the JS call of its batch has returned, that
@@ -41,6 +43,8 @@ const TAG_ACCEPTED: u32 = 4;
 const TAG_ABANDONED: u32 = 5;
 const TAG_CLOSING: u32 = 6;
 const TAG_DRAIN: u32 = 7;
+/// The end of a server connection, packed in `bytes` (`ServerClose::pack`).
+const TAG_SERVER_CLOSE: u32 = 8;
 
 /// Binary messages at least this large go to JS as their own external Buffer
 /// instead of being copied into the packed batch.
@@ -82,17 +86,9 @@ pub enum EventDetail {
   Abandoned {},
   /// A server connection received its peer's close frame: it is offline.
   Closing {},
-  /// A connection ended. A socket says whether it will try again; a server
-  /// hands back the request headers and the connection's `Description`,
-  /// which JS may still read afterwards.
-  Close {
-    code: u32,
-    reason: String,
-    was_clean: bool,
-    will_reconnect: bool,
-    raw_headers: Option<String>,
-    description: Option<Description>,
-  },
+  /// A socket's connection ended; it says whether it will try again. (A
+  /// server's connections end in records of their own: `ServerClose`.)
+  Close { code: u32, reason: String, was_clean: bool, will_reconnect: bool },
   /// A binary message too large to copy into the packed batch, handed over
   /// without a copy.
   LargeBinary { data: Uint8Array },
@@ -115,6 +111,38 @@ pub enum EventDetail {
   /// The owner stopped: a server for good, a socket until `reconnect()`.
   /// `dropped` counts queued messages discarded by `close()`.
   Stopped { dropped: u32 },
+}
+
+/// The end of a server connection, with what JS may still read of it
+/// afterwards: its close, the request's headers (`HeaderBlock::unpacked`)
+/// and its `Description`. It travels packed in a batch's bytes: as a
+/// detail object, a dozen property definitions per connection took the
+/// JS thread longer than all of JS's own work for a connection that sends
+/// one message and leaves.
+pub struct ServerClose<'a> {
+  pub code: u16,
+  pub reason: &'a str,
+  pub was_clean: bool,
+  pub raw_headers: &'a str,
+  pub remote_address: &'a str,
+  pub remote_port: u16,
+  pub protocol: &'a str,
+}
+
+impl ServerClose<'_> {
+  /// Little-endian: `code` and `remote_port` (u16 each), `was_clean` (one
+  /// byte), then `reason`, `remote_address`, `protocol` and `raw_headers`,
+  /// each as its UTF-8 length (u32) and bytes. (A request head is at most
+  /// 16 KiB, a close reason 123 bytes.)
+  fn pack(&self, bytes: &mut Vec<u8>) {
+    bytes.extend_from_slice(&self.code.to_le_bytes());
+    bytes.extend_from_slice(&self.remote_port.to_le_bytes());
+    bytes.push(u8::from(self.was_clean));
+    for text in [self.reason, self.remote_address, self.protocol, self.raw_headers] {
+      bytes.extend_from_slice(&(text.len() as u32).to_le_bytes());
+      bytes.extend_from_slice(text.as_bytes());
+    }
+  }
 }
 
 /// The arguments of the JS dispatcher: `(records, bytes, details)`.
@@ -259,6 +287,18 @@ impl EventQueue {
         events.details.push(detail);
       }
     }
+    drop(batch);
+    self.queued.notify_one();
+  }
+
+  /// Queues the end of server connection `conn`.
+  pub fn server_close(&self, conn: u32, close: &ServerClose) {
+    let mut batch = self.lock();
+    let events = &mut batch.events;
+    let start = events.bytes.len();
+    close.pack(&mut events.bytes);
+    let len = events.bytes.len() - start;
+    events.records.extend_from_slice(&[TAG_SERVER_CLOSE, conn, len as u32]);
     drop(batch);
     self.queued.notify_one();
   }

@@ -34,8 +34,8 @@ pub(super) struct Connection {
   /// For `connection.headers`: one small allocation instead of a header
   /// map; JS builds the object only when read.
   pub(super) headers: HeaderBlock,
-  remote: Remote,
-  protocol: Box<str>,
+  pub(super) remote: Remote,
+  pub(super) protocol: Box<str>,
   /// Whether JS has heard of the connection (see `Shared::announce`).
   pub(super) announced: AtomicBool,
   /// The compression agreed on in the handshake, if any.

@@ -12,7 +12,7 @@ use super::registry::{end_is_reported, Connection};
 use super::Shared;
 use crate::connection_loop::{Ended, Incoming};
 use crate::connection_task::{self, Active, Owner, Period};
-use crate::events::EventDetail;
+use crate::events::{EventDetail, ServerClose};
 use crate::link::Link;
 use crate::server_stream::ServerStream;
 
@@ -106,15 +106,19 @@ impl ServedConnection {
       return;
     }
     shared.announce(self.handle, &self.connection);
-    let detail = EventDetail::Close {
-      code: ended.code.into(),
-      reason: ended.reason,
+    let connection = &self.connection;
+    let raw_headers = connection.headers.unpacked();
+    let remote_address = connection.remote.address();
+    let close = ServerClose {
+      code: ended.code,
+      reason: &ended.reason,
       was_clean: ended.was_clean,
-      will_reconnect: false,
-      raw_headers: Some(self.connection.headers.unpacked()),
-      description: Some(self.connection.describe()),
+      raw_headers: &raw_headers,
+      remote_address: &remote_address,
+      remote_port: connection.remote.port,
+      protocol: &connection.protocol,
     };
-    self.shared.events.detail(self.handle, detail);
+    shared.events.server_close(self.handle, &close);
   }
 }
 
