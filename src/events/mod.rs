@@ -116,9 +116,10 @@ pub enum EventDetail {
 /// The end of a server connection, with what JS may still read of it
 /// afterwards: its close, the request's headers (`HeaderBlock::unpacked`)
 /// and its `Description`. It travels packed in a batch's bytes: as a
-/// detail object, a dozen property definitions per connection took the
-/// JS thread longer than all of JS's own work for a connection that sends
-/// one message and leaves.
+/// detail object, its ten property definitions through N-API (each name
+/// internalized anew) cost the JS thread about 1.5 us per connection in
+/// the connection storm, more than the JSON work of the connection's
+/// message.
 pub struct ServerClose<'a> {
   pub code: u16,
   pub reason: &'a str,
