@@ -1,8 +1,8 @@
 'use strict';
 
-const { randomUUID } = require('node:crypto');
 const EventEmitter = require('node:events');
 
+const connectionId = require('./connection-id');
 const Stream = require('./stream');
 const parseHeaders = require('./headers');
 const { checkClose, checkTopic } = require('./validation');
@@ -90,7 +90,7 @@ class Connection {
   constructor(handle, context) {
     this[kHandle] = handle;
     /** @type {String} A random UUID v4. */
-    this.id = flatUUID();
+    this.id = connectionId();
     if (context !== undefined) this.context = context;
   }
 
@@ -474,18 +474,6 @@ class Connection {
     }
     this.#extras?.messages?.[kComplete]();
   }
-}
-
-/**
- * A random UUID v4 as one flat string. Node 20's `randomUUID()` concatenates
- * its result from ~20 pieces, which V8 keeps as a tree of ~15 strings (about
- * 480 bytes); a connection holds its id for life, so it is copied into one
- * 36-byte string (about 56 bytes).
- *
- * @return {String} The UUID
- */
-function flatUUID() {
-  return Buffer.from(randomUUID(), 'latin1').toString('latin1');
 }
 
 module.exports = Connection;
