@@ -114,6 +114,18 @@ struct LargeBinary {
   payload: BytesMut,
   len: usize,
   mask: [u8; 4],
+  /// The payload's first bytes that are unmasked already.
+  unmasked: usize,
+}
+
+impl LargeBinary {
+  /// Unmasks what arrived since the last call, while it is still in the
+  /// cache: a pass over the whole payload at its end reads it back from
+  /// further away.
+  fn unmask_arrived(&mut self) {
+    unmask(&mut self.payload[self.unmasked..], self.mask, self.unmasked);
+    self.unmasked = self.payload.len();
+  }
 }
 
 /// A compressed message being read and inflated.
@@ -406,7 +418,12 @@ impl<S> ServerStream<S> {
     if !header.rsv1 {
       let len = usize::try_from(len).unwrap_or(usize::MAX);
       let mask = header.mask.unwrap_or_default();
-      return Held::Large(LargeBinary { payload: BytesMut::with_capacity(len), len, mask });
+      return Held::Large(LargeBinary {
+        payload: BytesMut::with_capacity(len),
+        len,
+        mask,
+        unmasked: 0,
+      });
     }
     let keeps_context = self.deflate.is_some_and(|agreement| agreement.receive_takeover);
     let kept = if keeps_context { self.kept_inflater.take() } else { None };
@@ -476,16 +493,17 @@ impl<S: AsyncRead + Unpin> ServerStream<S> {
       spill.start += taken;
       keep_spill(&mut self.spill, spill);
     }
+    frame.unmask_arrived();
     while frame.payload.len() < frame.len {
       let missing = frame.len - frame.payload.len();
       let mut window = (&mut frame.payload).limit(missing);
       if ready!(poll_read_buf(Pin::new(&mut self.inner), cx, &mut window))? == 0 {
         return Poll::Ready(Err(unexpected_eof()));
       }
+      frame.unmask_arrived();
     }
     let Some(held) = self.held.take() else { unreachable!("a large frame is held") };
-    let Held::Large(LargeBinary { mut payload, mask, .. }) = *held else { unreachable!() };
-    unmask(&mut payload, mask, 0);
+    let Held::Large(LargeBinary { payload, .. }) = *held else { unreachable!() };
     Poll::Ready(Ok(Message::Binary(payload.freeze())))
   }
 
