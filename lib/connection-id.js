@@ -18,11 +18,11 @@ let next = BATCH;
  *
  * A server makes one for every connection, in bursts when many connect
  * at once, and keeps it for the connection's life. Node 20's
- * `crypto.randomUUID()` builds its result from ~20 pieces (about 700 bytes
- * of garbage per id, and a tree of strings that had to be copied flat to
- * keep). Here the text of 128 UUIDs is written into one buffer at a time,
- * from the same cryptographically secure source, and each id is sliced
- * from it: one 36-character string and nothing else.
+ * `crypto.randomUUID()` builds its result from ~20 pieces, a tree of
+ * strings that had to be copied flat to keep: about 700 bytes of garbage
+ * per id in all. Here the text of 128 UUIDs is written into one buffer
+ * at a time, from the same cryptographically secure source, and each id
+ * is sliced from it: one 36-character string and nothing else.
  *
  * @return {String} The UUID
  */
