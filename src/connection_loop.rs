@@ -42,6 +42,12 @@ const MAX_LINGER_BYTES: usize = 1024 * 1024;
 /// Rounds of read-and-write one poll may run before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 32;
 
+/// Data messages one round may read one after another before it writes
+/// again. A round's other steps (JS's requests, the queue, the flush, the
+/// clocks) cost about as much as reading a small message, and a peer that
+/// keeps several messages in flight has them all arrive in one read.
+const MESSAGES_PER_ROUND: usize = 16;
+
 /// The longest string V8 makes (`v8::String::kMaxLength` on 64-bit
 /// platforms), in UTF-16 code units. A longer text cannot reach JS.
 const MAX_JS_STRING: usize = (1 << 29) - 24;
@@ -289,6 +295,16 @@ enum Round {
   Rest,
 }
 
+/// What one read found.
+enum Read {
+  /// Nothing yet, or reading is stopped.
+  Nothing,
+  /// A text or binary message.
+  Data,
+  /// A control frame.
+  Other,
+}
+
 /// How a stopped connection ends: quietly, or with a close frame we still
 /// try to send.
 enum Ending {
@@ -413,9 +429,8 @@ where
         (self.deliver)(Incoming::Drain);
       }
     }
-    let may_read =
-      self.owed_pongs < MAX_OWED_PONGS && self.flow.may_read(self.link, self.arriving, cx);
-    progressed |= self.read_one(cx, may_read, now)?;
+    let may_read = self.may_read(cx);
+    progressed |= self.read_burst(cx, may_read, now)?;
     self.account_arriving();
     self.check_deadlines(cx)?;
     Ok(if progressed {
@@ -534,16 +549,50 @@ where
     }
   }
 
-  /// Reads one message, unless a direct frame is being written or `flow`
-  /// stops reading, and handles it; true if one arrived.
-  fn read_one(
+  /// Whether the connection may read now: it owes few pongs, and `flow`
+  /// does not stop it.
+  fn may_read(&self, cx: &Context<'_>) -> bool {
+    self.owed_pongs < MAX_OWED_PONGS && self.flow.may_read(self.link, self.arriving, cx)
+  }
+
+  /// Reads up to MESSAGES_PER_ROUND data messages and hands each on; true
+  /// if anything arrived. Anything else ends the burst, so that what it
+  /// asks (a pong, the closing handshake) is seen to before more is read,
+  /// and so do sends queued meanwhile: they go out first, as they would
+  /// have without the burst.
+  fn read_burst(
     &mut self,
     cx: &mut Context<'_>,
     may_read: bool,
     now: &mut Option<u64>,
   ) -> Result<bool, Stop> {
+    let mut may_read = may_read;
+    let mut arrived = false;
+    for _ in 0..MESSAGES_PER_ROUND {
+      match self.read_one(cx, may_read, now)? {
+        Read::Nothing => break,
+        Read::Data => arrived = true,
+        Read::Other => return Ok(true),
+      }
+      if self.link.has_queued() {
+        break;
+      }
+      // Each message counts against the receive buffers.
+      may_read = self.may_read(cx);
+    }
+    Ok(arrived)
+  }
+
+  /// Reads one message, unless a direct frame is being written or `flow`
+  /// stops reading, and handles it.
+  fn read_one(
+    &mut self,
+    cx: &mut Context<'_>,
+    may_read: bool,
+    now: &mut Option<u64>,
+  ) -> Result<Read, Stop> {
     if self.direct.is_some() || !may_read {
-      return Ok(false);
+      return Ok(Read::Nothing);
     }
     let read = match self.ws.poll_next_unpin(cx) {
       // tungstenite waits while the stream reads a message past it.
@@ -559,13 +608,14 @@ where
     match read {
       Poll::Ready(Some(Ok(message))) => {
         self.link.last_seen.store(*now.get_or_insert_with(now_ms), Ordering::Relaxed);
+        let data = matches!(message, Message::Text(_) | Message::Binary(_));
         self.receive(message)?;
-        Ok(true)
+        Ok(if data { Read::Data } else { Read::Other })
       }
       Poll::Ready(Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)))
       | Poll::Ready(None) => Err(Stop::Finished),
       Poll::Ready(Some(Err(error))) => Err(Stop::Failed(error)),
-      Poll::Pending => Ok(false),
+      Poll::Pending => Ok(Read::Nothing),
     }
   }
 

@@ -376,6 +376,11 @@ impl Link {
     self.connected.load(Ordering::Acquire)
   }
 
+  /// Whether data messages wait to be given to tungstenite.
+  pub fn has_queued(&self) -> bool {
+    self.queued.load(Ordering::Relaxed) > 0
+  }
+
   pub fn buffered_amount(&self) -> usize {
     self.buffered.load(Ordering::Relaxed)
   }
