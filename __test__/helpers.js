@@ -262,6 +262,32 @@ function stalled(connection) {
 }
 
 /**
+ * A burst of `count` messages as a peer sends them (`sent`) and as they must
+ * arrive with `json` (`expected`): JSON texts, ASCII and not (characters of
+ * two to four bytes in UTF-8), some of 70 KiB, between binary messages.
+ * Under such a burst one batch holds more text than fits in the string its
+ * texts share (lib/batch.js), so that texts reach JS both ways in one batch.
+ */
+function mixedBurst(count = 3000) {
+  const sent = [];
+  const expected = [];
+  for (let i = 0; i < count; i++) {
+    if (i % 7 === 0) {
+      const bytes = Buffer.from([i & 255, i >> 8, 0xff]);
+      sent.push(bytes);
+      expected.push(bytes);
+      continue;
+    }
+    let value = { seq: i };
+    if (i % 500 === 1) value = { big: 'x'.repeat(70 * 1024), i };
+    else if (i % 5 === 0) value = { text: `é€𝄞 ${i}`, i };
+    sent.push(JSON.stringify(value));
+    expected.push(value);
+  }
+  return { sent, expected };
+}
+
+/**
  * Every kind of binary data `send` takes (README, Messages), as `[name,
  * value, the exact bytes that must go out in one binary frame]`: views over
  * part of a buffer included. Made afresh for each test (Blobs are read once).
@@ -333,6 +359,7 @@ module.exports = {
   openInOrder,
   localPort,
   binaryCases,
+  mixedBurst,
   within,
   once,
   closeAfter,

@@ -23,6 +23,7 @@ const {
   collect,
   delay,
   binaryCases,
+  mixedBurst,
   until
 } = require('./helpers');
 
@@ -278,6 +279,19 @@ test("connection.messages gives only that connection's messages", async (t) => {
     ['a1', connA],
     ['a2', connA]
   ]);
+});
+
+test('a burst of texts, ASCII and not, between binary messages arrives whole and in order', async (t) => {
+  const server = await startServer(t);
+  const { client } = await connect(t, server);
+  const { sent, expected } = mixedBurst();
+
+  const got = collect(server.messages, sent.length);
+  for (const message of sent) client.send(message);
+  assert.deepEqual(
+    (await got).map(([message]) => message),
+    expected
+  );
 });
 
 // --- Messages, with both clients -------------------------------------------

@@ -8,7 +8,7 @@ const { Blob } = require('node:buffer');
 const { randomBytes } = require('node:crypto');
 const { describe, test } = require('node:test');
 
-const { binaryCases, until } = require('./helpers');
+const { binaryCases, mixedBurst, until } = require('./helpers');
 const { BUILDS, record, socketsOf, wsServer } = require('./socket-helpers');
 
 const TIMEOUT = { timeout: 10000 };
@@ -34,6 +34,19 @@ for (const { build, Socket, defaults, Binary } of BUILDS) {
       await got.count(2);
       assert.deepEqual(got.messages(), [{ x: { y: [1, 2] } }, 'text']);
       assert.equal(got.list[0][1], s, 'the sender is the socket');
+    });
+
+    test('a burst of texts, ASCII and not, between binary messages arrives whole and in order', TIMEOUT, async (t) => {
+      const backend = await wsServer(t);
+      const s = await openSocket(t, backend.url);
+      const got = record(s.messages);
+      const ws = await backend.connection();
+      const { sent, expected } = mixedBurst();
+
+      for (const message of sent) ws.send(message);
+      await got.count(sent.length);
+      const asSent = got.messages().map((message) => (message instanceof Binary ? Buffer.from(message) : message));
+      assert.deepEqual(asSent, expected);
     });
 
     test('JSON is encoded during send: later changes to the object change nothing', TIMEOUT, async (t) => {

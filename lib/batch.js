@@ -14,6 +14,8 @@ const FIELDLESS = {
 };
 // The end of a server connection, packed in `bytes` (`ServerClose`).
 const SERVER_CLOSE = 8;
+// A text in the batch's `texts` string, its length in UTF-16 code units.
+const JOINED_TEXT = 9;
 
 /**
  * Walk one batch of events from the addon (format in src/events/mod.rs) and
@@ -23,17 +25,20 @@ const SERVER_CLOSE = 8;
  *
  * Binary payloads are copied out of the batch so that a kept message does
  * not pin the whole batch in memory; large ones arrive as their own memory,
- * not copied.
+ * not copied. The texts of an owner with `json` come as slices of one
+ * string, `texts`: they are parsed at once and never kept.
  *
- * @param {Uint32Array} records `[tag, connection, byteLength]` triples
+ * @param {Uint32Array} records `[tag, connection, length]` triples
  * @param {Buffer} bytes The payloads of text and small binary messages
  * @param {Object[]} details The rare events, in order
+ * @param {String} texts The joined texts
  * @param {Object} handlers `message(connection, data, isBinary)` (a string
  *     for text, a Buffer for binary), `detail(connection, detail)` and
  *     `onThrow(err)`
  */
-function readBatch(records, bytes, details, handlers) {
+function readBatch(records, bytes, details, texts, handlers) {
   let offset = 0;
+  let textOffset = 0;
   let nextDetail = 0;
   for (let i = 0; i < records.length; i += 3) {
     const tag = records[i];
@@ -47,6 +52,12 @@ function readBatch(records, bytes, details, handlers) {
         } else {
           handlers.detail(connection, detail);
         }
+        continue;
+      }
+      if (tag === JOINED_TEXT) {
+        const start = textOffset;
+        textOffset += records[i + 2];
+        handlers.message(connection, texts.slice(start, textOffset), false);
         continue;
       }
       const fieldless = FIELDLESS[tag];
@@ -131,10 +142,10 @@ class TextFields {
  */
 function batchCallback(handlers) {
   const ref = new WeakRef(handlers);
-  return (records, bytes, details) => {
+  return (records, bytes, details, texts) => {
     const target = ref.deref();
     if (target === undefined) return;
-    readBatch(records, bytes, details, target);
+    readBatch(records, bytes, details, texts, target);
     target.flush();
   };
 }

@@ -24,7 +24,9 @@ function decodeMessage(data, isBinary, json) {
 }
 
 /**
- * The `ERR_INVALID_JSON` error for a text that did not parse.
+ * The `ERR_INVALID_JSON` error for a text that did not parse. It keeps a
+ * copy of the text: the text itself may be a slice of a whole batch's
+ * string (lib/batch.js), which a kept slice would keep alive.
  *
  * @param {String} data The raw text
  * @param {Object} connection The connection it came on
@@ -33,7 +35,7 @@ function decodeMessage(data, isBinary, json) {
  */
 function invalidJsonError(data, connection, sender) {
   return codedError(Error, 'ERR_INVALID_JSON', `${sender} sent a text message that is not valid JSON`, {
-    data,
+    data: Buffer.from(data).toString(),
     connection
   });
 }

@@ -65,6 +65,7 @@ class NativeTransport {
         maxPayload: options.maxPayload,
         maxReceiveBuffer: options.maxReceiveBuffer,
         startClosed: options.startClosed,
+        json: options.json,
         tlsCa: [options.tls.ca ?? []].flat().map(String),
         tlsRejectUnauthorized: options.tls.rejectUnauthorized ?? true,
         perMessageDeflate: nativeDeflate('Socket', options.perMessageDeflate)

@@ -553,6 +553,7 @@ function nativeOptions(options) {
     maxReceiveBufferTotal: options.maxReceiveBufferTotal,
     maxConnections: options.maxConnections,
     verify: options.verifyClient !== undefined || options.handleProtocols !== undefined,
+    json: options.json,
     tlsCert: options.tls && String(options.tls.cert),
     tlsKey: options.tls && String(options.tls.key),
     reusePort: options.reusePort,

@@ -67,6 +67,9 @@ pub struct NativeSocketOptions {
   /// (flow.rs); `Infinity` for no bound.
   pub max_receive_buffer: f64,
   pub start_closed: bool,
+  /// Texts are JSON that JS parses on arrival: they reach JS joined in one
+  /// string (events/mod.rs).
+  pub json: bool,
   /// Extra trusted certificates for `wss://`, PEM.
   pub tls_ca: Vec<String>,
   pub tls_reject_unauthorized: bool,
@@ -191,7 +194,7 @@ impl NativeSocket {
     // One connection: its own buffer is the total. A client is never
     // stopped by a total, so the stall limit does not apply.
     let flow = Flow::new(max_receive_buffer, usize::MAX, Duration::MAX, usize::MAX);
-    let events = EventQueue::start(on_events, flow)?;
+    let events = EventQueue::start(on_events, flow, options.json)?;
     let link = Arc::new(Link::new());
     let (commands, command_inbox) = mpsc::unbounded_channel();
     let (answers, answer_inbox) = mpsc::unbounded_channel();

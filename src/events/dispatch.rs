@@ -9,7 +9,7 @@ use std::sync::Arc;
 use napi::bindgen_prelude::{Buffer, ToNapiValue, Uint32Array};
 use napi::{check_status, sys, JsError};
 
-use super::{Batch, EventQueue, Events, Handoff};
+use super::{Batch, EventQueue, Events, Handoff, JoinedTexts};
 use crate::sync::lock;
 
 /// The JS dispatcher, called on the JS thread with what the dispatcher task
@@ -68,15 +68,17 @@ impl Dispatcher {
     !last
   }
 
-  /// Calls the JS dispatcher with `(records, bytes, details)`; a throw from
-  /// it is reported as an uncaught exception, after which delivery goes on.
+  /// Calls the JS dispatcher with `(records, bytes, details, texts)`; a
+  /// throw from it is reported as an uncaught exception, after which
+  /// delivery goes on.
   fn call(&self, env: sys::napi_env, events: Events) {
-    let Events { records, bytes, details } = events;
+    let Events { records, bytes, details, texts } = events;
     // SAFETY: on the JS thread, inside the handle scope js_wake.rs opens.
     unsafe {
       let args = records_to_js(env, records).and_then(|records| {
         let bytes = bytes_to_js(env, bytes)?;
-        Ok([records, bytes, ToNapiValue::to_napi_value(env, details)?])
+        let details = ToNapiValue::to_napi_value(env, details)?;
+        Ok([records, bytes, details, texts_to_js(env, &texts)?])
       });
       let argv = match args {
         Ok(argv) => argv,
@@ -158,6 +160,26 @@ unsafe fn bytes_to_js(env: sys::napi_env, bytes: Vec<u8>) -> napi::Result<sys::n
     sys::napi_create_buffer_copy(env, bytes.len(), bytes.as_ptr().cast(), &mut data, &mut buffer)
   })?;
   Ok(buffer)
+}
+
+/// The joined texts as one string: copied as Latin-1 while they are all
+/// ASCII (the same characters), else decoded from UTF-8.
+///
+/// # Safety
+/// On the JS thread, inside a handle scope.
+unsafe fn texts_to_js(env: sys::napi_env, texts: &JoinedTexts) -> napi::Result<sys::napi_value> {
+  let (data, len) = (texts.utf8.as_ptr().cast(), texts.utf8.len() as isize);
+  let mut string = ptr::null_mut();
+  // SAFETY: `data` is readable for `len` bytes, and is UTF-8 (Latin-1 too
+  // when it is ASCII).
+  check_status!(unsafe {
+    if texts.wide {
+      sys::napi_create_string_utf8(env, data, len, &mut string)
+    } else {
+      sys::napi_create_string_latin1(env, data, len, &mut string)
+    }
+  })?;
+  Ok(string)
 }
 
 impl Drop for Dispatcher {

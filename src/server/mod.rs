@@ -99,6 +99,9 @@ pub struct NativeServerOptions {
   pub max_connections: f64,
   /// Whether JS decides each upgrade (`Verify` events answered by `decide`).
   pub verify: bool,
+  /// Texts are JSON that JS parses on arrival: they reach JS joined in one
+  /// string (events/mod.rs).
+  pub json: bool,
   /// PEM certificate chain and key: serve `wss://` directly.
   pub tls_cert: Option<String>,
   pub tls_key: Option<String>,
@@ -327,7 +330,7 @@ impl NativeServer {
       listener: Mutex::new(None),
       closing_frame: Mutex::new(None),
       verdicts: Mutex::new(HashMap::new()),
-      events: EventQueue::start(on_events, flow)?,
+      events: EventQueue::start(on_events, flow, options.json)?,
       observe_all: AtomicBool::new(false),
       announce_opens: AtomicBool::new(false),
       unannounced: AtomicUsize::new(0),
