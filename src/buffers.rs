@@ -32,8 +32,10 @@ pub fn json_lines(joined: String) -> impl Iterator<Item = Message> {
     let end = memchr::memchr(b'\n', &all[start..]).map_or(all.len(), |at| start + at);
     let line = all.slice(start..end);
     start = end + 1;
-    // Splitting valid UTF-8 at a line break leaves valid UTF-8.
-    Utf8Bytes::try_from(line).ok().map(Message::Text)
+    // SAFETY: a line of a `String` split at its line breaks (an ASCII byte,
+    // never part of another character) is valid UTF-8. Not checking it
+    // again saves a pass over every text sent.
+    Some(Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(line) }))
   })
 }
 
