@@ -33,6 +33,9 @@ function encode(value, json) {
  * @return {(Buffer|Promise<Buffer>|undefined)} The bytes
  */
 function toBuffer(value) {
+  // Most sends are JSON values: answered without the checks below, two of
+  // which are calls into C++.
+  if (typeof value !== 'object' || value === null || isPlain(value)) return undefined;
   if (Buffer.isBuffer(value)) return value;
   if (ArrayBuffer.isView(value)) {
     const view = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
@@ -44,6 +47,17 @@ function toBuffer(value) {
     return value.arrayBuffer().then((bytes) => Buffer.from(bytes));
   }
   return undefined;
+}
+
+/**
+ * Whether an object is a plain object or an array, which no binary type is.
+ *
+ * @param {Object} value The object
+ * @return {Boolean} Whether it is plain
+ */
+function isPlain(value) {
+  const prototype = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null || Array.isArray(value);
 }
 
 module.exports = encode;
