@@ -191,6 +191,28 @@ describe('the browser build in headless Chromium', { skip }, () => {
     });
   });
 
+  test("a text that is not JSON: 'error' ERR_INVALID_JSON with the text, and the socket stays open", TIMEOUT, async (t) => {
+    const server = await startServer(t, { json: false });
+    server.messages.forEach((message, connection) => connection.send(message === '"hello"' ? '{not json' : message));
+    const url = `ws://127.0.0.1:${server.address().port}`;
+    const seen = await inPage(
+      ([name, serverUrl]) =>
+        new Promise((resolve) => {
+          const s = new window[name](serverUrl);
+          const errors = [];
+          s.on('error', (err) => errors.push({ code: err.code, data: err.data }));
+          s.messages.forEach((message) => {
+            resolve({ errors, message });
+            s.close();
+          });
+          s.send('hello');
+          s.send('still open');
+        }),
+      [GLOBAL, url]
+    );
+    assert.deepEqual(seen, { errors: [{ code: 'ERR_INVALID_JSON', data: '{not json' }], message: 'still open' });
+  });
+
   test('JSON and binary go both ways with our Server', TIMEOUT, async (t) => {
     const backend = await startBackend(t);
     await inPage(

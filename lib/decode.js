@@ -26,7 +26,9 @@ function decodeMessage(data, isBinary, json) {
 /**
  * The `ERR_INVALID_JSON` error for a text that did not parse. It keeps a
  * copy of the text: the text itself may be a slice of a whole batch's
- * string (lib/batch.js), which a kept slice would keep alive.
+ * string (lib/batch.js), which a kept slice would keep alive. The copy is
+ * made through UTF-8 (a text that arrived is valid UTF-8), which works in
+ * browsers too, where this module also runs.
  *
  * @param {String} data The raw text
  * @param {Object} connection The connection it came on
@@ -35,7 +37,7 @@ function decodeMessage(data, isBinary, json) {
  */
 function invalidJsonError(data, connection, sender) {
   return codedError(Error, 'ERR_INVALID_JSON', `${sender} sent a text message that is not valid JSON`, {
-    data: Buffer.from(data).toString(),
+    data: new TextDecoder().decode(new TextEncoder().encode(data)),
     connection
   });
 }
