@@ -4,6 +4,8 @@
 // against both builds, with a `ws` server on the other end.
 
 const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const { once } = require('node:events');
 const { Blob } = require('node:buffer');
 const { randomBytes } = require('node:crypto');
 const { describe, test } = require('node:test');
@@ -14,7 +16,7 @@ const { BUILDS, record, socketsOf, wsServer } = require('./socket-helpers');
 const TIMEOUT = { timeout: 10000 };
 
 for (const { build, Socket, defaults, Binary } of BUILDS) {
-  const { openSocket } = socketsOf(Socket, defaults);
+  const { socket, openSocket } = socketsOf(Socket, defaults);
 
   describe(`${build}: messages`, () => {
     test('JSON goes both ways', TIMEOUT, async (t) => {
@@ -47,6 +49,22 @@ for (const { build, Socket, defaults, Binary } of BUILDS) {
       await got.count(sent.length);
       const asSent = got.messages().map((message) => (message instanceof Binary ? Buffer.from(message) : message));
       assert.deepEqual(asSent, expected);
+    });
+
+    test('a message that arrives before the turn that made the socket ends reaches a subscriber of that turn', TIMEOUT, async (t) => {
+      // A server in a process of its own sends while this turn still runs.
+      const server = `const { WebSocketServer } = require(${JSON.stringify(require.resolve('ws'))});
+        const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' }, () => console.log(wss.address().port));
+        wss.on('connection', (ws) => ws.send('"first"'));`;
+      const child = spawn(process.execPath, ['-e', server], { stdio: ['ignore', 'pipe', 'inherit'] });
+      t.after(() => child.kill());
+      const [port] = await once(child.stdout, 'data');
+      const s = socket(t, `ws://127.0.0.1:${Number(port)}`);
+      const until = Date.now() + 500;
+      while (Date.now() < until);
+      const got = record(s.messages);
+      await got.count(1);
+      assert.deepEqual(got.messages(), ['first']);
     });
 
     test('JSON is encoded during send: later changes to the object change nothing', TIMEOUT, async (t) => {

@@ -95,6 +95,12 @@ class SocketCore extends EventEmitter {
 
     this.#transport = platform.createTransport(url, this.#options, this.#transportEvents());
     this.#order = new SendOrder((err) => reportUserError(this, blobReadError(err)));
+    // The native transport takes messages from the start, so that a
+    // subscription made in this turn misses none that arrive before it
+    // (they reach JS in a later turn); without one by then, it stops.
+    queueMicrotask(() => {
+      if (this.#push === null) this.#transport.observe(false);
+    });
 
     if (this.#options.startClosed) {
       this.#readyState = CLOSED;

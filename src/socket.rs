@@ -196,6 +196,12 @@ impl NativeSocket {
     let flow = Flow::new(max_receive_buffer, usize::MAX, Duration::MAX, usize::MAX);
     let events = EventQueue::start(on_events, flow, options.json)?;
     let link = Arc::new(Link::new());
+    // Messages are taken from the start, until the JS turn that made the
+    // socket is over: the connection opens on the runtime's threads, and a
+    // subscription made in that turn must not miss a message that arrives
+    // before it. JS turns this off then if nobody subscribed
+    // (lib/socket-core.js).
+    link.observed.store(true, Ordering::Relaxed);
     let (commands, command_inbox) = mpsc::unbounded_channel();
     let (answers, answer_inbox) = mpsc::unbounded_channel();
     if !options.start_closed {
