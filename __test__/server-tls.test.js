@@ -7,6 +7,7 @@ const assert = require('node:assert/strict');
 const { randomBytes } = require('node:crypto');
 const net = require('node:net');
 const { test } = require('node:test');
+const tls = require('node:tls');
 
 const WebSocket = require('ws');
 
@@ -101,6 +102,59 @@ test('tls: our Socket with tls.ca exchanges messages both ways with a wss:// Ser
   assert.deepEqual(inbox[0], { from: 'server' });
   assert.deepEqual(Buffer.from(inbox[1]), Buffer.from([9, 8, 7]));
   assert.deepEqual(errors, []);
+});
+
+/**
+ * A WebSocket upgrade over a `node:tls` connection, whose session tickets
+ * can be kept and offered again (`session`): resolves once the answer's
+ * head came, with the tickets received by then.
+ */
+async function upgradeOverTls(t, port, ca, session) {
+  const socket = tls.connect({ host: '127.0.0.1', port, ca, session });
+  defer(t, () => socket.destroy());
+  const tickets = [];
+  socket.on('session', (ticket) => tickets.push(ticket));
+  await once(socket, 'secureConnect');
+  const key = randomBytes(16).toString('base64');
+  socket.write(
+    'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+      `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`
+  );
+  let head = '';
+  socket.setEncoding('latin1');
+  socket.on('data', (chunk) => (head += chunk));
+  await until(() => head.includes('\r\n\r\n'), 'the answer to the upgrade', 3000);
+  return { socket, tickets, head };
+}
+
+test('tls: the Server sends one stateless session ticket, which resumes after 300 other clients came', async (t) => {
+  const { cert, key } = makeCertificate();
+  const server = await startServer(t, { tls: { cert, key } });
+  const { port } = server.address();
+
+  const first = await upgradeOverTls(t, port, cert);
+  assert.match(first.head, /^HTTP\/1\.1 101 /);
+  assert.equal(first.socket.isSessionReused(), false);
+  assert.equal(first.tickets.length, 1, 'one ticket, sent before the 101');
+  first.socket.destroy();
+
+  // More clients than a session cache of 256 would remember come between.
+  for (let round = 0; round < 10; round++) {
+    await Promise.all(
+      Array.from({ length: 30 }, async () => {
+        const other = tls.connect({ host: '127.0.0.1', port, ca: cert });
+        defer(t, () => other.destroy());
+        await once(other, 'session');
+        other.destroy();
+      })
+    );
+  }
+
+  const second = await upgradeOverTls(t, port, cert, first.tickets[0]);
+  assert.match(second.head, /^HTTP\/1\.1 101 /);
+  assert.equal(second.socket.isSessionReused(), true, 'the session was resumed');
+  assert.equal(second.tickets.length, 1, 'a resumed handshake hands out the next ticket');
+  await until(() => server.size === 1, 'the first connection gone and the second served');
 });
 
 test('tls: a plain-TCP (ws://) client to a wss:// Server is not served and the Server keeps serving', async (t) => {

@@ -183,9 +183,18 @@ pub fn server_acceptor(cert: &str, key: &str) -> Result<tokio_rustls::TlsAccepto
   }
   let key =
     PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|error| format!("tls.key: {error}"))?;
-  let config = ServerConfig::builder_with_provider(provider())
+  let mut config = ServerConfig::builder_with_provider(provider())
     .with_safe_default_protocol_versions()
     .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
     .map_err(|error| format!("tls: {error}"))?;
+  // One stateless session ticket per handshake (rustls's default is two,
+  // kept in a cache of 256 sessions): any number of clients can resume,
+  // which skips the certificate's signature, the most a full handshake
+  // costs, when a network blip makes every client reconnect at once. A
+  // resumed handshake hands out the next ticket. The keys live in this
+  // process and rotate every 6 hours.
+  config.ticketer =
+    rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|error| format!("tls: {error}"))?;
+  config.send_tls13_tickets = 1;
   Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
