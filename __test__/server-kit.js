@@ -346,3 +346,58 @@ module.exports.watchMemory = watchMemory;
 module.exports.KiB = KiB;
 module.exports.MiB = MiB;
 module.exports.mib = mib;
+
+/**
+ * A TCP relay on 127.0.0.1 to `port`, for one connection, that keeps the
+ * bytes each way: `fromClient()` and `fromServer()`. `clientEnded` and
+ * `serverEnded` resolve when that side's FIN came through (each is passed
+ * on, so either side may half-close). Closed after the test.
+ */
+async function tcpRelay(t, port) {
+  const client = [];
+  const server = [];
+  let clientEnded;
+  let serverEnded;
+  const ended = [new Promise((resolve) => (clientEnded = resolve)), new Promise((resolve) => (serverEnded = resolve))];
+  const sockets = [];
+  const relay = net.createServer({ allowHalfOpen: true }, (downstream) => {
+    relay.close();
+    const upstream = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    sockets.push(downstream, upstream);
+    const pass = (from, to, kept, done) => {
+      from.on('data', (bytes) => {
+        kept.push(bytes);
+        to.write(bytes);
+      });
+      from.on('end', () => {
+        done();
+        to.end();
+      });
+      from.on('error', () => to.destroy());
+    };
+    pass(downstream, upstream, client, clientEnded);
+    pass(upstream, downstream, server, serverEnded);
+  });
+  defer(t, () => {
+    for (const socket of sockets) socket.destroy();
+    relay.close();
+  });
+  await new Promise((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  return {
+    port: relay.address().port,
+    fromClient: () => Buffer.concat(client),
+    fromServer: () => Buffer.concat(server),
+    clientEnded: ended[0],
+    serverEnded: ended[1]
+  };
+}
+
+/** The content types of the TLS records in `bytes` (21 is an alert, 23 application data). */
+function tlsRecordTypes(bytes) {
+  const types = [];
+  for (let at = 0; at + 5 <= bytes.length; at += 5 + bytes.readUInt16BE(at + 3)) types.push(bytes[at]);
+  return types;
+}
+
+module.exports.tcpRelay = tcpRelay;
+module.exports.tlsRecordTypes = tlsRecordTypes;

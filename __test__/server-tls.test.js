@@ -13,7 +13,7 @@ const WebSocket = require('ws');
 
 const { Server, Socket } = require('..');
 const { within, once, track, next, collect, startServer, defer, until } = require('./helpers');
-const { makeCertificate } = require('./server-kit');
+const { makeCertificate, tcpRelay, tlsRecordTypes } = require('./server-kit');
 
 function assertInvalidTls(tls, what) {
   assert.throws(
@@ -155,6 +155,23 @@ test('tls: the Server sends one stateless session ticket, which resumes after 30
   assert.equal(second.socket.isSessionReused(), true, 'the session was resumed');
   assert.equal(second.tickets.length, 1, 'a resumed handshake hands out the next ticket');
   await until(() => server.size === 1, 'the first connection gone and the second served');
+});
+
+test('tls: after a clean close the Server sends TLS close_notify, then closes TCP', async (t) => {
+  const { cert, key } = makeCertificate();
+  const server = await startServer(t, { tls: { cert, key } });
+  const relay = await tcpRelay(t, server.address().port);
+  // TLS 1.2, where a record's type (an alert or data) is not encrypted.
+  const client = track(new WebSocket(`wss://127.0.0.1:${relay.port}`, { ca: cert, maxVersion: 'TLSv1.2' }));
+  defer(t, () => client.terminate());
+  await once(client, 'open');
+  client.close(4000, 'done');
+  const [code] = await once(client, 'close');
+  assert.equal(code, 4000);
+  await within(relay.serverEnded, 5000, 'the Server closing TCP');
+  const types = tlsRecordTypes(relay.fromServer());
+  assert.equal(types.filter((type) => type === 21).length, 1, `one alert among the records ${types}`);
+  assert.equal(types.at(-1), 21, `the alert comes last, after the close frame: ${types}`);
 });
 
 test('tls: a plain-TCP (ws://) client to a wss:// Server is not served and the Server keeps serving', async (t) => {

@@ -16,7 +16,8 @@ const { before, after, describe, test } = require('node:test');
 const { WebSocketServer } = require('ws');
 
 const { Socket } = require('..');
-const { defer, until } = require('./helpers');
+const { defer, until, within } = require('./helpers');
+const { tcpRelay, tlsRecordTypes } = require('./server-kit');
 const { next, lifecycle, socket, openSocket, wsServer } = require('./socket-helpers');
 
 const TIMEOUT = { timeout: 10000 };
@@ -97,8 +98,8 @@ after(() => {
  * An https.Server with a `ws` server on 127.0.0.1, serving certificate
  * `name`. `conns` holds the ws connections (`received` texts, `req`).
  */
-async function wssServer(t, name = 'local', onConnection = () => {}) {
-  const server = https.createServer({ cert: certs[name].cert, key: certs[name].key });
+async function wssServer(t, name = 'local', onConnection = () => {}, tlsOptions = {}) {
+  const server = https.createServer({ cert: certs[name].cert, key: certs[name].key, ...tlsOptions });
   const wss = new WebSocketServer({ server });
   const conns = [];
   const tlsErrors = [];
@@ -252,6 +253,20 @@ describe('Socket over wss:// (rustls)', () => {
       assert.equal(conn.req.headers.authorization, 'Bearer x');
       assert.equal(conn.req.headers['x-custom'], 'over tls');
     }
+  });
+
+  test('after a clean close the Socket sends TLS close_notify before closing TCP', TIMEOUT, async (t) => {
+    if (skip) return t.skip(skip);
+    // TLS 1.2, where a record's type (an alert or data) is not encrypted.
+    const backend = await wssServer(t, 'local', () => {}, { maxVersion: 'TLSv1.2' });
+    const relay = await tcpRelay(t, backend.port);
+    const s = await openSocket(t, `wss://127.0.0.1:${relay.port}`, { tls: { ca: certs.local.cert } });
+    s.close(4000, 'done');
+    assert.deepEqual((await next(s, 'close')).code, 4000);
+    await within(relay.clientEnded, 5000, 'the Socket closing TCP');
+    const types = tlsRecordTypes(relay.fromClient());
+    assert.equal(types.filter((type) => type === 21).length, 1, `one alert among the records ${types}`);
+    assert.equal(types.at(-1), 21, `the alert comes last, after the close frame: ${types}`);
   });
 
   test('wss:// to a server that does not speak TLS fails with ERR_TLS', TIMEOUT, async (t) => {

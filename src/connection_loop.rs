@@ -171,6 +171,11 @@ pub trait Inbound {
   /// Reads what the peer still sends, past any framing, and drops it: how
   /// many bytes (0 once it closed).
   fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>>;
+
+  /// Whether the transport is TLS, which must say it is done writing
+  /// (close_notify) before its TCP close, even after a clean close
+  /// handshake (RFC 8446 6.1). Plain TCP's close says it by itself.
+  fn ends_with_close_notify(&self) -> bool;
 }
 
 impl<T: Inbound> Inbound for &mut T {
@@ -191,6 +196,10 @@ impl<T: Inbound> Inbound for &mut T {
 
   fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
     (**self).poll_discard(cx)
+  }
+
+  fn ends_with_close_notify(&self) -> bool {
+    (**self).ends_with_close_notify()
   }
 }
 
@@ -695,7 +704,13 @@ where
     self.link.connected.store(false, Ordering::Release);
     self.give_back_unsent();
     let failed = match self.ending(stop) {
-      Ending::Quiet(ended) => return ended,
+      Ending::Quiet(ended) => {
+        if ended.was_clean && self.ws.get_ref().ends_with_close_notify() {
+          // tokio-rustls's shutdown sends close_notify, then TCP's FIN.
+          let _ = timeout(ERROR_CLOSE_TIMEOUT, self.ws.get_mut().shutdown()).await;
+        }
+        return ended;
+      }
       Ending::TellPeer(failed) => failed,
     };
     // We end the connection: tell the peer why, as far as it still listens

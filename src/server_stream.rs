@@ -239,6 +239,8 @@ pub struct ServerStream<S> {
   head_end_seen: Option<u8>,
   large_binary: bool,
   peer_masks: bool,
+  /// Whether the transport is TLS, whose clean close ends with close_notify.
+  tls: bool,
   /// What compression the two ends agreed on, if any.
   deflate: Option<Agreement>,
   /// The inflater between messages, when the peer keeps its context.
@@ -259,6 +261,7 @@ impl<S> ServerStream<S> {
       head_end_seen: Some(0),
       large_binary: true,
       peer_masks: true,
+      tls: false,
       deflate: None,
       kept_inflater: None,
     }
@@ -272,6 +275,11 @@ impl<S> ServerStream<S> {
   /// A client connection's stream: the server does not mask.
   pub fn for_client(inner: S) -> ServerStream<S> {
     ServerStream { large_binary: false, peer_masks: false, ..ServerStream::new(inner) }
+  }
+
+  /// The stream over a TLS transport.
+  pub fn over_tls(self) -> ServerStream<S> {
+    ServerStream { tls: true, ..self }
   }
 
   /// A dormant connection's stream, back in tokio (dormancy.rs).
@@ -659,6 +667,10 @@ impl<S: AsyncRead + Unpin> Inbound for ServerStream<S> {
       None => 0,
     };
     self.boundaries.in_message() + held
+  }
+
+  fn ends_with_close_notify(&self) -> bool {
+    self.tls
   }
 
   fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {

@@ -654,13 +654,14 @@ impl Task {
       .max_frame_size(Some(max_payload));
     let transport =
       client_transport::open(&request, tls).await.map_err(|error| connect_failure(&error))?;
-    let (mut ws, response) = tokio_tungstenite::client_async_with_config(
-      request,
-      ServerStream::for_client(transport),
-      Some(config),
-    )
-    .await
-    .map_err(|error| connect_failure(&error))?;
+    let stream = match transport {
+      tls @ MaybeTlsStream::Rustls(_) => ServerStream::for_client(tls).over_tls(),
+      plain => ServerStream::for_client(plain),
+    };
+    let (mut ws, response) =
+      tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+        .await
+        .map_err(|error| connect_failure(&error))?;
     let protocol = response
       .headers()
       .get("sec-websocket-protocol")

@@ -121,7 +121,7 @@ fn spawn_upgrade(shared: &Arc<Shared>, stream: TcpStream, remote: Remote) {
       let deadline = shared.handshake_timeout;
       if let Ok(Ok(mut stream)) = timeout(deadline, acceptor.accept(stream)).await {
         stream.get_mut().1.set_buffer_limit(Some(TLS_SEND_QUEUE));
-        serve(shared, ServerStream::new(stream), remote, reservation).await;
+        serve(shared, ServerStream::new(stream).over_tls(), remote, reservation).await;
       }
     });
   } else {
