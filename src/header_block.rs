@@ -12,10 +12,8 @@
 //! JS reads the headers unpacked (`unpacked`): names and values, each
 //! followed by a NUL, names in lower case.
 
-use tokio_tungstenite::tungstenite::handshake::server::Request;
-
-/// Names (lower case, as the http crate gives them), and whole headers,
-/// that WebSocket requests of browsers, proxies and clients commonly carry.
+/// Names (in lower case), and whole headers, that WebSocket requests of
+/// browsers, proxies and clients commonly carry.
 /// Code `i + 1` stands for entry `i`; append only, at most 31 entries.
 const COMMON: [(&str, Option<&str>); 24] = [
   ("host", None),
@@ -48,34 +46,31 @@ const COMMON: [(&str, Option<&str>); 24] = [
 pub struct HeaderBlock(Box<[u8]>);
 
 impl HeaderBlock {
-  pub fn of_request(request: &Request) -> HeaderBlock {
-    HeaderBlock::pack(
-      request.headers().iter().map(|(name, value)| (name.as_str(), value.as_bytes())),
-    )
-  }
-
-  /// Packs `(lower-case name, value)` pairs; a value that is not UTF-8 is
-  /// kept with U+FFFD in place of what is not.
+  /// Packs `(name, value)` pairs, names in any case (kept in lower case);
+  /// a value that is not UTF-8 is kept with U+FFFD in place of what is not.
   pub fn pack<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> HeaderBlock {
-    let mut packed = Vec::new();
+    // Packed here, then copied to a block of the exact size: shrinking in
+    // place would leave a gap next to every idle connection's headers.
+    let mut packed = Vec::with_capacity(256);
     for (name, value) in headers {
       let value = String::from_utf8_lossy(value);
-      let whole = COMMON.iter().position(|&common| common == (name, Some(&*value)));
+      let is = |common: &(&str, Option<&str>)| common.0.eq_ignore_ascii_case(name);
+      let whole = COMMON.iter().position(|common| is(common) && common.1 == Some(&*value));
       if let Some(index) = whole {
         packed.push(code(index));
         continue;
       }
-      match COMMON.iter().position(|&common| common == (name, None)) {
+      match COMMON.iter().position(|common| is(common) && common.1.is_none()) {
         Some(index) => packed.push(code(index)),
         None => {
-          packed.extend_from_slice(name.as_bytes());
+          packed.extend(name.bytes().map(|byte| byte.to_ascii_lowercase()));
           packed.push(0);
         }
       }
       packed.extend_from_slice(value.as_bytes());
       packed.push(0);
     }
-    HeaderBlock(packed.into_boxed_slice())
+    HeaderBlock(Box::from(packed.as_slice()))
   }
 
   /// Names and values, each followed by a NUL, in arrival order.
@@ -173,6 +168,16 @@ mod tests {
     ];
     assert_eq!(round_trip(headers).0, plain(headers));
     assert_eq!(round_trip(&[]).0, "");
+  }
+
+  #[test]
+  fn names_are_kept_in_lower_case() {
+    let headers: &[(&str, &[u8])] =
+      &[("Host", b"a"), ("UPGRADE", b"websocket"), ("X-Mixed", b"Case")];
+    let lower: &[(&str, &[u8])] =
+      &[("host", b"a"), ("upgrade", b"websocket"), ("x-mixed", b"Case")];
+    assert_eq!(round_trip(headers), round_trip(lower));
+    assert_eq!(round_trip(headers).0, plain(lower));
   }
 
   #[test]

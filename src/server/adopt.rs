@@ -10,14 +10,13 @@ use std::sync::Arc;
 use napi::bindgen_prelude::Buffer;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
-use tokio_tungstenite::tungstenite::handshake::server::Request;
 
 use super::registry::{open_connection, Connection, Opening, Remote, Reservation};
 use super::served::MayGoDormant;
 use super::{AdoptedRequest, Relay, Shared};
 use crate::deflate::Agreement;
 use crate::error::NativeError;
-use crate::handshake;
+use crate::handshake::{self, Refusal, Request};
 use crate::header_block::HeaderBlock;
 use crate::server_stream::ServerStream;
 
@@ -80,15 +79,14 @@ struct Answer {
 }
 
 fn adopted_response(shared: &Shared, request: &AdoptedRequest) -> Result<Answer, NativeError> {
-  let mut builder = Request::builder().method("GET").uri(request.url.as_str());
-  for pair in request.headers.chunks_exact(2) {
-    builder = builder.header(pair[0].as_str(), pair[1].as_str());
-  }
-  let parsed = builder.body(()).map_err(|error| NativeError::invalid_arg(error.to_string()))?;
+  let headers = request.headers.chunks_exact(2).map(|pair| (pair[0].as_str(), pair[1].as_bytes()));
+  let invalid = |refusal: Refusal| NativeError::invalid_arg(refusal.body);
+  // Node read it as HTTP/1.1 (an upgrade needs it); JS checked it is a GET.
+  let parsed = Request::check("GET", 1, &request.url, headers).map_err(invalid)?;
   let deflate = shared.deflate.map(|deflate| deflate.negotiation);
-  let (response, agreement) = handshake::accept_response(&parsed, &request.protocol, deflate)
-    .map_err(|refusal| NativeError::invalid_arg(refusal.body))?;
-  Ok(Answer { response, agreement, headers: HeaderBlock::of_request(&parsed) })
+  let (response, agreement) =
+    handshake::answer(&parsed, &request.protocol, deflate).map_err(invalid)?;
+  Ok(Answer { response, agreement, headers: parsed.headers })
 }
 
 /// Answers 101 and serves the connection; returns its handle.

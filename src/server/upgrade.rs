@@ -9,14 +9,13 @@ use std::sync::{Arc, MutexGuard};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 use super::registry::{open_connection, Connection, Opening, Remote, Reservation};
 use super::served::MayGoDormant;
 use super::{lock, Shared, Verdict};
 use crate::deflate::Agreement;
 use crate::events::EventDetail;
-use crate::handshake::{self, Refusal, Upgrade};
+use crate::handshake::{self, Refusal, Request, Upgrade};
 use crate::header_block::HeaderBlock;
 use crate::server_stream::ServerStream;
 
@@ -110,7 +109,7 @@ async fn upgrade<S>(
 where
   S: AsyncRead + AsyncWrite + Unpin,
 {
-  let (Upgrade { request, leftover }, response) = read_valid_request(shared, &mut stream).await?;
+  let Upgrade { request, leftover } = read_valid_request(shared, &mut stream).await?;
   let Some(admission) = shared.admit() else {
     let full = Refusal {
       status: 503,
@@ -121,21 +120,19 @@ where
     return None;
   };
 
-  let headers = HeaderBlock::of_request(&request);
-  let offered = handshake::offered_protocols(&request);
   let protocol = if shared.verify {
-    let verdict = ask_js(shared, &request, headers.unpacked(), offered, remote, handle).await?;
+    let verdict = ask_js(shared, &request, remote, handle).await?;
     if !verdict.accept {
       let _ = handshake::refuse(&mut stream, &refusal_of(verdict)).await;
       return None;
     }
     verdict.protocol
   } else {
-    offered.into_iter().next().unwrap_or_default()
+    request.protocols.first().cloned().unwrap_or_default()
   };
 
   let deflate = shared.deflate.map(|d| d.negotiation);
-  let (response, agreement) = match handshake::answer(response, &request, &protocol, deflate) {
+  let (response, agreement) = match handshake::answer(&request, &protocol, deflate) {
     Ok(answer) => answer,
     Err(refusal) => {
       let _ = handshake::refuse(&mut stream, &refusal).await;
@@ -144,7 +141,7 @@ where
   };
   admission.keep();
   let opening = Opening { response, leftover };
-  Some(Upgraded { stream, opening, headers, protocol, agreement })
+  Some(Upgraded { stream, opening, headers: request.headers, protocol, agreement })
 }
 
 /// A connection accepted, its 101 answer not yet written.
@@ -156,39 +153,22 @@ struct Upgraded<S> {
   agreement: Option<Agreement>,
 }
 
-/// Reads the request and checks it is a valid upgrade at the served path,
-/// with the 101 answer to it made so far (`handshake::valid_upgrade`);
+/// Reads the request and checks it is a valid upgrade at the served path;
 /// refuses it (when there is anyone to tell) otherwise.
-async fn read_valid_request<S>(
-  shared: &Shared,
-  stream: &mut ServerStream<S>,
-) -> Option<(Upgrade, Response)>
+async fn read_valid_request<S>(shared: &Shared, stream: &mut ServerStream<S>) -> Option<Upgrade>
 where
   S: AsyncRead + AsyncWrite + Unpin,
 {
-  let upgrade = match handshake::read_request(stream).await {
-    Ok(upgrade) => upgrade,
-    Err(refusal) => {
-      if let Some(refusal) = refusal {
-        let _ = handshake::refuse(stream, &refusal).await;
-      }
-      return None;
+  let refusal = match handshake::read_request(stream).await {
+    Ok(upgrade) if shared.path.as_deref().is_none_or(|path| path == upgrade.request.path()) => {
+      return Some(upgrade)
     }
+    Ok(_) => Refusal::bad_request("No WebSocket endpoint at this path"),
+    Err(Some(refusal)) => refusal,
+    Err(None) => return None,
   };
-  let request = &upgrade.request;
-  let wrong_path = shared.path.as_deref().is_some_and(|path| path != request.uri().path());
-  let checked = if wrong_path {
-    Err(Refusal::bad_request("No WebSocket endpoint at this path"))
-  } else {
-    handshake::valid_upgrade(request)
-  };
-  match checked {
-    Ok(response) => Some((upgrade, response)),
-    Err(refusal) => {
-      let _ = handshake::refuse(stream, &refusal).await;
-      None
-    }
-  }
+  let _ = handshake::refuse(stream, &refusal).await;
+  None
 }
 
 /// Hands the upgrade to JS (a `Verify` event) and waits for its verdict;
@@ -196,8 +176,6 @@ where
 async fn ask_js(
   shared: &Shared,
   request: &Request,
-  raw_headers: String,
-  offered: Vec<String>,
   remote: &Remote,
   handle: u32,
 ) -> Option<Verdict> {
@@ -206,11 +184,11 @@ async fn ask_js(
   shared.events.detail(
     handle,
     EventDetail::Verify {
-      url: request.uri().to_string(),
-      raw_headers,
+      url: request.target.clone(),
+      raw_headers: request.headers.unpacked(),
       remote_address: remote.address(),
       remote_port: remote.port.into(),
-      protocols: offered,
+      protocols: request.protocols.clone(),
     },
   );
   verdict.await.ok()
