@@ -14,7 +14,21 @@ const express = require('express');
 const WebSocket = require('ws');
 
 const { Server } = require('..');
-const { within, once, track, attachServer, openClient, next, closed, collect, delay, defer, until, localPort } = require('./helpers');
+const {
+  within,
+  once,
+  track,
+  attachServer,
+  startServer,
+  openClient,
+  next,
+  closed,
+  collect,
+  delay,
+  defer,
+  until,
+  localPort
+} = require('./helpers');
 const {
   listenOn,
   upgradeRequest,
@@ -120,6 +134,23 @@ test('server: an upgrade for a path no Server matches gets 400 when there is no 
   assert.equal(server.size, 0);
   // The matching path is still upgraded.
   assert.equal((await upgradeRequest(port, '/ws?q=1')).status, 101);
+});
+
+test('server: an upgrade that is not a GET gets 400, attached as standalone', async (t) => {
+  const httpServer = await listenOn(t, plainHttp());
+  const attached = attachServer(t, httpServer, { path: '/ws' });
+  const standalone = await startServer(t);
+  const targets = [
+    [attached, (await attached.ready).port, '/ws'],
+    [standalone, standalone.address().port, '/']
+  ];
+  for (const [server, port, path] of targets) {
+    const answer = await upgradeRequest(port, path, {}, 10000, { method: 'POST' });
+    assert.equal(answer.status, 400);
+    assert.match(answer.body, /GET/);
+    assert.equal(server.size, 0);
+    assert.equal((await upgradeRequest(port, path)).status, 101);
+  }
 });
 
 test("server: an upgrade for a path no Server matches is left to the user's other 'upgrade' listener", async (t) => {

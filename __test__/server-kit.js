@@ -55,9 +55,10 @@ function upgradeHeaders(port, extra = {}) {
  * headers, body }`; for a 101 the socket is destroyed and `body` is ''.
  * Rejects after `ms`.
  */
-function upgradeRequest(port, requestPath = '/', extraHeaders = {}, ms = 10000, { tls = false } = {}) {
+function upgradeRequest(port, requestPath = '/', extraHeaders = {}, ms = 10000, { tls = false, method = 'GET' } = {}) {
   const answer = new Promise((resolve, reject) => {
     const req = (tls ? https : http).request({
+      method,
       host: '127.0.0.1',
       port,
       path: requestPath,

@@ -112,6 +112,8 @@ class ServerUpgrades {
       return refuseUpgrade(socket, verdict.status, verdict.reason, verdict.headers);
     }
     const request = {
+      method: req.method,
+      httpVersionMinor: req.httpVersionMinor,
       url: req.url,
       headers: req.rawHeaders,
       protocol: verdict.protocol,

@@ -100,11 +100,11 @@ impl Request {
         seen.keys += 1;
         seen.key.get_or_insert(value);
       } else if is("sec-websocket-protocol") {
-        let list = std::str::from_utf8(value).unwrap_or_default();
+        let list = visible_ascii(value).unwrap_or_default();
         let offered = list.split(',').map(str::trim).filter(|protocol| !protocol.is_empty());
         protocols.extend(offered.map(str::to_owned));
       } else if is("sec-websocket-extensions") {
-        if let Ok(offer) = std::str::from_utf8(value) {
+        if let Some(offer) = visible_ascii(value) {
           extensions.push(offer.to_owned());
         }
       }
@@ -161,6 +161,14 @@ impl UpgradeHeaders<'_> {
     }
     Ok(derive_accept_key(key))
   }
+}
+
+/// A header value as text when it is all visible ASCII, as `http`'s
+/// `HeaderValue::to_str` takes it: subprotocols and extensions are tokens,
+/// and a value with other bytes is ignored.
+fn visible_ascii(value: &[u8]) -> Option<&str> {
+  let visible = value.iter().all(|&byte| byte == b'\t' || (b' '..=b'~').contains(&byte));
+  std::str::from_utf8(value).ok().filter(|_| visible)
 }
 
 /// Whether a comma- or space-separated list holds `token` (any case).
@@ -339,8 +347,11 @@ mod tests {
 
   #[test]
   fn a_valid_upgrade_is_answered_with_the_key_of_rfc_6455() {
-    let offers =
-      [("Sec-WebSocket-Protocol", "chat, , superchat"), ("sec-websocket-protocol", "v2")];
+    let offers = [
+      ("Sec-WebSocket-Protocol", "chat, , superchat"),
+      ("Sec-WebSocket-Protocol", "caf\u{e9}"),
+      ("sec-websocket-protocol", "v2"),
+    ];
     let Ok(request) = check("GET", "/chat?room=1", &upgrade(&offers)) else { panic!("refused") };
     assert_eq!(request.path(), "/chat");
     assert_eq!(request.protocols, ["chat", "superchat", "v2"]);

@@ -81,8 +81,9 @@ struct Answer {
 fn adopted_response(shared: &Shared, request: &AdoptedRequest) -> Result<Answer, NativeError> {
   let headers = request.headers.chunks_exact(2).map(|pair| (pair[0].as_str(), pair[1].as_bytes()));
   let invalid = |refusal: Refusal| NativeError::invalid_arg(refusal.body);
-  // Node read it as HTTP/1.1 (an upgrade needs it); JS checked it is a GET.
-  let parsed = Request::check("GET", 1, &request.url, headers).map_err(invalid)?;
+  let minor_version = u8::try_from(request.http_version_minor).unwrap_or(u8::MAX);
+  let parsed =
+    Request::check(&request.method, minor_version, &request.url, headers).map_err(invalid)?;
   let deflate = shared.deflate.map(|deflate| deflate.negotiation);
   let (response, agreement) =
     handshake::answer(&parsed, &request.protocol, deflate).map_err(invalid)?;

@@ -194,6 +194,10 @@ pub struct Relay {
 /// The request an attached server's JS already read and accepted.
 #[napi(object)]
 pub struct AdoptedRequest {
+  /// `req.method` and `req.httpVersionMinor`: an upgrade must be a GET of
+  /// HTTP/1.1, and Node passes on others too.
+  pub method: String,
+  pub http_version_minor: u32,
   /// Path and query.
   pub url: String,
   /// `req.rawHeaders`: `[name, value, ...]`.
