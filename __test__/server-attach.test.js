@@ -14,21 +14,10 @@ const express = require('express');
 const WebSocket = require('ws');
 
 const { Server } = require('..');
-const {
-  within,
-  once,
-  track,
-  attachServer,
-  startServer,
-  openClient,
-  next,
-  closed,
-  collect,
-  delay,
-  defer,
-  until,
-  localPort
-} = require('./helpers');
+const helpers = require('./helpers');
+
+const { within, once, track, attachServer, startServer, openClient, next, closed, collect } = helpers;
+const { delay, defer, until, localPort } = helpers;
 const {
   listenOn,
   upgradeRequest,
