@@ -251,9 +251,10 @@ pub fn answer(
   deflate: Option<ServerSettings>,
 ) -> Result<(Vec<u8>, Option<Agreement>), Refusal> {
   let mut response = Vec::with_capacity(160 + protocol.len());
-  response.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: ");
-  response.extend_from_slice(request.accept.as_bytes());
-  response.extend_from_slice(b"\r\n");
+  response.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+  push_header(&mut response, "Connection", "Upgrade");
+  push_header(&mut response, "Upgrade", "websocket");
+  push_header(&mut response, "Sec-WebSocket-Accept", &request.accept);
   if !protocol.is_empty() {
     if HeaderValue::from_str(protocol).is_err() {
       return Err(Refusal::bad_request("The chosen subprotocol is not a valid header value"));
