@@ -73,7 +73,9 @@ impl AsRawFd for Epoll {
 struct Inner<O> {
   epoll: AsyncFd<Epoll>,
   registry: Registry,
-  dormant: Mutex<Slab<Dormant<O>>>,
+  /// `None` once the task has ended (the server closed with no connection
+  /// dormant): nothing would wake a connection admitted then.
+  dormant: Mutex<Option<Slab<Dormant<O>>>>,
   /// Keys woken by JS or the heartbeat, for the dormant set's task.
   woken: Mutex<Vec<usize>>,
   notify: Notify,
@@ -99,7 +101,7 @@ impl<O: DormantOwner> DormantSet<O> {
     let inner = Arc::new(Inner {
       epoll,
       registry,
-      dormant: Mutex::new(Slab::new()),
+      dormant: Mutex::new(Some(Slab::new())),
       woken: Mutex::new(Vec::new()),
       notify: Notify::new(),
     });
@@ -122,10 +124,18 @@ impl<O: DormantOwner> DormantSet<O> {
     };
     let Ok(socket) = socket.into_std() else { return owner.lost() };
     let mut dormant = lock(&self.inner.dormant);
-    let entry = dormant.vacant_entry();
-    let key = entry.key();
-    let fd = socket.as_raw_fd();
-    if self.inner.registry.register(&mut SourceFd(&fd), Token(key), Interest::READABLE).is_err() {
+    // No slab: the server closed while this connection rested, and the
+    // set's task has ended; the close frame or termination on its way
+    // needs a task to act on it.
+    let entry = dormant.as_mut().map(Slab::vacant_entry).filter(|entry| {
+      let fd = socket.as_raw_fd();
+      self
+        .inner
+        .registry
+        .register(&mut SourceFd(&fd), Token(entry.key()), Interest::READABLE)
+        .is_ok()
+    });
+    let Some(entry) = entry else {
       drop(dormant);
       // Back to tokio at once: it cannot go dormant.
       match TcpStream::from_std(socket) {
@@ -133,7 +143,8 @@ impl<O: DormantOwner> DormantSet<O> {
         Err(_) => owner.lost(),
       }
       return;
-    }
+    };
+    let key = entry.key();
     // JS's next send, close or ping wakes the connection by its key; what
     // came before that registration is found now.
     let waker = Waker::from(Arc::new(KeyWaker { inner: Arc::downgrade(&self.inner), key }));
@@ -187,9 +198,14 @@ async fn run<O: DormantOwner>(inner: Arc<Inner<O>>, shutdown: CancellationToken)
     for key in keys.drain(..) {
       wake_up(&inner, key);
     }
-    // The server's close() woke every connection.
-    if stopping && lock(&inner.dormant).is_empty() {
-      return;
+    // The server's close() woke every connection. Ended under the lock, so
+    // that a connection admitted from now on stays a task (`admit`).
+    if stopping {
+      let mut dormant = lock(&inner.dormant);
+      if dormant.as_ref().is_some_and(Slab::is_empty) {
+        *dormant = None;
+        return;
+      }
     }
   }
 }
@@ -198,11 +214,88 @@ async fn run<O: DormantOwner>(inner: Arc<Inner<O>>, shutdown: CancellationToken)
 /// twice, or after its slot was reused): then there is nothing to do, or
 /// another connection wakes for nothing and goes dormant again.
 fn wake_up<O: DormantOwner>(inner: &Inner<O>, key: usize) {
-  let Some(dormant) = lock(&inner.dormant).try_remove(key) else { return };
+  let Some(dormant) = lock(&inner.dormant).as_mut().and_then(|slab| slab.try_remove(key)) else {
+    return;
+  };
   let Dormant { socket, boundaries, owner, generation, .. } = dormant;
   let _ = inner.registry.deregister(&mut SourceFd(&socket.as_raw_fd()));
   match TcpStream::from_std(socket) {
     Ok(socket) => owner.wake(ServerStream::resume(socket, boundaries), generation),
     Err(_) => owner.lost(),
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use std::sync::mpsc;
+
+  use tokio::net::TcpListener;
+  use tokio_util::task::TaskTracker;
+
+  use super::*;
+  use crate::link::close_frame;
+
+  /// Reports whether it was given back to tokio (`wake`) or lost.
+  struct Owner {
+    link: Arc<Link>,
+    outcome: mpsc::Sender<&'static str>,
+  }
+
+  impl DormantOwner for Owner {
+    fn link(&self) -> &Link {
+      &self.link
+    }
+    fn wake(self, _stream: ServerStream<TcpStream>, _generation: u32) {
+      let _ = self.outcome.send("woken");
+    }
+    fn lost(self) {
+      let _ = self.outcome.send("lost");
+    }
+  }
+
+  /// The server's end of a real loopback connection, and the client's.
+  async fn connection() -> (ServerStream<TcpStream>, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (ServerStream::new(server), client)
+  }
+
+  async fn until_ended(set: &DormantSet<Owner>) {
+    while lock(&set.inner.dormant).is_some() {
+      tokio::task::yield_now().await;
+    }
+  }
+
+  #[tokio::test]
+  async fn a_dormant_connection_is_woken_by_the_close_of_its_server() {
+    let shutdown = CancellationToken::new();
+    let set = DormantSet::start(shutdown.clone()).unwrap();
+    let (stream, _client) = connection().await;
+    let (outcome, outcomes) = mpsc::channel();
+    let link = Arc::new(Link::new());
+    let owner = Owner { link: Arc::clone(&link), outcome };
+    set.admit(stream, owner, 1, TaskTracker::new().token());
+    assert!(lock(&set.inner.dormant).as_ref().is_some_and(|slab| slab.len() == 1));
+
+    shutdown.cancel();
+    link.close(close_frame(1012, String::new()));
+    until_ended(&set).await;
+    assert_eq!(outcomes.try_recv(), Ok("woken"));
+  }
+
+  #[tokio::test]
+  async fn a_connection_that_rests_after_its_server_closed_stays_a_task() {
+    let shutdown = CancellationToken::new();
+    let set = DormantSet::start(shutdown.clone()).unwrap();
+    shutdown.cancel();
+    // The set, empty, ends at once; a connection resting through the close
+    // then asks to go dormant. Nothing would ever wake it there.
+    until_ended(&set).await;
+    let (stream, _client) = connection().await;
+    let (outcome, outcomes) = mpsc::channel();
+    let owner = Owner { link: Arc::new(Link::new()), outcome };
+    set.admit(stream, owner, 1, TaskTracker::new().token());
+    assert_eq!(outcomes.try_recv(), Ok("woken"));
   }
 }
