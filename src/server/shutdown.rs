@@ -21,9 +21,13 @@ pub(super) fn close(shared: &Arc<Shared>, code: u32, reason: String, timeout_ms:
   }
   let grace = Duration::try_from_secs_f64(timeout_ms.max(0.0) / 1000.0).unwrap_or(Duration::MAX);
   shared.events.flow.set_close_timeout(grace);
-  // Cancel first: the accept task then reads the listener's failure below
-  // as the end. A connection that registers after this sees the
-  // cancellation and closes itself.
+  let closing = close_frame(code, reason);
+  // Before the cancellation: a connection that registers once it is
+  // cancelled, too late for the loop below, finds the frame and closes
+  // itself (registry.rs).
+  *lock(&shared.closing_frame) = Some(closing.clone());
+  // Cancel before refusing: the accept task then reads the listener's
+  // failure below as the end.
   shared.shutdown.cancel();
   // New connections are refused from now on: shutting down a listening
   // socket's read side stops it listening (Linux), before the accept task
@@ -31,11 +35,9 @@ pub(super) fn close(shared: &Arc<Shared>, code: u32, reason: String, timeout_ms:
   if let Some(listener) = lock(&shared.listener).take() {
     let _ = SockRef::from(&*listener).shutdown(std::net::Shutdown::Read);
   }
-  let closing = close_frame(code, reason);
   for connection in shared.connections().values() {
     connection.link.close(closing.clone());
   }
-  *lock(&shared.closing_frame) = Some(closing);
   // The cluster's task publishes what is queued, then ends.
   if let Some(cluster) = &shared.cluster {
     cluster.stop();
