@@ -30,7 +30,7 @@ use crate::connection_loop::{drive_until_rest, Ended, Incoming, Outcome, Role};
 use crate::deflate::Agreement;
 use crate::flow::Flow;
 use crate::link::Link;
-use crate::server_stream::{ServerStream, READ_AHEAD};
+use crate::server_stream::{PayloadSource, ServerStream, READ_AHEAD};
 
 /// How long a new connection that may go dormant waits, quiet, before it
 /// does. Clients mostly speak first (a subscription, a login) right after
@@ -191,7 +191,7 @@ pub async fn active_period<S>(
   deliver: impl FnMut(Incoming),
 ) -> (ServerStream<S>, Outcome)
 where
-  S: AsyncRead + AsyncWrite + Unpin,
+  S: PayloadSource + AsyncWrite,
 {
   let Period { mut config, deflate, link, flow, generation } = period;
   if stream.next_frame_len().is_some_and(|len| len >= READ_AHEAD as u64) {

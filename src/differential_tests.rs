@@ -46,7 +46,7 @@ use crate::direct_frame::DIRECT_MIN_LEN;
 use crate::flow::Flow;
 use crate::link::{Limits, Link};
 use crate::server::server_config;
-use crate::server_stream::{ServerStream, READ_AHEAD};
+use crate::server_stream::{PayloadSource, ServerStream, READ_AHEAD};
 
 /// The client's bytes and how they arrive: reads of the sizes in `reads`
 /// (in turn), each preceded by a `Pending` when `pauses` says so, then the
@@ -106,6 +106,8 @@ impl AsyncRead for ScriptStream {
     Poll::Ready(Ok(()))
   }
 }
+
+impl PayloadSource for ScriptStream {}
 
 impl AsyncWrite for ScriptStream {
   fn poll_write(

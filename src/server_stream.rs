@@ -29,12 +29,14 @@
 
 use std::cell::Cell;
 use std::io::{self, Cursor};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use flate2::Decompress;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
+use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{FrameHeader, Utf8Bytes};
@@ -110,7 +112,7 @@ enum Held {
 }
 
 /// A large binary frame being read past tungstenite.
-struct LargeBinary {
+pub struct LargeBinary {
   payload: BytesMut,
   len: usize,
   mask: [u8; 4],
@@ -126,6 +128,84 @@ impl LargeBinary {
     unmask(&mut self.payload[self.unmasked..], self.mask, self.unmasked);
     self.unmasked = self.payload.len();
   }
+
+  fn missing(&self) -> usize {
+    self.len - self.payload.len()
+  }
+
+  /// Appends the next payload bytes, unmasked as they are copied: eight
+  /// bytes at a time, which the compiler turns into vector instructions.
+  fn extend_unmasked(&mut self, masked: &[u8]) {
+    let at = self.payload.len();
+    let mask = mask_from(self.mask, at);
+    let [a, b, c, d] = mask;
+    let wide = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
+    self.payload.reserve(masked.len());
+    let spare = &mut self.payload.spare_capacity_mut()[..masked.len()];
+    let (words, rest) = masked.as_chunks::<8>();
+    let (word_slots, rest_slots) = spare.as_chunks_mut::<8>();
+    for (slot, word) in word_slots.iter_mut().zip(words) {
+      *slot = (u64::from_ne_bytes(*word) ^ wide).to_ne_bytes().map(MaybeUninit::new);
+    }
+    // Whole words keep the mask's phase: the rest (under eight bytes)
+    // starts at `mask[0]`.
+    for ((slot, byte), mask_byte) in rest_slots.iter_mut().zip(rest).zip(wide.to_ne_bytes()) {
+      slot.write(byte ^ mask_byte);
+    }
+    // SAFETY: the two loops wrote each of the first `masked.len()` bytes
+    // of the spare capacity.
+    unsafe { self.payload.set_len(at + masked.len()) };
+    self.unmasked = self.payload.len();
+  }
+}
+
+/// Where a large frame's payload comes from.
+pub trait PayloadSource: AsyncRead + Unpin {
+  /// Reads more of `frame`'s payload into it and unmasks it; 0 at the end
+  /// of the stream.
+  fn poll_payload(
+    &mut self,
+    cx: &mut Context<'_>,
+    frame: &mut LargeBinary,
+  ) -> Poll<io::Result<usize>> {
+    let missing = frame.missing();
+    let mut window = (&mut frame.payload).limit(missing);
+    let read = ready!(poll_read_buf(Pin::new(self), cx, &mut window))?;
+    frame.unmask_arrived();
+    Poll::Ready(Ok(read))
+  }
+}
+
+impl PayloadSource for tokio::net::TcpStream {}
+impl PayloadSource for tokio::net::UnixStream {}
+/// The Socket's: a server's frames are not masked, nor held back.
+impl PayloadSource for tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream> {}
+
+/// rustls decrypts each record in a buffer of its own: the payload is
+/// copied out of it unmasked, one pass where reading, then unmasking, takes
+/// two.
+impl<IO: AsyncRead + AsyncWrite + Unpin> PayloadSource for TlsStream<IO> {
+  fn poll_payload(
+    &mut self,
+    cx: &mut Context<'_>,
+    frame: &mut LargeBinary,
+  ) -> Poll<io::Result<usize>> {
+    poll_buffered_payload(self, cx, frame)
+  }
+}
+
+/// `PayloadSource::poll_payload` for a source with a buffer of its own.
+fn poll_buffered_payload<R: AsyncBufRead + Unpin>(
+  source: &mut R,
+  cx: &mut Context<'_>,
+  frame: &mut LargeBinary,
+) -> Poll<io::Result<usize>> {
+  let mut source = Pin::new(source);
+  let buffered = ready!(source.as_mut().poll_fill_buf(cx))?;
+  let taken = buffered.len().min(frame.missing());
+  frame.extend_unmasked(&buffered[..taken]);
+  source.consume(taken);
+  Poll::Ready(Ok(taken))
 }
 
 /// A compressed message being read and inflated.
@@ -146,7 +226,7 @@ struct Compressed {
 /// Removes a client's mask (RFC 6455 5.3) from bytes that start `at` bytes
 /// into the masked payload; tungstenite keeps its own private.
 fn unmask(payload: &mut [u8], mask: [u8; 4], at: usize) {
-  let mask = [mask[at % 4], mask[(at + 1) % 4], mask[(at + 2) % 4], mask[(at + 3) % 4]];
+  let mask = mask_from(mask, at);
   let word = u32::from_ne_bytes(mask);
   let (words, rest) = payload.as_chunks_mut::<4>();
   for chunk in words {
@@ -155,6 +235,11 @@ fn unmask(payload: &mut [u8], mask: [u8; 4], at: usize) {
   for (byte, mask_byte) in rest.iter_mut().zip(mask) {
     *byte ^= mask_byte;
   }
+}
+
+/// The mask as it applies from `at` bytes into the payload.
+fn mask_from(mask: [u8; 4], at: usize) -> [u8; 4] {
+  [mask[at % 4], mask[(at + 1) % 4], mask[(at + 2) % 4], mask[(at + 3) % 4]]
 }
 
 /// Which frames the stream holds back from tungstenite at a message's
@@ -478,43 +563,6 @@ impl<S: AsyncRead + Unpin> ServerStream<S> {
     Poll::Ready(())
   }
 
-  /// A message read past tungstenite, once whole; `None` when none is
-  /// being read.
-  pub fn poll_held_message(
-    &mut self,
-    cx: &mut Context<'_>,
-  ) -> Poll<Option<Result<Message, HeldError>>> {
-    match self.held.as_deref() {
-      None => Poll::Ready(None),
-      Some(Held::Large(_)) => self.poll_large_binary(cx).map(Some),
-      Some(Held::Compressed(_)) => self.poll_compressed(cx).map(Some),
-    }
-  }
-
-  fn poll_large_binary(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, HeldError>> {
-    let Some(Held::Large(frame)) = self.held.as_deref_mut() else {
-      unreachable!("a large frame is held")
-    };
-    if let Some(mut spill) = self.spill.take() {
-      let taken = (spill.end - spill.start).min(frame.len - frame.payload.len());
-      frame.payload.extend_from_slice(&spill.data[spill.start..spill.start + taken]);
-      spill.start += taken;
-      keep_spill(&mut self.spill, spill);
-    }
-    frame.unmask_arrived();
-    while frame.payload.len() < frame.len {
-      let missing = frame.len - frame.payload.len();
-      let mut window = (&mut frame.payload).limit(missing);
-      if ready!(poll_read_buf(Pin::new(&mut self.inner), cx, &mut window))? == 0 {
-        return Poll::Ready(Err(unexpected_eof()));
-      }
-      frame.unmask_arrived();
-    }
-    let Some(held) = self.held.take() else { unreachable!("a large frame is held") };
-    let Held::Large(LargeBinary { payload, .. }) = *held else { unreachable!() };
-    Poll::Ready(Ok(Message::Binary(payload.freeze())))
-  }
-
   /// Reads and inflates the held compressed message's frames until it is
   /// whole. Control frames between them are left for tungstenite, which
   /// the loop polls first.
@@ -645,7 +693,43 @@ impl<S: AsyncRead + Unpin> ServerStream<S> {
   }
 }
 
-impl<S: AsyncRead + Unpin> Inbound for ServerStream<S> {
+impl<S: PayloadSource> ServerStream<S> {
+  /// A message read past tungstenite, once whole; `None` when none is
+  /// being read.
+  pub fn poll_held_message(
+    &mut self,
+    cx: &mut Context<'_>,
+  ) -> Poll<Option<Result<Message, HeldError>>> {
+    match self.held.as_deref() {
+      None => Poll::Ready(None),
+      Some(Held::Large(_)) => self.poll_large_binary(cx).map(Some),
+      Some(Held::Compressed(_)) => self.poll_compressed(cx).map(Some),
+    }
+  }
+
+  fn poll_large_binary(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, HeldError>> {
+    let Some(Held::Large(frame)) = self.held.as_deref_mut() else {
+      unreachable!("a large frame is held")
+    };
+    if let Some(mut spill) = self.spill.take() {
+      let taken = (spill.end - spill.start).min(frame.len - frame.payload.len());
+      frame.payload.extend_from_slice(&spill.data[spill.start..spill.start + taken]);
+      spill.start += taken;
+      keep_spill(&mut self.spill, spill);
+    }
+    frame.unmask_arrived();
+    while frame.missing() > 0 {
+      if ready!(self.inner.poll_payload(cx, frame))? == 0 {
+        return Poll::Ready(Err(unexpected_eof()));
+      }
+    }
+    let Some(held) = self.held.take() else { unreachable!("a large frame is held") };
+    let Held::Large(LargeBinary { payload, .. }) = *held else { unreachable!() };
+    Poll::Ready(Ok(Message::Binary(payload.freeze())))
+  }
+}
+
+impl<S: PayloadSource> Inbound for ServerStream<S> {
   /// Bytes still unread (the start of a header, which tungstenite waits
   /// for whole) keep the connection active: resting, they would wake it at
   /// once, again and again.
@@ -758,5 +842,66 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ServerStream<S> {
 
   fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
     Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use std::task::Waker;
+
+  use tokio::io::BufReader;
+
+  use super::*;
+
+  /// A payload of `len` bytes, and the same masked with `mask` as a client
+  /// sends it.
+  fn masked(len: usize, mask: [u8; 4]) -> (Vec<u8>, Vec<u8>) {
+    let payload: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+    let mut masked = payload.clone();
+    unmask(&mut masked, mask, 0);
+    (payload, masked)
+  }
+
+  fn frame(len: usize, mask: [u8; 4]) -> LargeBinary {
+    LargeBinary { payload: BytesMut::new(), len, mask, unmasked: 0 }
+  }
+
+  #[test]
+  fn a_payload_copied_out_of_a_buffered_source_is_unmasked_at_every_offset() {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let (payload, masked) = masked(1000, mask);
+    let mut cx = Context::from_waker(Waker::noop());
+    // Buffers of 1, 3, 4, 13 and 64 bytes start copies at every offset in
+    // the mask's cycle, with and without whole words; the source holds
+    // more than the payload, which stays for the next frame.
+    for capacity in [1, 3, 4, 13, 64] {
+      let mut input = masked.clone();
+      input.extend_from_slice(b"next frame");
+      let mut source = BufReader::with_capacity(capacity, &input[..]);
+      let mut frame = frame(payload.len(), mask);
+      while frame.missing() > 0 {
+        let Poll::Ready(Ok(read)) = poll_buffered_payload(&mut source, &mut cx, &mut frame) else {
+          panic!("a slice is always ready")
+        };
+        assert!(read > 0 && read <= capacity);
+      }
+      assert!(frame.payload[..] == payload[..], "buffer of {capacity}");
+      assert_eq!(frame.unmasked, payload.len());
+      let Poll::Ready(Ok(rest)) = Pin::new(&mut source).poll_fill_buf(&mut cx) else {
+        panic!("a slice is always ready")
+      };
+      assert_eq!(rest[0], b'n');
+    }
+  }
+
+  #[test]
+  fn a_payload_unmasked_partly_on_the_way_and_partly_after_is_whole() {
+    let mask = [0xa5, 0x00, 0xff, 0x3c];
+    let (payload, masked) = masked(4099, mask);
+    let mut frame = frame(payload.len(), mask);
+    frame.extend_unmasked(&masked[..13]);
+    frame.payload.extend_from_slice(&masked[13..]);
+    frame.unmask_arrived();
+    assert!(frame.payload[..] == payload[..]);
   }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use napi::bindgen_prelude::Buffer;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio::net::{TcpStream, UnixStream};
 
 use super::registry::{open_connection, Connection, Opening, Remote, Reservation};
@@ -18,7 +18,7 @@ use crate::deflate::Agreement;
 use crate::error::NativeError;
 use crate::handshake::{self, Refusal, Request};
 use crate::header_block::HeaderBlock;
-use crate::server_stream::ServerStream;
+use crate::server_stream::{PayloadSource, ServerStream};
 
 /// Answers 101 on a duplicate of JS's socket `fd` and serves it.
 pub(super) fn adopt(
@@ -100,7 +100,7 @@ fn serve_adopted<S>(
   reservation: Reservation,
 ) -> u32
 where
-  S: AsyncRead + AsyncWrite + MayGoDormant + Unpin + Send + 'static,
+  S: PayloadSource + AsyncWrite + MayGoDormant + Send + 'static,
 {
   let handle = reservation.handle();
   // JS admitted it (see `admitted`).

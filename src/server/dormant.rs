@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use super::served::{MayGoDormant, ServedConnection};
@@ -13,7 +13,7 @@ use crate::connection_loop::Ended;
 use crate::connection_task::ConnectionTask;
 use crate::dormancy::{DormantOwner, DormantSet, DORMANCY_TICK};
 use crate::link::Link;
-use crate::server_stream::ServerStream;
+use crate::server_stream::{PayloadSource, ServerStream};
 
 impl Shared {
   /// Made as the server starts (`start_clock`); `None` if its epoll set
@@ -32,7 +32,7 @@ impl ServedConnection {
     generation: u32,
   ) -> Result<(), ServerStream<S>>
   where
-    S: AsyncRead + AsyncWrite + MayGoDormant + Unpin + Send + 'static,
+    S: PayloadSource + AsyncWrite + MayGoDormant + Send + 'static,
   {
     if !S::MAY_GO_DORMANT || !stream.may_go_dormant() {
       return Err(stream);

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, MutexGuard};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
 use super::served::{MayGoDormant, ServedConnection};
@@ -26,7 +26,7 @@ use crate::deflate::Agreement;
 use crate::events::{Description, EventDetail, Receiver};
 use crate::header_block::HeaderBlock;
 use crate::link::Link;
-use crate::server_stream::ServerStream;
+use crate::server_stream::{PayloadSource, ServerStream};
 
 /// A connection JS may address by its handle.
 pub(super) struct Connection {
@@ -182,7 +182,7 @@ pub(super) async fn open_connection<S>(
   decided_in_js: bool,
   opening: Opening,
 ) where
-  S: AsyncRead + AsyncWrite + MayGoDormant + Unpin + Send + 'static,
+  S: PayloadSource + AsyncWrite + MayGoDormant + Send + 'static,
 {
   let served = register(shared, reservation.settle(), connection, decided_in_js);
   let answered = async {

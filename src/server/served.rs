@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
 
@@ -14,7 +14,7 @@ use crate::connection_loop::{Ended, Incoming};
 use crate::connection_task::{self, Active, Owner, Period};
 use crate::events::{EventDetail, ServerClose};
 use crate::link::Link;
-use crate::server_stream::ServerStream;
+use crate::server_stream::{PayloadSource, ServerStream};
 
 /// A server connection, as its resting task reaches it.
 #[derive(Clone)]
@@ -26,7 +26,7 @@ pub(super) struct ServedConnection {
 
 impl<S> Owner<S> for ServedConnection
 where
-  S: AsyncRead + AsyncWrite + MayGoDormant + Unpin + Send + 'static,
+  S: PayloadSource + AsyncWrite + MayGoDormant + Send + 'static,
 {
   fn link(&self) -> &Link {
     &self.connection.link

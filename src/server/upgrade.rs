@@ -17,7 +17,7 @@ use crate::deflate::Agreement;
 use crate::events::EventDetail;
 use crate::handshake::{self, Refusal, Request, Upgrade};
 use crate::header_block::HeaderBlock;
-use crate::server_stream::ServerStream;
+use crate::server_stream::{PayloadSource, ServerStream};
 
 /// What an upgrade past `maxConnections` is told: come back in this many
 /// seconds.
@@ -73,7 +73,7 @@ pub(super) async fn serve<S>(
   remote: Remote,
   reservation: Reservation,
 ) where
-  S: AsyncRead + AsyncWrite + MayGoDormant + Unpin + Send + 'static,
+  S: PayloadSource + AsyncWrite + MayGoDormant + Send + 'static,
 {
   let handle = reservation.handle();
   // Boxed: the handshake's buffers would otherwise stay part of this
